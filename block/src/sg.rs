@@ -7,6 +7,7 @@
 use core::fmt;
 
 use crate::addr::MemAddr;
+use crate::request::DEFAULT_SG_CAPACITY;
 
 /// One contiguous run of bytes in the address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,7 +63,7 @@ impl core::error::Error for SgError {}
 /// Invariants, kept by every constructor and operation: no segment is empty, no segment wraps
 /// the address space, and the total length is the sum of the segment lengths.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SgList<const N: usize> {
+pub struct SgList<const N: usize = DEFAULT_SG_CAPACITY> {
     segments: heapless::Vec<Segment, N>,
     total_len: u64,
 }

@@ -166,6 +166,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> BlockDevice<SG> for Fa
         }
         let mut tear = request.operation == Operation::Write
             && request.blocks.0 >= 2
+            && request.validate(&self.inner.geometry()).is_ok()
             && Self::chance(&mut self.rng, self.config.tear_ppm);
         let tag = request.tag;
         if tear {
