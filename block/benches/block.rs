@@ -11,15 +11,24 @@ use block::{
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn sg_split(c: &mut Criterion) {
-    let segments: Vec<Segment> =
-        (0..16).map(|i| Segment::new(MemAddr(i * 0x10_000), 4096)).collect();
+    let segments: Vec<Segment> = (0..16)
+        .map(|i| Segment::new(MemAddr(i * 0x10_000), 4096))
+        .collect();
     let list = SgList::<16>::from_segments(&segments).unwrap();
     let mut group = c.benchmark_group("sg");
     group.bench_function("split_at_middle_16_segments", |b| {
-        b.iter(|| black_box(&list).split_at(black_box(8 * 4096 + 100)).unwrap())
+        b.iter(|| {
+            black_box(&list)
+                .split_at(black_box(8 * 4096 + 100))
+                .unwrap()
+        })
     });
     group.bench_function("slice_4k_of_16_segments", |b| {
-        b.iter(|| black_box(&list).slice(black_box(5 * 4096 + 17), 4096).unwrap())
+        b.iter(|| {
+            black_box(&list)
+                .slice(black_box(5 * 4096 + 17), 4096)
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -33,7 +42,10 @@ fn ramdisk_round_trip(c: &mut Criterion) {
     let sg = SgList::single(MemAddr(0x10_0000), 4096).unwrap();
     let mut group = c.benchmark_group("ramdisk");
     let mut tag = 0u64;
-    for (name, write) in [("read_4k_submit_poll", false), ("write_4k_submit_poll", true)] {
+    for (name, write) in [
+        ("read_4k_submit_poll", false),
+        ("write_4k_submit_poll", true),
+    ] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 tag += 1;

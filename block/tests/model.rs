@@ -6,8 +6,8 @@ use core::time::Duration;
 
 use block::testing::{ExactlyOnce, FaultConfig, FaultInjector, Violation};
 use block::{
-    BlockCount, BlockDevice, BlockRequest, Completion, ErrorKind, Geometry, Instant, Lba,
-    MemAddr, Memory, MemoryRegions, RamDisk, Segment, SgList, SubmitError, Tag,
+    BlockCount, BlockDevice, BlockRequest, Completion, ErrorKind, Geometry, Instant, Lba, MemAddr,
+    Memory, MemoryRegions, RamDisk, Segment, SgList, SubmitError, Tag,
 };
 use proptest::prelude::*;
 
@@ -127,9 +127,12 @@ fn request_for(issued: &Issued) -> BlockRequest {
         Op::Write => BlockRequest::write(issued.tag, lba, n, slot_sg(issued.slot, len, s.cut)),
         Op::Unmap => BlockRequest::unmap(issued.tag, lba, n),
         Op::WriteZeroes => BlockRequest::write_zeroes(issued.tag, lba, n),
-        Op::CompareAndWrite => {
-            BlockRequest::compare_and_write(issued.tag, lba, n, slot_sg(issued.slot, 2 * len, s.cut))
-        }
+        Op::CompareAndWrite => BlockRequest::compare_and_write(
+            issued.tag,
+            lba,
+            n,
+            slot_sg(issued.slot, 2 * len, s.cut),
+        ),
         Op::Flush => BlockRequest::flush(issued.tag),
     }
 }
@@ -161,10 +164,10 @@ fn run_model<D: BlockDevice>(
         let mut arrivals: Vec<Completion> = Vec::new();
 
         let handle = |arrivals: &mut Vec<Completion>,
-                          issued: &Vec<Issued>,
-                          memory: &MemoryRegions<'_, 1>,
-                          model: &mut Vec<u32>,
-                          results: &mut Vec<(usize, Completion)>|
+                      issued: &Vec<Issued>,
+                      memory: &MemoryRegions<'_, 1>,
+                      model: &mut Vec<u32>,
+                      results: &mut Vec<(usize, Completion)>|
          -> Result<(), TestCaseError> {
             for completion in arrivals.drain(..) {
                 let index = issued.iter().position(|i| i.tag == completion.tag).unwrap();
@@ -182,9 +185,17 @@ fn run_model<D: BlockDevice>(
                 match item.step.op {
                     Op::Read => {
                         prop_assert!(completion.is_ok());
-                        let data = slot_bytes(memory, item.slot, item.step.blocks as usize * BLOCK, item.step.cut);
+                        let data = slot_bytes(
+                            memory,
+                            item.slot,
+                            item.step.blocks as usize * BLOCK,
+                            item.step.cut,
+                        );
                         for (k, b) in item.range().enumerate() {
-                            prop_assert_eq!(block_value(&data[k * BLOCK..(k + 1) * BLOCK]), Some(model[b as usize]));
+                            prop_assert_eq!(
+                                block_value(&data[k * BLOCK..(k + 1) * BLOCK]),
+                                Some(model[b as usize])
+                            );
                         }
                     }
                     Op::Write | Op::Unmap | Op::WriteZeroes => {
@@ -194,7 +205,9 @@ fn run_model<D: BlockDevice>(
                         }
                     }
                     Op::CompareAndWrite => {
-                        let mismatch = item.range().position(|b| model[b as usize] != item.expected);
+                        let mismatch = item
+                            .range()
+                            .position(|b| model[b as usize] != item.expected);
                         match mismatch {
                             None => {
                                 prop_assert!(completion.is_ok());
@@ -227,28 +240,46 @@ fn run_model<D: BlockDevice>(
             };
             // Compare against the current value of the first block, so both outcomes happen.
             let expected = before.get(step.lba as usize).copied().unwrap_or(0);
-            let item = Issued { step: step.clone(), tag: Tag(next_tag), slot, value, expected };
+            let item = Issued {
+                step: step.clone(),
+                tag: Tag(next_tag),
+                slot,
+                value,
+                expected,
+            };
             next_tag += 1;
             let len = step.blocks as usize * BLOCK;
             match step.op {
                 Op::Write => {
                     let mut data = vec![0u8; len];
-                    data.chunks_exact_mut(BLOCK).for_each(|b| fill_block(b, value.unwrap()));
-                    memory.scatter(&slot_sg(slot, len, step.cut), &data).unwrap();
+                    data.chunks_exact_mut(BLOCK)
+                        .for_each(|b| fill_block(b, value.unwrap()));
+                    memory
+                        .scatter(&slot_sg(slot, len, step.cut), &data)
+                        .unwrap();
                 }
                 Op::CompareAndWrite => {
                     let mut data = vec![0u8; 2 * len];
                     let (cmp, new) = data.split_at_mut(len);
-                    cmp.chunks_exact_mut(BLOCK).for_each(|b| fill_block(b, expected));
-                    new.chunks_exact_mut(BLOCK).for_each(|b| fill_block(b, value.unwrap()));
-                    memory.scatter(&slot_sg(slot, 2 * len, step.cut), &data).unwrap();
+                    cmp.chunks_exact_mut(BLOCK)
+                        .for_each(|b| fill_block(b, expected));
+                    new.chunks_exact_mut(BLOCK)
+                        .for_each(|b| fill_block(b, value.unwrap()));
+                    memory
+                        .scatter(&slot_sg(slot, 2 * len, step.cut), &data)
+                        .unwrap();
                 }
                 _ => {}
             }
             let request = request_for(&item);
             issued.push(item);
             let accepted: Result<(), SubmitError> = device.submit(now, request);
-            prop_assert!(accepted.is_ok(), "queue of {} refused a batch of {}", QUEUE, batch.len());
+            prop_assert!(
+                accepted.is_ok(),
+                "queue of {} refused a batch of {}",
+                QUEUE,
+                batch.len()
+            );
             if step.poll_after {
                 device.poll(now, &mut memory, &mut |c| arrivals.push(c));
                 handle(&mut arrivals, &issued, &memory, &mut model, &mut results)?;
@@ -264,7 +295,11 @@ fn run_model<D: BlockDevice>(
             handle(&mut arrivals, &issued, &memory, &mut model, &mut results)?;
             match next {
                 Some(t) => now = now.max(t),
-                None => prop_assert_eq!(results.len(), issued.len(), "device went idle with requests outstanding"),
+                None => prop_assert_eq!(
+                    results.len(),
+                    issued.len(),
+                    "device went idle with requests outstanding"
+                ),
             }
         }
         prop_assert_eq!(results.len(), issued.len());
@@ -285,14 +320,23 @@ fn run_model<D: BlockDevice>(
                     item.value.is_some() && item.in_range() && item.range().contains(&(b as u64))
                 })
                 .collect();
-            let any_ok = touching.iter().any(|(i, c)| {
-                c.is_ok() && !matches!(issued[*i].step.op, Op::CompareAndWrite)
-            });
-            let mut allowed: Vec<u32> = touching.iter().map(|(i, _)| issued[*i].value.unwrap()).collect();
+            let any_ok = touching
+                .iter()
+                .any(|(i, c)| c.is_ok() && !matches!(issued[*i].step.op, Op::CompareAndWrite));
+            let mut allowed: Vec<u32> = touching
+                .iter()
+                .map(|(i, _)| issued[*i].value.unwrap())
+                .collect();
             if !any_ok {
                 allowed.push(before[b]);
             }
-            prop_assert!(allowed.contains(&actual), "block {} holds {} but only {:?} are possible", b, actual, allowed);
+            prop_assert!(
+                allowed.contains(&actual),
+                "block {} holds {} but only {:?} are possible",
+                b,
+                actual,
+                allowed
+            );
             model[b] = actual;
         }
         // Reads of a faulty run: every block old or new, never mixed.
@@ -300,7 +344,12 @@ fn run_model<D: BlockDevice>(
             for (index, completion) in &results {
                 let item = &issued[*index];
                 if matches!(item.step.op, Op::Read) && completion.is_ok() {
-                    let data = slot_bytes(&memory, item.slot, item.step.blocks as usize * BLOCK, item.step.cut);
+                    let data = slot_bytes(
+                        &memory,
+                        item.slot,
+                        item.step.blocks as usize * BLOCK,
+                        item.step.cut,
+                    );
                     for k in 0..item.step.blocks as usize {
                         prop_assert!(block_value(&data[k * BLOCK..(k + 1) * BLOCK]).is_some());
                     }
@@ -369,7 +418,12 @@ impl<D: BlockDevice> BlockDevice for CompletesTwice<D> {
     fn submit(&mut self, now: Instant, request: BlockRequest) -> Result<(), SubmitError> {
         self.0.submit(now, request)
     }
-    fn poll(&mut self, now: Instant, memory: &mut dyn Memory, done: &mut dyn FnMut(Completion)) -> Option<Instant> {
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(Completion),
+    ) -> Option<Instant> {
         self.0.poll(now, memory, &mut |c| {
             done(c);
             done(c);
@@ -387,11 +441,16 @@ impl<D: BlockDevice> BlockDevice for LosesCompletions<D> {
     fn submit(&mut self, now: Instant, request: BlockRequest) -> Result<(), SubmitError> {
         self.0.submit(now, request)
     }
-    fn poll(&mut self, now: Instant, memory: &mut dyn Memory, done: &mut dyn FnMut(Completion)) -> Option<Instant> {
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(Completion),
+    ) -> Option<Instant> {
         let count = &mut self.1;
         self.0.poll(now, memory, &mut |c| {
             *count += 1;
-            if *count % 3 != 0 {
+            if !(*count).is_multiple_of(3) {
                 done(c);
             }
         })
@@ -401,7 +460,9 @@ impl<D: BlockDevice> BlockDevice for LosesCompletions<D> {
 fn flush_three<D: BlockDevice>(device: &mut D) {
     let mut memory = MemoryRegions::<1>::new();
     for t in 0..3 {
-        device.submit(Instant(0), BlockRequest::flush(Tag(t))).unwrap();
+        device
+            .submit(Instant(0), BlockRequest::flush(Tag(t)))
+            .unwrap();
     }
     device.poll(Instant(0), &mut memory, &mut |_| {});
 }
@@ -436,11 +497,18 @@ fn checker_catches_a_lost_completion() {
 fn lost_device_fails_everything_after_the_loss() {
     let mut storage = vec![0u8; 4 * BLOCK];
     let disk = RamDisk::<'_, 4>::new(&mut storage, BLOCK as u32).unwrap();
-    let config = FaultConfig { lose_after_submissions: Some(1), ..FaultConfig::default() };
+    let config = FaultConfig {
+        lose_after_submissions: Some(1),
+        ..FaultConfig::default()
+    };
     let mut faulty = FaultInjector::<_, 4>::new(disk, 7, config);
     let mut memory = MemoryRegions::<1>::new();
-    faulty.submit(Instant(0), BlockRequest::flush(Tag(1))).unwrap();
-    faulty.submit(Instant(0), BlockRequest::flush(Tag(2))).unwrap();
+    faulty
+        .submit(Instant(0), BlockRequest::flush(Tag(1)))
+        .unwrap();
+    faulty
+        .submit(Instant(0), BlockRequest::flush(Tag(2)))
+        .unwrap();
     let mut seen = Vec::new();
     faulty.poll(Instant(0), &mut memory, &mut |c| seen.push(c));
     seen.sort_by_key(|c| c.tag);

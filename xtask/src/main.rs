@@ -52,7 +52,10 @@ fn print_help() {
 
 fn workspace_root() -> PathBuf {
     // xtask lives one level below the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn cargo() -> Command {
@@ -67,9 +70,23 @@ fn run(mut command: Command) -> Result<()> {
         .get_envs()
         .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
         .collect();
-    println!("\n==> {}{}", if envs.is_empty() { String::new() } else { envs.join(" ") + " " }, shown);
-    let status = command.status().map_err(|e| format!("could not start {shown}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+    println!(
+        "\n==> {}{}",
+        if envs.is_empty() {
+            String::new()
+        } else {
+            envs.join(" ") + " "
+        },
+        shown
+    );
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
 }
 
 struct Package {
@@ -84,17 +101,26 @@ fn workspace_packages() -> Result<Vec<Package>> {
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !output.status.success() {
-        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).map_err(|e| format!("cargo metadata output: {e}"))?;
-    let packages = metadata["packages"].as_array().ok_or("cargo metadata: no packages")?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cargo metadata output: {e}"))?;
+    let packages = metadata["packages"]
+        .as_array()
+        .ok_or("cargo metadata: no packages")?;
     Ok(packages
         .iter()
         .map(|p| Package {
             name: p["name"].as_str().unwrap_or_default().to_string(),
             is_lib: p["targets"].as_array().is_some_and(|targets| {
-                targets.iter().any(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib")))
+                targets.iter().any(|t| {
+                    t["kind"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k == "lib"))
+                })
             }),
             dir: Path::new(p["manifest_path"].as_str().unwrap_or_default())
                 .parent()
@@ -110,7 +136,15 @@ fn ci() -> Result<()> {
     run(fmt)?;
 
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
 
     let mut test = cargo();
@@ -121,7 +155,8 @@ fn ci() -> Result<()> {
     no_std()?;
 
     let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--all-features"]).env("RUSTDOCFLAGS", "-D warnings");
+    doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
     println!("\nxtask ci: all checks passed");
     Ok(())
@@ -138,7 +173,10 @@ fn loom() -> Result<()> {
         command
             .args(["test", "--release", "-p", &package.name, "--test", "loom"])
             .env("RUSTFLAGS", "--cfg loom")
-            .env("CARGO_TARGET_DIR", workspace_root().join("target").join("loom"));
+            .env(
+                "CARGO_TARGET_DIR",
+                workspace_root().join("target").join("loom"),
+            );
         run(command)?;
     }
     Ok(())
@@ -150,11 +188,15 @@ fn ensure_target_installed() -> Result<()> {
         .current_dir(workspace_root())
         .output()
         .map_err(|e| format!("rustup is needed to check for the {NO_STD_TARGET} target: {e}"))?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == NO_STD_TARGET) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == NO_STD_TARGET)
+    {
         return Ok(());
     }
     let mut add = Command::new("rustup");
-    add.args(["target", "add", NO_STD_TARGET]).current_dir(workspace_root());
+    add.args(["target", "add", NO_STD_TARGET])
+        .current_dir(workspace_root());
     run(add).map_err(|e| {
         format!("the {NO_STD_TARGET} target is missing and could not be installed ({e}); install it with `rustup target add {NO_STD_TARGET}`")
     })
@@ -171,7 +213,8 @@ fn uses_alloc(dir: &Path) -> Result<Option<PathBuf>> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text =
+                    fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                 if text.lines().any(|l| {
                     let l = l.trim_start();
                     !l.starts_with("//") && l.contains("extern crate alloc")
@@ -192,14 +235,29 @@ fn no_std() -> Result<()> {
         .collect();
     for package in &libraries {
         if let Some(file) = uses_alloc(&package.dir)? {
-            return Err(format!("{} uses `alloc` ({}); library crates must not", package.name, file.display()));
+            return Err(format!(
+                "{} uses `alloc` ({}); library crates must not",
+                package.name,
+                file.display()
+            ));
         }
         let mut build = cargo();
-        build.args(["build", "-p", &package.name, "--lib", "--no-default-features", "--target", NO_STD_TARGET]);
+        build.args([
+            "build",
+            "-p",
+            &package.name,
+            "--lib",
+            "--no-default-features",
+            "--target",
+            NO_STD_TARGET,
+        ]);
         run(build)?;
     }
     let names: Vec<&str> = libraries.iter().map(|p| p.name.as_str()).collect();
-    println!("\nxtask no-std: {} built for {NO_STD_TARGET} without std or alloc", names.join(", "));
+    println!(
+        "\nxtask no-std: {} built for {NO_STD_TARGET} without std or alloc",
+        names.join(", ")
+    );
     Ok(())
 }
 
@@ -222,6 +280,8 @@ fn bench(package: Option<&str>, extra: &[String]) -> Result<()> {
 
 fn soak() -> Result<()> {
     let mut command = cargo();
-    command.args(["test", "--release", "--workspace", "--all-features"]).env("SOAK", "1");
+    command
+        .args(["test", "--release", "--workspace", "--all-features"])
+        .env("SOAK", "1");
     run(command)
 }
