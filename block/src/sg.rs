@@ -217,13 +217,43 @@ impl<const N: usize> SgList<N> {
     }
 
     /// Splits the list at byte `offset` into the part before and the part from there on.
+    ///
+    /// One pass over the segments; each half needs at most as many segments as `self` has.
     pub fn split_at(&self, offset: u64) -> Result<(Self, Self), SgError> {
         if offset > self.total_len {
             return Err(SgError::OutOfRange);
         }
-        let head = self.slice(0, offset)?;
-        let tail = self.slice(offset, self.total_len - offset)?;
+        let mut head = Self::new();
+        let mut tail = Self::new();
+        let mut segment_start = 0u64;
+        for segment in self.segments.iter() {
+            let segment_end = segment_start + segment.len as u64;
+            if segment_end <= offset {
+                head.push_unmerged(*segment)?;
+            } else if segment_start >= offset {
+                tail.push_unmerged(*segment)?;
+            } else {
+                // The cut falls inside this segment; both parts fit in u32 as the segment does.
+                let before = (offset - segment_start) as u32;
+                head.push_unmerged(Segment::new(segment.addr, before))?;
+                let rest = Segment::new(
+                    MemAddr(segment.addr.0 + before as u64),
+                    segment.len - before,
+                );
+                tail.push_unmerged(rest)?;
+            }
+            segment_start = segment_end;
+        }
         Ok((head, tail))
+    }
+
+    /// Appends a non-empty segment taken from a valid list, without the merge check.
+    fn push_unmerged(&mut self, segment: Segment) -> Result<(), SgError> {
+        self.segments
+            .push(segment)
+            .map_err(|_| SgError::CapacityExceeded)?;
+        self.total_len += segment.len as u64;
+        Ok(())
     }
 
     /// The address of byte `offset` of the list, or `None` past its end.
