@@ -1,0 +1,2 @@
+//! Mapping benchmark (filled in later).
+fn main() {}
