@@ -1,8 +1,16 @@
 //! ESXi's logical volume manager (LVM) on-disk format, as a `no_std` submit/poll layer.
 #![no_std]
-#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod error;
+pub mod io;
+pub mod mount;
+pub mod scan;
+pub mod volume;
 pub mod wire;
 
 pub use error::{LvmError, LvmErrorKind, Structure};
+pub use io::MetadataIo;
+pub use mount::{MountMode, MountRefused, MountTable};
+pub use scan::{DeviceStatus, Extent, Member, Scan, ScannedVolume, VolumeStatus, scan};
+pub use volume::{ExtentMap, MapExtent, Piece, Volume};
+pub use wire::{DeviceName, DiskId, Label, Uuid, VolumeName};
