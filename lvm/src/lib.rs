@@ -1,6 +1,7 @@
 //! ESXi's logical volume manager (LVM) on-disk format, as a `no_std` submit/poll layer.
 #![no_std]
 
+pub mod edit;
 pub mod error;
 pub mod io;
 pub mod mount;
@@ -8,6 +9,7 @@ pub mod scan;
 pub mod volume;
 pub mod wire;
 
+pub use edit::{CreateVolume, NewDevice, create, grow, resignature, span};
 pub use error::{LvmError, LvmErrorKind, Structure};
 pub use io::MetadataIo;
 pub use mount::{MountMode, MountRefused, MountTable};
