@@ -144,6 +144,23 @@ impl<const E: usize> ExtentMap<E> {
         Some(count)
     }
 
+    /// The single piece `[lba, lba + blocks)` maps to, if it lies inside one extent.
+    #[inline]
+    pub fn single(&self, lba: u64, blocks: u32) -> Option<Piece> {
+        let index = self.locate(lba)?;
+        let e = self.extents.get(index)?;
+        let within = lba - e.start;
+        if blocks == 0 || within.checked_add(u64::from(blocks))? > e.blocks {
+            return None;
+        }
+        Some(Piece {
+            device: e.device,
+            device_lba: e.device_lba + within,
+            offset: 0,
+            blocks,
+        })
+    }
+
     /// The volume block of `device_lba` on member `device`, for translating error locations.
     pub fn reverse(&self, device: u16, device_lba: u64) -> Option<u64> {
         self.extents
@@ -167,6 +184,7 @@ struct Slot {
     tag: Tag,
     remaining: u32,
     active: bool,
+    live_pos: u16,
     error: Option<BlockError>,
 }
 
@@ -174,8 +192,74 @@ const EMPTY_SLOT: Slot = Slot {
     tag: Tag(0),
     remaining: 0,
     active: false,
+    live_pos: 0,
     error: None,
 };
+
+/// The parent table: slots, the free list, and a compact list of live parent tags (for the
+/// duplicate-tag check, which then costs one compare per request in flight).
+struct Parents<const P: usize> {
+    slots: [Slot; P],
+    free: heapless::Vec<u16, P>,
+    live: heapless::Vec<(Tag, u16), P>,
+}
+
+impl<const P: usize> Parents<P> {
+    fn new() -> Self {
+        let mut free = heapless::Vec::new();
+        for i in (0..P).rev() {
+            // Cannot fail: P entries of capacity P; P <= u16::MAX is asserted at mount.
+            let _ = free.push(i as u16);
+        }
+        Self {
+            slots: [EMPTY_SLOT; P],
+            free,
+            live: heapless::Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn is_live(&self, tag: Tag) -> bool {
+        self.live.iter().any(|(t, _)| *t == tag)
+    }
+
+    /// Takes the free slot `slot` (the last of `free`) for `tag`.
+    #[inline]
+    fn take(&mut self, slot: u16, tag: Tag) {
+        self.free.pop();
+        let pos = self.live.len() as u16;
+        // Cannot fail: at most P live parents.
+        let _ = self.live.push((tag, slot));
+        self.slots[usize::from(slot)] = Slot {
+            tag,
+            remaining: 0,
+            active: true,
+            live_pos: pos,
+            error: None,
+        };
+    }
+
+    /// Frees `slot` and returns its completion.
+    #[inline]
+    fn release(&mut self, slot: u16) -> Completion {
+        let s = &mut self.slots[usize::from(slot)];
+        s.active = false;
+        let completion = Completion {
+            tag: s.tag,
+            result: s.error.map_or(Ok(()), Err),
+        };
+        let pos = usize::from(s.live_pos);
+        if pos < self.live.len() {
+            self.live.swap_remove(pos);
+            if let Some(&(_, moved)) = self.live.get(pos) {
+                self.slots[usize::from(moved)].live_pos = pos as u16;
+            }
+        }
+        // Cannot fail: the slot was taken from `free`.
+        let _ = self.free.push(slot);
+        completion
+    }
+}
 
 /// A mounted volume over `N` member devices of type `D`, with up to `E` extents and `P`
 /// requests outstanding.
@@ -205,8 +289,7 @@ pub struct Volume<
     map: ExtentMap<E>,
     geometry: Geometry,
     uuid: Uuid,
-    slots: [Slot; P],
-    free: heapless::Vec<u16, P>,
+    parents: Parents<P>,
     ready: heapless::Deque<u16, P>,
 }
 
@@ -222,11 +305,6 @@ where
     ) -> Result<Self, (LvmError, heapless::Vec<D, N>)> {
         match Self::check(volume, &devices) {
             Ok((map, geometry, depth)) => {
-                let mut free = heapless::Vec::new();
-                for i in (0..P).rev() {
-                    // Cannot fail: P entries of capacity P; indices fit u16 (checked below).
-                    let _ = free.push(i as u16);
-                }
                 let outstanding = depth.iter().map(|_| 0u16).collect();
                 Ok(Self {
                     devices,
@@ -235,8 +313,7 @@ where
                     map,
                     geometry,
                     uuid: volume.uuid,
-                    slots: [EMPTY_SLOT; P],
-                    free,
+                    parents: Parents::new(),
                     ready: heapless::Deque::new(),
                 })
             }
@@ -329,7 +406,7 @@ where
 
     /// Requests accepted and not yet completed.
     pub fn outstanding(&self) -> usize {
-        P - self.free.len()
+        P - self.parents.free.len()
     }
 
     /// The member devices, for inspection.
@@ -343,7 +420,7 @@ where
     }
 
     fn finish_now(&mut self, slot: u16, error: BlockError) {
-        let s = &mut self.slots[usize::from(slot)];
+        let s = &mut self.parents.slots[usize::from(slot)];
         s.error = Some(error);
         s.remaining = 0;
         // Cannot fail: the slot came from `free`, so fewer than P slots are ready.
@@ -395,12 +472,41 @@ where
     }
 
     fn submit(&mut self, now: Instant, request: BlockRequest<SG>) -> Result<(), SubmitError<SG>> {
-        if self.slots.iter().any(|s| s.active && s.tag == request.tag) {
+        if self.parents.is_live(request.tag) {
             return Err(SubmitError::new(SubmitErrorKind::DuplicateTag, request));
         }
-        let Some(&slot) = self.free.last() else {
+        let Some(&slot) = self.parents.free.last() else {
             return Err(SubmitError::new(SubmitErrorKind::QueueFull, request));
         };
+        // Fast path: a request inside one extent goes down unchanged but for tag and LBA, its
+        // SG list moved rather than sliced.
+        if request.operation != Operation::Flush
+            && let Some(p) = self.map.single(request.lba.0, request.blocks.0)
+            && request.validate(&self.geometry).is_ok()
+        {
+            let device = usize::from(p.device);
+            if self.outstanding[device] >= self.depth[device] {
+                return Err(SubmitError::new(SubmitErrorKind::QueueFull, request));
+            }
+            self.parents.take(slot, request.tag);
+            let mut child = request;
+            child.tag = child_tag(slot, 0);
+            child.lba = Lba(p.device_lba);
+            match self.devices[device].submit(now, child) {
+                Ok(()) => {
+                    self.outstanding[device] += 1;
+                    self.parents.slots[usize::from(slot)].remaining = 1;
+                }
+                Err(e) => {
+                    let kind = match e.kind {
+                        SubmitErrorKind::QueueFull => ErrorKind::QueueFull,
+                        _ => ErrorKind::InvalidRequest,
+                    };
+                    self.finish_now(slot, BlockError::new(kind));
+                }
+            }
+            return Ok(());
+        }
         // Count children per member before submitting anything, to refuse cleanly.
         let mut need = [0u16; N];
         let flush = request.operation == Operation::Flush;
@@ -426,13 +532,7 @@ where
                 }
             }
         }
-        self.free.pop();
-        self.slots[usize::from(slot)] = Slot {
-            tag: request.tag,
-            remaining: 0,
-            active: true,
-            error: None,
-        };
+        self.parents.take(slot, request.tag);
         if let Err(e) = valid {
             self.finish_now(slot, e);
             return Ok(());
@@ -502,7 +602,7 @@ where
                 }
             });
         }
-        let s = &mut self.slots[usize::from(slot)];
+        let s = &mut self.parents.slots[usize::from(slot)];
         s.remaining = accepted;
         s.error = first_error;
         if accepted == 0 {
@@ -520,29 +620,26 @@ where
     ) -> Option<Instant> {
         // Bounded: at most P ready slots.
         while let Some(slot) = self.ready.pop_front() {
-            let s = &mut self.slots[usize::from(slot)];
-            s.active = false;
-            let completion = Completion {
-                tag: s.tag,
-                result: s.error.map_or(Ok(()), Err),
-            };
-            // Cannot fail: the slot was taken from `free`.
-            let _ = self.free.push(slot);
+            let completion = self.parents.release(slot);
             done(completion);
         }
         let Self {
             devices,
             outstanding,
-            slots,
-            free,
+            parents,
             map,
             ..
         } = self;
         let mut next: Option<Instant> = None;
         for (index, device) in devices.iter_mut().enumerate() {
+            // The volume owns its members: one with nothing of ours outstanding has nothing to
+            // hand back and no timer we need.
+            if outstanding[index] == 0 {
+                continue;
+            }
             let at = device.poll(now, memory, &mut |c: Completion| {
                 let slot = (c.tag.0 >> 32) as usize;
-                let Some(s) = slots.get_mut(slot) else {
+                let Some(s) = parents.slots.get_mut(slot) else {
                     return;
                 };
                 if !s.active || s.remaining == 0 {
@@ -565,12 +662,8 @@ where
                 }
                 s.remaining -= 1;
                 if s.remaining == 0 {
-                    s.active = false;
-                    let _ = free.push(slot as u16);
-                    done(Completion {
-                        tag: s.tag,
-                        result: s.error.map_or(Ok(()), Err),
-                    });
+                    let completion = parents.release(slot as u16);
+                    done(completion);
                 }
             });
             next = match (next, at) {
