@@ -1,5 +1,5 @@
-//! ESXi's logical volume manager (LVM) on-disk format, as a `no_std` submit/poll layer.
 #![no_std]
+#![doc = include_str!("../README.md")]
 
 pub mod edit;
 pub mod error;
