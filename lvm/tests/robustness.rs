@@ -389,3 +389,62 @@ fn flush_reaches_every_member_and_completes_once() {
     seen.sort();
     assert_eq!(seen, vec![(7, true), (8, true)]);
 }
+
+#[path = "../fuzz/fuzz_targets/harness.rs"]
+mod harness;
+
+/// The fuzz target's input for a valid 2-device volume: device count, then per device its
+/// header, volume table entry and first extent entries.
+fn valid_fuzz_input() -> Vec<u8> {
+    let extents = vec![
+        RawExtent {
+            device: 0,
+            device_lba: 3 * MIB / 512,
+            blocks: 16,
+        },
+        RawExtent {
+            device: 1,
+            device_lba: 3 * MIB / 512,
+            blocks: 8,
+        },
+    ];
+    let mut disks: Vec<SparseDisk> = (0..2)
+        .map(|_| SparseDisk::new(harness::DEVICE_BYTES as u64, 512))
+        .collect();
+    raw_volume(&mut disks, &extents, vol_uuid());
+    let l = lvm::wire::Layout::new(5, 0).unwrap();
+    let mut input = vec![1u8]; // 2 devices
+    for d in &disks {
+        input.extend(d.read_bytes(lvm::wire::HEADER_OFFSET, 512));
+        input.extend(d.read_bytes(l.volume_descriptor_offset(0).unwrap(), 512));
+        input.extend(d.read_bytes(l.pe_entry_offset(0).unwrap(), 512));
+    }
+    input
+}
+
+#[test]
+fn fuzz_harness_mounts_a_valid_input() {
+    // The harness reaches the mount and I/O paths with an undamaged input.
+    assert_eq!(harness::run(&valid_fuzz_input()), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The fuzz target's body on arbitrary bytes.
+    #[test]
+    fn fuzz_harness_survives_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..4000)) {
+        harness::run(&data);
+    }
+
+    /// The fuzz target's body on a valid volume with a few bytes changed.
+    #[test]
+    fn fuzz_harness_survives_mutations(hits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..12)) {
+        let mut input = valid_fuzz_input();
+        for (at, value) in hits {
+            let len = input.len();
+            input[1 + at % (len - 1)] = value;
+        }
+        harness::run(&input);
+    }
+}
