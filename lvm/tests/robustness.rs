@@ -425,7 +425,12 @@ fn valid_fuzz_input() -> Vec<u8> {
 #[test]
 fn fuzz_harness_mounts_a_valid_input() {
     // The harness reaches the mount and I/O paths with an undamaged input.
-    assert_eq!(harness::run(&valid_fuzz_input()), 1);
+    let input = valid_fuzz_input();
+    assert_eq!(harness::run(&input), 1);
+    // `LVM_FUZZ_SEED=path` saves the input as a seed for the fuzz corpus.
+    if let Some(path) = std::env::var_os("LVM_FUZZ_SEED") {
+        std::fs::write(path, &input).unwrap();
+    }
 }
 
 proptest! {
