@@ -10,7 +10,7 @@ use block::{BlockDevice, FileDisk, Instant};
 use common::*;
 use lvm::{
     CreateVolume, DiskId, MetadataIo, MountMode, MountTable, NewDevice, Scan, ScannedVolume, Uuid,
-    VolumeStatus, create, grow, scan, span,
+    VolumeStatus, create, grow, resignature, scan, span,
 };
 
 const MIB: u64 = 1 << 20;
@@ -279,4 +279,102 @@ fn dissect_agrees_on_lvm5_volumes_we_make() {
 #[test]
 fn dissect_agrees_on_lvm6_volumes_we_make() {
     check_with_dissect(6, "v6");
+}
+
+#[test]
+fn dissect_reads_a_resignatured_snapshot_under_its_new_uuid() {
+    use std::io::Write;
+    ensure_dissect();
+    let (paths, disks, v) = build(5, "resig");
+    drop(disks);
+    // Volume bytes at offset 0 live 17 MiB into device 0.
+    let marker = pattern(0, 4096);
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&paths[0])
+            .unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(DATA)).unwrap();
+        f.write_all(&marker).unwrap();
+    }
+    // The array presents sparse copies of the three LUNs under new identities 10, 11, 12.
+    let copies: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            let c = p.with_extension("snap.bin");
+            let ok = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(p)
+                .arg(&c)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "cp failed");
+            c
+        })
+        .collect();
+    let mut snaps: Vec<Disk> = copies
+        .iter()
+        .map(|p| FileDisk::open(p, 512).unwrap())
+        .collect();
+    let mut space = Space::new(MIB as usize);
+    let found: Scan<4, 16> = {
+        let mut memory = space.memory();
+        let mut io = MetadataIo::new(&mut memory, META_ADDR, META_LEN, Instant(0)).unwrap();
+        let ids: Vec<_> = (10..13).map(|n| Some(identity(n))).collect();
+        scan(&mut snaps, &ids, &mut io).unwrap()
+    };
+    let snap = found.volumes[0].clone();
+    assert_eq!(snap.status, VolumeStatus::Snapshot);
+    assert_eq!(snap.uuid, v.uuid);
+    let names: Vec<String> = (10..13).map(name).collect();
+    {
+        let mut memory = space.memory();
+        let mut io = MetadataIo::new(&mut memory, META_ADDR, META_LEN, Instant(0)).unwrap();
+        let new: Vec<NewDevice<'_>> = (0..3)
+            .map(|i| NewDevice {
+                disk_id: identity(10 + i as u8),
+                device_uuid: uuid(20 + i as u8),
+                name: &names[i],
+            })
+            .collect();
+        resignature(&mut snaps, &snap, &mut io, uuid(200), &new, 5).unwrap();
+    }
+    drop(snaps);
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dissect-resig");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dissect_reader.py");
+    let output = Command::new(python())
+        .arg(&script)
+        .arg(&out_dir)
+        .arg("0:4096")
+        .args(&copies)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "dissect reader failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("\"uuid\": \"{}\"", uuid(200))),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"name\": \"ours-resig\""), "{stdout}");
+    assert!(stdout.contains("\"valid\": true"), "{stdout}");
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    assert!(
+        stdout.contains(&format!("\"device_names\": [{}]", quoted.join(", "))),
+        "{stdout}"
+    );
+    let theirs = std::fs::read(out_dir.join("v0_r0.bin")).unwrap();
+    assert!(
+        theirs == marker,
+        "dissect.vmfs reads different bytes from the resignatured copy"
+    );
+    for c in &copies {
+        let _ = std::fs::remove_file(c);
+    }
 }

@@ -190,6 +190,10 @@ proptest! {
         }
         prop_assert_eq!(checked.outstanding(), 0);
         prop_assert!(checked.violations().is_empty(), "{:?}", checked.violations());
+        // Children that failed fail their parents: no error is swallowed.
+        let failed_children: u64 = checked.inner().devices().iter().map(|d| d.stats().failed).sum();
+        let failed_parents = completions.iter().filter(|c| !c.is_ok()).count() as u64;
+        prop_assert_eq!(failed_children > 0, failed_parents > 0);
         prop_assert_eq!(completions.len() as u64, submitted);
         let mut tags: Vec<u64> = completions.iter().map(|c| c.tag.0).collect();
         tags.sort();
