@@ -419,9 +419,9 @@ where
         self.devices
     }
 
-    fn finish_now(&mut self, slot: u16, error: BlockError) {
+    fn finish_now(&mut self, slot: u16, error: Option<BlockError>) {
         let s = &mut self.parents.slots[usize::from(slot)];
-        s.error = Some(error);
+        s.error = error;
         s.remaining = 0;
         // Cannot fail: the slot came from `free`, so fewer than P slots are ready.
         let _ = self.ready.push_back(slot);
@@ -502,7 +502,7 @@ where
                         SubmitErrorKind::QueueFull => ErrorKind::QueueFull,
                         _ => ErrorKind::InvalidRequest,
                     };
-                    self.finish_now(slot, BlockError::new(kind));
+                    self.finish_now(slot, Some(BlockError::new(kind)));
                 }
             }
             return Ok(());
@@ -534,11 +534,11 @@ where
         }
         self.parents.take(slot, request.tag);
         if let Err(e) = valid {
-            self.finish_now(slot, e);
+            self.finish_now(slot, Some(e));
             return Ok(());
         }
         if request.operation == Operation::CompareAndWrite && pieces > 1 {
-            self.finish_now(slot, BlockError::new(ErrorKind::InvalidRequest));
+            self.finish_now(slot, Some(BlockError::new(ErrorKind::InvalidRequest)));
             return Ok(());
         }
         let bs = u64::from(self.geometry.block_size);
@@ -606,8 +606,9 @@ where
         s.remaining = accepted;
         s.error = first_error;
         if accepted == 0 {
-            let error = first_error.unwrap_or(BlockError::new(ErrorKind::InvalidRequest));
-            self.finish_now(slot, error);
+            // Nothing went down: either every child was refused (the first error), or the
+            // request had no blocks (done, successfully).
+            self.finish_now(slot, first_error);
         }
         Ok(())
     }

@@ -385,13 +385,20 @@ fn flush_reaches_every_member_and_completes_once() {
             BlockRequest::unmap(Tag(8), Lba(0), BlockCount(32)),
         )
         .unwrap();
+    // A request of no blocks completes, successfully, without reaching any member.
+    volume
+        .submit(
+            Instant(0),
+            BlockRequest::read(Tag(9), Lba(3), BlockCount(0), SgList::new()),
+        )
+        .unwrap();
     let mut memory = space.memory();
     let mut seen = vec![];
     volume.poll(Instant(0), &mut memory, &mut |c| {
         seen.push((c.tag.0, c.is_ok()))
     });
     seen.sort();
-    assert_eq!(seen, vec![(7, true), (8, true)]);
+    assert_eq!(seen, vec![(7, true), (8, true), (9, true)]);
 }
 
 #[path = "../fuzz/fuzz_targets/harness.rs"]
