@@ -287,67 +287,67 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec!(
         op::PERSISTENT_RESERVE_IN,
         Some(0x00),
-        "PERSISTENT RESERVE IN: READ KEYS",
+        "PERSISTENT RESERVE IN, READ KEYS",
         [0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_IN,
         Some(0x01),
-        "PERSISTENT RESERVE IN: READ RESERVATION",
+        "PERSISTENT RESERVE IN, READ RESERVATION",
         [0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_IN,
         Some(0x02),
-        "PERSISTENT RESERVE IN: REPORT CAPABILITIES",
+        "PERSISTENT RESERVE IN, REPORT CAPABILITIES",
         [0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_IN,
         Some(0x03),
-        "PERSISTENT RESERVE IN: READ FULL STATUS",
+        "PERSISTENT RESERVE IN, READ FULL STATUS",
         [0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_OUT,
         Some(0x00),
-        "PERSISTENT RESERVE OUT: REGISTER",
+        "PERSISTENT RESERVE OUT, REGISTER",
         [0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_OUT,
         Some(0x01),
-        "PERSISTENT RESERVE OUT: RESERVE",
+        "PERSISTENT RESERVE OUT, RESERVE",
         [0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_OUT,
         Some(0x02),
-        "PERSISTENT RESERVE OUT: RELEASE",
+        "PERSISTENT RESERVE OUT, RELEASE",
         [0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_OUT,
         Some(0x03),
-        "PERSISTENT RESERVE OUT: CLEAR",
+        "PERSISTENT RESERVE OUT, CLEAR",
         [0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_OUT,
         Some(0x04),
-        "PERSISTENT RESERVE OUT: PREEMPT",
+        "PERSISTENT RESERVE OUT, PREEMPT",
         [0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_OUT,
         Some(0x05),
-        "PERSISTENT RESERVE OUT: PREEMPT AND ABORT",
+        "PERSISTENT RESERVE OUT, PREEMPT AND ABORT",
         [0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]
     ),
     spec!(
         op::PERSISTENT_RESERVE_OUT,
         Some(0x06),
-        "PERSISTENT RESERVE OUT: REGISTER AND IGNORE EXISTING KEY",
+        "PERSISTENT RESERVE OUT, REGISTER AND IGNORE EXISTING KEY",
         [0x5F, 0x1F, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, CTL]
     ),
     spec!(
@@ -424,7 +424,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec!(
         op::SERVICE_ACTION_IN_16,
         Some(sa::GET_LBA_STATUS),
-        "GET LBA STATUS",
+        "GET LBA STATUS(16)",
         [
             0x9E, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
             0x03, CTL

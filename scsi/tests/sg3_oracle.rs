@@ -393,3 +393,22 @@ fn cdbs_we_emit_are_named_by_sg_decode_sense() {
         assert_shows(&out, name);
     }
 }
+
+#[test]
+fn every_command_we_know_has_the_name_sg3_utils_gives_it() {
+    for spec in scsi::COMMANDS {
+        let mut cdb = vec![0u8; usize::from(spec.cdb_len)];
+        cdb[0] = spec.opcode;
+        if let Some(sa) = spec.service_action {
+            cdb[1] = sa;
+        }
+        // The minimal CDB is one we parse.
+        let view = scsi::Cdb::new_checked(&cdb[..]).unwrap();
+        assert!(CdbRepr::parse(&view).is_ok(), "{}", spec.name);
+        let hex: Vec<String> = cdb.iter().map(|b| format!("{b:02x}")).collect();
+        let mut args = vec!["--cdb"];
+        args.extend(hex.iter().map(String::as_str));
+        let out = tool("sg_decode_sense", &args);
+        assert_eq!(out.trim().to_ascii_uppercase(), spec.name, "{cdb:02x?}");
+    }
+}
