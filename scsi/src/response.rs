@@ -909,6 +909,237 @@ pub fn report_target_port_groups(
     total
 }
 
+/// Why response data could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The data is shorter than its header or a length field says.
+    Truncated,
+    /// The data is not the page or format asked for.
+    WrongPage,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParseError::Truncated => "response data truncated",
+            ParseError::WrongPage => "response data is not the expected page",
+        })
+    }
+}
+
+impl core::error::Error for ParseError {}
+
+fn be_at(b: &[u8], at: usize, n: usize) -> Result<u64, ParseError> {
+    let bytes = b.get(at..at + n).ok_or(ParseError::Truncated)?;
+    Ok(bytes.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+}
+
+/// The body of VPD page `page` in `data` (after the 4-byte header, cut to the page length).
+pub fn vpd_body(data: &[u8], page: u8) -> Result<&[u8], ParseError> {
+    if data.len() < 4 {
+        return Err(ParseError::Truncated);
+    }
+    if data[1] != page {
+        return Err(ParseError::WrongPage);
+    }
+    let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    data.get(4..4 + len).ok_or(ParseError::Truncated)
+}
+
+/// One designation descriptor of VPD page 0x83.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Designator<'a> {
+    /// PROTOCOL IDENTIFIER (valid if `piv`).
+    pub protocol: u8,
+    /// CODE SET: 1 binary, 2 ASCII, 3 UTF-8.
+    pub code_set: u8,
+    /// PIV.
+    pub piv: bool,
+    /// ASSOCIATION: 0 logical unit, 1 target port, 2 target device.
+    pub association: u8,
+    /// DESIGNATOR TYPE: 1 T10 vendor id, 2 EUI-64, 3 NAA, 4 relative target port, 5 target
+    /// port group, 8 SCSI name string.
+    pub designator_type: u8,
+    /// The designator bytes.
+    pub value: &'a [u8],
+}
+
+/// The designators of VPD page 0x83 data. Stops with an error at a truncated descriptor.
+pub fn designators(
+    data: &[u8],
+) -> Result<impl Iterator<Item = Result<Designator<'_>, ParseError>>, ParseError> {
+    let mut rest = vpd_body(data, vpd::DEVICE_IDENTIFICATION)?;
+    Ok(core::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let item = match rest {
+            [b0, b1, _, len, tail @ ..] if tail.len() >= usize::from(*len) => {
+                let len = usize::from(*len);
+                let d = Designator {
+                    protocol: b0 >> 4,
+                    code_set: b0 & 0x0F,
+                    piv: b1 & 0x80 != 0,
+                    association: (b1 >> 4) & 0x03,
+                    designator_type: b1 & 0x0F,
+                    value: &tail[..len],
+                };
+                rest = &tail[len..];
+                Ok(d)
+            }
+            _ => {
+                rest = &[];
+                Err(ParseError::Truncated)
+            }
+        };
+        Some(item)
+    }))
+}
+
+impl BlockLimits {
+    /// Parses VPD page 0xB0.
+    pub fn parse(data: &[u8]) -> Result<Self, ParseError> {
+        let b = vpd_body(data, vpd::BLOCK_LIMITS)?;
+        // Offsets below are relative to the page start; the body starts at 4.
+        let at = |o: usize, n: usize| be_at(b, o - 4, n);
+        let alignment = at(32, 4)? as u32;
+        Ok(Self {
+            wsnz: at(4, 1)? & 1 != 0,
+            max_compare_and_write: at(5, 1)? as u8,
+            optimal_transfer_granularity: at(6, 2)? as u16,
+            max_transfer: at(8, 4)? as u32,
+            optimal_transfer: at(12, 4)? as u32,
+            max_prefetch: at(16, 4)? as u32,
+            max_unmap_lba_count: at(20, 4)? as u32,
+            max_unmap_descriptors: at(24, 4)? as u32,
+            optimal_unmap_granularity: at(28, 4)? as u32,
+            unmap_granularity_alignment: (alignment & 0x8000_0000 != 0)
+                .then_some(alignment & 0x7FFF_FFFF),
+            max_write_same: at(36, 8)?,
+        })
+    }
+}
+
+impl LogicalBlockProvisioning {
+    /// Parses VPD page 0xB2.
+    pub fn parse(data: &[u8]) -> Result<Self, ParseError> {
+        let b = vpd_body(data, vpd::LOGICAL_BLOCK_PROVISIONING)?;
+        let flags = *b.get(1).ok_or(ParseError::Truncated)?;
+        Ok(Self {
+            threshold_exponent: b[0],
+            lbpu: flags & 0x80 != 0,
+            lbpws: flags & 0x40 != 0,
+            lbpws10: flags & 0x20 != 0,
+            lbprz: (flags >> 2) & 0x07,
+            anc_sup: flags & 0x02 != 0,
+            provisioning_type: b.get(2).ok_or(ParseError::Truncated)? & 0x07,
+        })
+    }
+}
+
+/// The LU numbers of REPORT LUNS parameter data (as far as the data reaches).
+pub fn parse_report_luns(data: &[u8]) -> Result<impl Iterator<Item = u64> + '_, ParseError> {
+    let len = be_at(data, 0, 4)? as usize;
+    let list = data.get(8..).ok_or(ParseError::Truncated)?;
+    let list = &list[..len.min(list.len())];
+    Ok(list.chunks_exact(8).map(|c| {
+        let mut f = [0u8; 8];
+        f.copy_from_slice(c);
+        decode_lun(f)
+    }))
+}
+
+/// The descriptors of GET LBA STATUS parameter data (as far as the data reaches).
+pub fn parse_lba_status(
+    data: &[u8],
+) -> Result<impl Iterator<Item = LbaStatusDescriptor> + '_, ParseError> {
+    let len = be_at(data, 0, 4)? as usize;
+    let list = data.get(8..).ok_or(ParseError::Truncated)?;
+    let list = &list[..len.saturating_sub(4).min(list.len())];
+    Ok(list.chunks_exact(16).map(|d| LbaStatusDescriptor {
+        lba: d[..8].iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)),
+        blocks: u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
+        status: d[12] & 0x0F,
+    }))
+}
+
+/// One target port group of REPORT TARGET PORT GROUPS data, as parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedPortGroup<'a> {
+    /// PREF.
+    pub preferred: bool,
+    /// ASYMMETRIC ACCESS STATE code (see [`AccessState::from_code`]).
+    pub state_code: u8,
+    /// The supported-states bits.
+    pub supported: u8,
+    /// TARGET PORT GROUP.
+    pub id: u16,
+    /// STATUS CODE.
+    pub status_code: u8,
+    ports: &'a [u8],
+}
+
+impl ParsedPortGroup<'_> {
+    /// The relative target port identifiers of the group.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports
+            .chunks_exact(4)
+            .map(|p| u16::from_be_bytes([p[2], p[3]]))
+    }
+}
+
+/// The port groups of REPORT TARGET PORT GROUPS data in either format, with the implicit
+/// transition time of the extended header (if present).
+pub fn parse_target_port_groups(
+    data: &[u8],
+) -> Result<
+    (
+        Option<u8>,
+        impl Iterator<Item = Result<ParsedPortGroup<'_>, ParseError>>,
+    ),
+    ParseError,
+> {
+    let len = be_at(data, 0, 4)? as usize;
+    let body = data.get(4..).ok_or(ParseError::Truncated)?;
+    let body = &body[..len.min(body.len())];
+    let (transition, mut rest) = match body {
+        [format, secs, _, _, tail @ ..] if format & 0x70 == 0x10 => (Some(*secs), tail),
+        _ => (None, body),
+    };
+    Ok((
+        transition,
+        core::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let item = match rest {
+                [b0, b1, id0, id1, _, status, _, count, tail @ ..]
+                    if tail.len() >= 4 * usize::from(*count) =>
+                {
+                    let n = 4 * usize::from(*count);
+                    let g = ParsedPortGroup {
+                        preferred: b0 & 0x80 != 0,
+                        state_code: b0 & 0x0F,
+                        supported: *b1,
+                        id: u16::from_be_bytes([*id0, *id1]),
+                        status_code: *status,
+                        ports: &tail[..n],
+                    };
+                    rest = &tail[n..];
+                    Ok(g)
+                }
+                _ => {
+                    rest = &[];
+                    Err(ParseError::Truncated)
+                }
+            };
+            Some(item)
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
