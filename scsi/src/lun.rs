@@ -837,6 +837,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
     ) -> Result<Exec<SG>, Fail> {
         let geometry = self.device.geometry();
         let tag = Tag(index as u64);
+        if let CdbRepr::ReadWrite(kind, rw) = *repr {
+            return self.execute_rw(tag, command, kind, rw, &geometry);
+        }
         let mut buf = [0u8; RESPONSE_MAX];
         let initiator = command.nexus.initiator;
         match *repr {
@@ -999,85 +1002,8 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
                 Ok(Exec::Done(Residual::None))
             }
-            CdbRepr::ReadWrite(kind, rw) => {
-                self.ready()?;
-                let writing = matches!(kind, RwKind::Write | RwKind::WriteAndVerify);
-                if writing && self.write_protected(&geometry) {
-                    return Err(write_protected());
-                }
-                let blocks = u64::from(rw.blocks);
-                if blocks > u64::from(geometry.max_transfer_blocks) {
-                    return Err(invalid_cdb(length_field(rw.size), None));
-                }
-                self.check_range(rw.lba, blocks)?;
-                if kind == RwKind::Verify {
-                    if rw.bytchk != 0 {
-                        return Err(invalid_cdb(1, Some(2)));
-                    }
-                    return Ok(Exec::Done(match command.sg.total_len() {
-                        0 => Residual::None,
-                        n => Residual::Underflow(n),
-                    }));
-                }
-                let bs = u64::from(geometry.block_size);
-                let expected = blocks
-                    .checked_mul(bs)
-                    .ok_or(invalid_cdb(length_field(rw.size), None))?;
-                let sg_len = command.sg.total_len();
-                if blocks == 0 {
-                    return Ok(Exec::Done(match sg_len {
-                        0 => Residual::None,
-                        n => Residual::Underflow(n),
-                    }));
-                }
-                let direction = if writing {
-                    DataDirection::ToDevice
-                } else {
-                    DataDirection::FromDevice
-                };
-                if command.direction != direction {
-                    return Err(bad_iu());
-                }
-                let fua = rw.fua || kind == RwKind::WriteAndVerify;
-                let flags = if fua {
-                    RequestFlags::FUA
-                } else {
-                    RequestFlags::empty()
-                };
-                if writing {
-                    if sg_len != expected {
-                        return Err(bad_iu());
-                    }
-                    let request = BlockRequest::write(
-                        tag,
-                        Lba(rw.lba),
-                        BlockCount(rw.blocks),
-                        command.sg.clone(),
-                    )
-                    .with_flags(flags);
-                    return Ok(Self::single(request, Residual::None, true));
-                }
-                let (moved_blocks, residual) = if sg_len >= expected {
-                    let residual = match sg_len - expected {
-                        0 => Residual::None,
-                        n => Residual::Underflow(n),
-                    };
-                    (blocks, residual)
-                } else {
-                    (sg_len / bs, Residual::Overflow(expected - sg_len))
-                };
-                if moved_blocks == 0 {
-                    return Ok(Exec::Done(residual));
-                }
-                let sg = command
-                    .sg
-                    .slice(0, moved_blocks * bs)
-                    .map_err(|_| data_phase())?;
-                let request =
-                    BlockRequest::read(tag, Lba(rw.lba), BlockCount(moved_blocks as u32), sg)
-                        .with_flags(flags);
-                Ok(Self::single(request, residual, false))
-            }
+            // Handled by execute_rw before the response buffer exists.
+            CdbRepr::ReadWrite(..) => Err(illegal(Asc::INTERNAL_TARGET_FAILURE)),
             CdbRepr::SynchronizeCache { lba, blocks, .. } => {
                 self.ready()?;
                 let end_blocks = if blocks == 0 {
@@ -1426,6 +1352,90 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 Ok(Exec::Done(residual))
             }
         }
+    }
+
+    /// READ, WRITE, WRITE AND VERIFY, VERIFY: kept apart so that the data path does not
+    /// zero the response buffer of the other commands.
+    fn execute_rw(
+        &self,
+        tag: Tag,
+        command: &Command<SG>,
+        kind: RwKind,
+        rw: cdb::Rw,
+        geometry: &Geometry,
+    ) -> Result<Exec<SG>, Fail> {
+        self.ready()?;
+        let writing = matches!(kind, RwKind::Write | RwKind::WriteAndVerify);
+        if writing && self.write_protected(geometry) {
+            return Err(write_protected());
+        }
+        let blocks = u64::from(rw.blocks);
+        if blocks > u64::from(geometry.max_transfer_blocks) {
+            return Err(invalid_cdb(length_field(rw.size), None));
+        }
+        self.check_range(rw.lba, blocks)?;
+        if kind == RwKind::Verify {
+            if rw.bytchk != 0 {
+                return Err(invalid_cdb(1, Some(2)));
+            }
+            return Ok(Exec::Done(match command.sg.total_len() {
+                0 => Residual::None,
+                n => Residual::Underflow(n),
+            }));
+        }
+        let bs = u64::from(geometry.block_size);
+        let expected = blocks
+            .checked_mul(bs)
+            .ok_or(invalid_cdb(length_field(rw.size), None))?;
+        let sg_len = command.sg.total_len();
+        if blocks == 0 {
+            return Ok(Exec::Done(match sg_len {
+                0 => Residual::None,
+                n => Residual::Underflow(n),
+            }));
+        }
+        let direction = if writing {
+            DataDirection::ToDevice
+        } else {
+            DataDirection::FromDevice
+        };
+        if command.direction != direction {
+            return Err(bad_iu());
+        }
+        let fua = rw.fua || kind == RwKind::WriteAndVerify;
+        let flags = if fua {
+            RequestFlags::FUA
+        } else {
+            RequestFlags::empty()
+        };
+        if writing {
+            if sg_len != expected {
+                return Err(bad_iu());
+            }
+            let request =
+                BlockRequest::write(tag, Lba(rw.lba), BlockCount(rw.blocks), command.sg.clone())
+                    .with_flags(flags);
+            return Ok(Self::single(request, Residual::None, true));
+        }
+        let (moved_blocks, residual) = if sg_len >= expected {
+            let residual = match sg_len - expected {
+                0 => Residual::None,
+                n => Residual::Underflow(n),
+            };
+            (blocks, residual)
+        } else {
+            (sg_len / bs, Residual::Overflow(expected - sg_len))
+        };
+        if moved_blocks == 0 {
+            return Ok(Exec::Done(residual));
+        }
+        let sg = command
+            .sg
+            .slice(0, moved_blocks * bs)
+            .map_err(|_| data_phase())?;
+        let request = BlockRequest::read(tag, Lba(rw.lba), BlockCount(moved_blocks as u32), sg)
+            .with_flags(flags);
+        Ok(Self::single(request, residual, false))
     }
 
     /// The next child request of a multi-request job, or `None` when the job is done.
