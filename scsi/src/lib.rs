@@ -84,8 +84,8 @@ pub use response::{AccessState, NaaId};
 pub use sense::{Sense, SenseBuf, SenseError, SenseFormat, SenseKeySpecific, SenseRepr};
 pub use status::{ASC_TABLE, Asc, SenseKey, Status};
 pub use transport::{
-    CdbBytes, Command, CommandCompletion, DataDirection, InitiatorId, Nexus, Residual,
-    ServiceResponse, Transport, TransportSubmitError, TransportSubmitErrorKind,
+    CdbBytes, Command, CommandCompletion, DataDirection, InitiatorId, Nexus, Residual, RunError,
+    ServiceResponse, Transport, TransportSubmitError, TransportSubmitErrorKind, run_to_completion,
 };
 
 #[cfg(test)]

@@ -93,7 +93,10 @@ pub struct LunConfig {
     pub serial: heapless::Vec<u8, MAX_SERIAL_LEN>,
     /// NAA designator (VPD 0x83).
     pub naa: NaaId,
-    /// LUNs REPORT LUNS lists.
+    /// This LU's number: commands addressed to another LUN get LOGICAL UNIT NOT SUPPORTED
+    /// (INQUIRY answers with peripheral qualifier 3; REPORT LUNS is answered).
+    pub lun: u64,
+    /// LUNs REPORT LUNS lists (by default just [`LunConfig::lun`]).
     pub report_luns: heapless::Vec<u64, MAX_REPORTED_LUNS>,
     /// Refuse writes with DATA PROTECT, WRITE PROTECTED (also if the device is read-only).
     pub write_protect: bool,
@@ -136,6 +139,7 @@ impl LunConfig {
             revision: response::ascii_field(revision),
             serial: s,
             naa,
+            lun: 0,
             report_luns,
             write_protect: false,
             descriptor_sense: false,
@@ -149,6 +153,14 @@ impl LunConfig {
             unmap_granularity: 1,
             rotation_rate: 1,
         }
+    }
+
+    /// The same configuration as LU number `lun`, which REPORT LUNS then lists alone.
+    pub fn with_lun(mut self, lun: u64) -> Self {
+        self.lun = lun;
+        self.report_luns.clear();
+        let _ = self.report_luns.push(lun);
+        self
     }
 
     /// The same configuration with ALUA: `tpgs` and the port groups.
@@ -713,6 +725,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         let initiator = command.nexus.initiator;
         let bytes = command.cdb.as_bytes();
         let op = bytes.first().copied().unwrap_or(0);
+        if command.nexus.lun != self.config.lun {
+            return self.wrong_lun(command, memory);
+        }
         // Unit attentions come first, except for the three commands SPC exempts.
         let exempt = matches!(
             op,
@@ -746,6 +761,54 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             return Err(Fail::Status(Status::RESERVATION_CONFLICT));
         }
         self.execute(index, command, &repr, memory)
+    }
+
+    /// A command addressed to a LUN other than this one (SPC-4 4.6.6.4 and 6.6.2): INQUIRY
+    /// reports peripheral qualifier 3 (no LU), REPORT LUNS is answered, REQUEST SENSE returns
+    /// LOGICAL UNIT NOT SUPPORTED as data, anything else fails with it.
+    fn wrong_lun(&self, command: &Command<SG>, memory: &mut dyn Memory) -> Result<Exec<SG>, Fail> {
+        let not_supported =
+            SenseRepr::new(SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
+        let Ok(repr) = Cdb::new_checked(command.cdb.as_bytes()).and_then(|c| CdbRepr::parse(&c))
+        else {
+            return Err(Fail::Sense(not_supported));
+        };
+        let mut buf = [0u8; RESPONSE_MAX];
+        let (len, allocation_length) = match repr {
+            CdbRepr::Inquiry {
+                evpd: false,
+                allocation_length,
+                ..
+            } => {
+                let mut data = self.inquiry_data();
+                data.peripheral_qualifier = 3;
+                data.peripheral_device_type = 0x1F;
+                (data.emit(&mut buf), usize::from(allocation_length))
+            }
+            CdbRepr::ReportLuns {
+                select_report,
+                allocation_length,
+            } if select_report <= 2 && allocation_length >= 16 => (
+                response::report_luns(&self.config.report_luns, &mut buf),
+                allocation_length as usize,
+            ),
+            CdbRepr::RequestSense {
+                desc,
+                allocation_length,
+            } => {
+                let format = if desc {
+                    SenseFormat::Descriptor
+                } else {
+                    SenseFormat::Fixed
+                };
+                (
+                    not_supported.emit(format, &mut buf).unwrap_or(0),
+                    usize::from(allocation_length),
+                )
+            }
+            _ => return Err(Fail::Sense(not_supported)),
+        };
+        Self::data_in(command, &buf[..len], allocation_length, memory).map(Exec::Done)
     }
 
     /// Sends `data` (cut to `allocation_length`) to the command's data-in buffer.
@@ -1823,6 +1886,10 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                             holder: initiator,
                             kind,
                         });
+                        if r.kind != kind {
+                            // SPC-4 5.12.11.2.4: the type changed under the other registrants.
+                            self.notify_registrants(initiator, Asc::RESERVATIONS_RELEASED);
+                        }
                     }
                     _ => {
                         if sa_key == 0 {

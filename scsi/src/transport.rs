@@ -282,3 +282,68 @@ impl<T: Transport<SG> + ?Sized, const SG: usize> Transport<SG> for &mut T {
         (**self).poll(now, memory, done)
     }
 }
+
+/// Why [`run_to_completion`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RunError {
+    /// The transport refused the submission.
+    Refused(TransportSubmitErrorKind),
+    /// The transport had nothing left to wait for, yet never completed the command.
+    Stalled,
+    /// The command had not completed after the allowed number of polls.
+    PollLimit,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Refused(kind) => write!(f, "transport refused the command: {kind:?}"),
+            RunError::Stalled => f.write_str("transport stalled: the command never completed"),
+            RunError::PollLimit => f.write_str("command did not complete within the poll limit"),
+        }
+    }
+}
+
+impl core::error::Error for RunError {}
+
+/// Submits `command` at `now` and polls until it completes, following the transport's timers,
+/// for at most `max_polls` polls: for slow paths (device discovery, INQUIRY, READ CAPACITY),
+/// never the data path. Completions of other commands are handed to `others`. Returns the
+/// completion and the time it arrived.
+pub fn run_to_completion<T, const SG: usize>(
+    transport: &mut T,
+    memory: &mut dyn Memory,
+    now: Instant,
+    command: Command<SG>,
+    max_polls: usize,
+    others: &mut dyn FnMut(CommandCompletion),
+) -> Result<(CommandCompletion, Instant), RunError>
+where
+    T: Transport<SG> + ?Sized,
+{
+    let tag = command.tag;
+    transport
+        .submit(now, command)
+        .map_err(|e| RunError::Refused(e.kind))?;
+    let mut now = now;
+    for _ in 0..max_polls {
+        let mut found = None;
+        let next = transport.poll(now, memory, &mut |c| {
+            if c.tag == tag && found.is_none() {
+                found = Some(c);
+            } else {
+                others(c);
+            }
+        });
+        if let Some(c) = found {
+            return Ok((c, now));
+        }
+        match next {
+            Some(at) => now = now.max(at),
+            None => return Err(RunError::Stalled),
+        }
+    }
+    Err(RunError::PollLimit)
+}

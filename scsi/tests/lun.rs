@@ -1131,3 +1131,89 @@ fn commands_queue_and_complete_exactly_once_with_latency() {
         "the device's 4 slots served 7 reads in two rounds"
     );
 }
+
+#[test]
+fn commands_to_another_lun_are_not_supported() {
+    use block::{Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{CdbBytes, Command, InitiatorId, Nexus, run_to_completion};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    let disk = RamDisk::<4>::new(&mut disk_bytes, 512).unwrap();
+    let mut lun: Lun<_, 4> = Lun::new(disk, lun_config().with_lun(3));
+    let mut mem = vec![0u8; 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let mut run = |lun_number: u64, cdb: &[u8]| {
+        let command = Command {
+            tag: Tag(1),
+            nexus: Nexus {
+                initiator: InitiatorId(1),
+                target_port: 0,
+                lun: lun_number,
+            },
+            cdb: CdbBytes::new(cdb).unwrap(),
+            direction: DataDirection::FromDevice,
+            sg: SgList::single(MemAddr(0x1000), 64).unwrap(),
+        };
+        let (c, _) =
+            run_to_completion(&mut lun, &mut memory, Instant(0), command, 8, &mut |_| {}).unwrap();
+        let mut data = [0u8; 16];
+        memory_read(&memory, &mut data);
+        (c, data)
+    };
+    fn memory_read(memory: &MemoryRegions<'_, 1>, out: &mut [u8]) {
+        use block::Memory;
+        memory.read(MemAddr(0x1000), out).unwrap();
+    }
+    let inq = bytes(CdbRepr::Inquiry {
+        evpd: false,
+        page_code: 0,
+        allocation_length: 36,
+    });
+    let (c, data) = run(5, &inq);
+    assert!(c.is_good());
+    assert_eq!(data[0], 0x7F, "peripheral qualifier 3, no device type");
+    let (c, _) = run(5, &TUR);
+    assert_eq!(sense(&c).asc, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
+    let rl = bytes(CdbRepr::ReportLuns {
+        select_report: 0,
+        allocation_length: 16,
+    });
+    let (c, data) = run(5, &rl);
+    assert!(c.is_good());
+    assert_eq!(
+        &data[..16],
+        &[0, 0, 0, 8, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0]
+    );
+    // The LU itself answers on LUN 3.
+    let (c, data) = run(3, &inq);
+    assert!(c.is_good());
+    assert_eq!(data[0], 0x00);
+}
+
+#[test]
+fn preempting_with_another_type_releases_for_the_other_registrants() {
+    rig!(lun, mem, 64);
+    for i in 1..=3 {
+        clear_ua(&mut lun, &mut mem, i);
+    }
+    assert!(pr_out(&mut lun, &mut mem, 1, 0, 0, 0, 0xA).is_good());
+    assert!(pr_out(&mut lun, &mut mem, 2, 0, 0, 0, 0xB).is_good());
+    assert!(pr_out(&mut lun, &mut mem, 3, 0, 0, 0, 0xC).is_good());
+    assert!(pr_out(&mut lun, &mut mem, 1, 1, 1, 0xA, 0).is_good());
+    // 2 preempts 1 and changes the type: 1 loses its registration, 3 is told of the release.
+    assert!(pr_out(&mut lun, &mut mem, 2, 4, 3, 0xB, 0xA).is_good());
+    assert_eq!(
+        lun.pending_unit_attentions(scsi::InitiatorId(1)),
+        &[Asc::REGISTRATIONS_PREEMPTED]
+    );
+    assert_eq!(
+        lun.pending_unit_attentions(scsi::InitiatorId(3)),
+        &[Asc::RESERVATIONS_RELEASED]
+    );
+    assert!(lun.pending_unit_attentions(scsi::InitiatorId(2)).is_empty());
+    // PREEMPT of a key nobody holds is a conflict.
+    assert_eq!(
+        pr_out(&mut lun, &mut mem, 2, 4, 3, 0xB, 0x77).status,
+        Status::RESERVATION_CONFLICT
+    );
+}

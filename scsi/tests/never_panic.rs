@@ -12,6 +12,14 @@ use scsi::{
     Status, Transport,
 };
 
+/// 1000 cases by default; `SCSI_FUZZ_CASES=N` runs more (the fuzz entry point for CI).
+fn cases() -> u32 {
+    std::env::var("SCSI_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
 const BASE: u64 = 0x10_0000;
 const MEM_LEN: usize = 64 * 1024;
 
@@ -76,7 +84,7 @@ fn cmd() -> impl Strategy<Value = Cmd> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn arbitrary_commands_never_panic_and_complete_once(
