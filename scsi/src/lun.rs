@@ -512,6 +512,17 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         true
     }
 
+    /// Replaces the LUN inventory REPORT LUNS returns (extra entries beyond
+    /// [`MAX_REPORTED_LUNS`] are dropped): every known initiator gets UNIT ATTENTION, REPORTED
+    /// LUNS DATA HAS CHANGED.
+    pub fn set_report_luns(&mut self, luns: &[u64]) {
+        self.config.report_luns.clear();
+        for lun in luns.iter().take(MAX_REPORTED_LUNS) {
+            let _ = self.config.report_luns.push(*lun);
+        }
+        self.broadcast(None, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+    }
+
     /// Unit attentions pending for `initiator`, oldest first.
     pub fn pending_unit_attentions(&self, initiator: InitiatorId) -> &[Asc] {
         self.initiators
@@ -701,16 +712,16 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
 
     /// Decodes and starts the command in slot `index`.
     fn start(&mut self, index: usize, memory: &mut dyn Memory) -> Option<CommandCompletion> {
-        let slot = self.slots[index].as_ref()?;
-        let command = slot.command.clone();
-        let outcome = self.decode_and_execute(index, &command, memory);
+        // The slot is out of the table while its command executes, so the command need not be
+        // copied; it goes back only if the command continues at the device.
+        let mut slot = self.slots.get_mut(index)?.take()?;
+        let outcome = self.decode_and_execute(index, &slot.command, memory);
         match outcome {
-            Ok(Exec::Done(residual)) => Some(self.complete(command.tag, Ok(residual))),
-            Err(fail) => Some(self.complete(command.tag, Err(fail))),
+            Ok(Exec::Done(residual)) => Some(self.complete(slot.command.tag, Ok(residual))),
+            Err(fail) => Some(self.complete(slot.command.tag, Err(fail))),
             Ok(Exec::Start(job)) => {
-                if let Some(slot) = self.slots[index].as_mut() {
-                    slot.state = SlotState::Running(job);
-                }
+                slot.state = SlotState::Running(job);
+                self.slots[index] = Some(slot);
                 None
             }
         }

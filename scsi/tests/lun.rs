@@ -1217,3 +1217,21 @@ fn preempting_with_another_type_releases_for_the_other_registrants() {
         Status::RESERVATION_CONFLICT
     );
 }
+
+#[test]
+fn changing_the_lun_inventory_raises_a_unit_attention() {
+    rig!(lun, mem, 64);
+    clear_ua(&mut lun, &mut mem, 1);
+    lun.set_report_luns(&[0, 1, 300]);
+    let c = exec(&mut lun, &mut mem, 1, &TUR, DataDirection::None, 0);
+    assert_eq!(sense(&c).asc, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+    let rl = bytes(CdbRepr::ReportLuns {
+        select_report: 0,
+        allocation_length: 64,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &rl, DataDirection::FromDevice, 64).is_good());
+    let luns: Vec<u64> = scsi::response::parse_report_luns(&mem[..64])
+        .unwrap()
+        .collect();
+    assert_eq!(luns, vec![0, 1, 300]);
+}
