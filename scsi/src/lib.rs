@@ -26,7 +26,7 @@
 //! | 0x2A | WRITE(10) | yes | `lun::read_write_round_trip_with_fua_and_residuals`, `lun::write_with_mismatched_buffer_is_refused` |
 //! | 0x2E | WRITE AND VERIFY(10) | yes (a FUA write) | `lun::verify_write_and_verify_write6_and_prevent_allow` |
 //! | 0x2F | VERIFY(10) | BYTCHK=0 only | `lun::verify_write_and_verify_write6_and_prevent_allow` |
-//! | 0x35 | SYNCHRONIZE CACHE(10) | yes (Flush) | `lun::synchronize_cache_is_a_flush` |
+//! | 0x35 | SYNCHRONIZE CACHE(10) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends` |
 //! | 0x41 | WRITE SAME(10) | yes, with UNMAP | `lun::unmap_and_write_same` |
 //! | 0x42 | UNMAP | if the device has `UNMAP` | `lun::unmap_and_write_same`, `lun::compare_and_write_is_an_invalid_opcode_without_device_support` |
 //! | 0x55 | MODE SELECT(10) | yes | `roundtrip`, `never_panic` |
@@ -40,7 +40,7 @@
 //! | 0x8A | WRITE(16) | yes | `never_panic` |
 //! | 0x8E | WRITE AND VERIFY(16) | yes (a FUA write) | `never_panic` |
 //! | 0x8F | VERIFY(16) | BYTCHK=0 only | `lun::verify_write_and_verify_write6_and_prevent_allow` |
-//! | 0x91 | SYNCHRONIZE CACHE(16) | yes (Flush) | `lun::synchronize_cache_is_a_flush` |
+//! | 0x91 | SYNCHRONIZE CACHE(16) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends` |
 //! | 0x93 | WRITE SAME(16) | yes, with UNMAP and NDOB | `lun::unmap_and_write_same` |
 //! | 0x9E/0x10 | READ CAPACITY(16) | yes (LBPME, LBPRZ) | `lun::read_capacity_16_reports_thin_provisioning` |
 //! | 0x9E/0x12 | GET LBA STATUS | yes (reports everything mapped: `BlockDevice` has no query) | `lun::start_stop_unit_and_get_lba_status`, `oracle::get_lba_status` |
@@ -67,8 +67,11 @@
 //! - Device errors map to sense: medium errors to MEDIUM ERROR with the LBA, miscompares to
 //!   MISCOMPARE with the offset of the first differing byte, a lost device to LOGICAL UNIT NOT
 //!   SUPPORTED, busy/queue full to BUSY/TASK SET FULL.
-//! - Not supported yet: VERIFY with BYTCHK, SYNCHRONIZE CACHE's IMMED (status comes after the
-//!   flush), PREEMPT AND ABORT aborting the preempted initiators' tasks, READ FULL STATUS,
+//! - SYNCHRONIZE CACHE with IMMED reports GOOD once the CDB is validated; the flush goes on in
+//!   the background and an error it meets is not reported (no deferred sense yet).
+//! - Commands addressed to a LUN other than [`LunConfig::lun`] get LOGICAL UNIT NOT SUPPORTED;
+//!   INQUIRY answers with peripheral qualifier 3 and REPORT LUNS is answered.
+//! - Not supported yet: VERIFY with BYTCHK, PREEMPT AND ABORT aborting the preempted initiators' tasks, READ FULL STATUS,
 //!   ALL_TG_PT/SPEC_I_PT/APTPL, anchored LBAs, protection information.
 
 pub mod cdb;

@@ -301,6 +301,9 @@ struct Job<const SG: usize> {
     in_flight: bool,
     residual: Residual,
     writing: bool,
+    /// GOOD status was already returned (SYNCHRONIZE CACHE with IMMED): the job finishes
+    /// silently and its slot no longer holds the initiator's tag.
+    early: bool,
 }
 
 // Slots are fixed-size by design (no heap): the size difference is the point.
@@ -480,7 +483,8 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         &self.config
     }
 
-    /// Commands accepted and not yet completed.
+    /// Slots in use: commands accepted and not yet completed, plus background flushes of
+    /// SYNCHRONIZE CACHE with IMMED that already reported GOOD. Poll until it is zero to drain.
     pub fn outstanding(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
@@ -720,9 +724,12 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             Ok(Exec::Done(residual)) => Some(self.complete(slot.command.tag, Ok(residual))),
             Err(fail) => Some(self.complete(slot.command.tag, Err(fail))),
             Ok(Exec::Start(job)) => {
+                let early = job
+                    .early
+                    .then(|| CommandCompletion::good(slot.command.tag, job.residual));
                 slot.state = SlotState::Running(job);
                 self.slots[index] = Some(slot);
-                None
+                early
             }
         }
     }
@@ -899,6 +906,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             in_flight: false,
             residual,
             writing,
+            early: false,
         })
     }
 
@@ -1078,7 +1086,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             // Handled by execute_rw before the response buffer exists.
             CdbRepr::ReadWrite(..) => Err(illegal(Asc::INTERNAL_TARGET_FAILURE)),
-            CdbRepr::SynchronizeCache { lba, blocks, .. } => {
+            CdbRepr::SynchronizeCache {
+                lba, blocks, immed, ..
+            } => {
                 self.ready()?;
                 let end_blocks = if blocks == 0 {
                     self.block_count.saturating_sub(lba)
@@ -1086,7 +1096,11 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     u64::from(blocks)
                 };
                 self.check_range(lba, end_blocks)?;
-                Ok(Self::single(BlockRequest::flush(tag), Residual::None, true))
+                let mut exec = Self::single(BlockRequest::flush(tag), Residual::None, true);
+                if let (true, Exec::Start(job)) = (immed, &mut exec) {
+                    job.early = true;
+                }
+                Ok(exec)
             }
             CdbRepr::CompareAndWrite {
                 lba, blocks, fua, ..
@@ -1199,6 +1213,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     in_flight: false,
                     residual,
                     writing: true,
+                    early: false,
                 };
                 job.queued = self.next_child(tag, &mut job.kind);
                 Ok(Exec::Start(job))
@@ -1260,6 +1275,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     in_flight: false,
                     residual,
                     writing: true,
+                    early: false,
                 }))
             }
             CdbRepr::GetLbaStatus {
@@ -1979,7 +1995,8 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             return None;
         };
         job.in_flight = false;
-        match completion.result {
+        let early = job.early;
+        let finished = match completion.result {
             Err(error) => {
                 let writing = job.writing;
                 Some(self.complete(tag, Err(device_failure(error, writing))))
@@ -2003,7 +2020,12 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     }
                 }
             }
+        };
+        if finished.is_some() {
+            self.slots[index] = None;
         }
+        // An IMMED job already reported GOOD; what the device said is not reported again.
+        finished.filter(|_| !early)
     }
 }
 
@@ -2017,6 +2039,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
             .slots
             .iter()
             .flatten()
+            .filter(|s| !matches!(&s.state, SlotState::Running(job) if job.early))
             .any(|s| s.command.tag == command.tag)
         {
             return Err(TransportSubmitError {
@@ -2064,15 +2087,16 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                 let finished = match state {
                     Some(0) => self.start(index, memory),
                     Some(1) => self.slots[index]
-                        .as_ref()
+                        .take()
                         .map(|s| CommandCompletion::status(s.command.tag, Status::TASK_ABORTED)),
                     _ => None,
                 };
                 if state.is_some_and(|s| s < 2) {
                     progressed = true;
                 }
+                // `start` has already freed the slot of a finished command (or kept it for
+                // an IMMED job that reports early).
                 if let Some(completion) = finished {
-                    self.slots[index] = None;
                     done(completion);
                 }
             }
@@ -2108,11 +2132,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
             });
             for completion in arrived {
                 progressed = true;
-                let index = completion.tag.0 as usize;
                 if let Some(finished) = self.child_done(completion) {
-                    if let Some(slot) = self.slots.get_mut(index) {
-                        *slot = None;
-                    }
                     done(finished);
                 }
             }

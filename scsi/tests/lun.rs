@@ -1235,3 +1235,72 @@ fn changing_the_lun_inventory_raises_a_unit_attention() {
         .collect();
     assert_eq!(luns, vec![0, 1, 300]);
 }
+
+#[test]
+fn synchronize_cache_with_immed_reports_before_the_flush_ends() {
+    use block::{Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{CdbBytes, Command, InitiatorId, Nexus, Transport};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    let disk = RamDisk::<4>::new(&mut disk_bytes, 512)
+        .unwrap()
+        .with_latency(std::time::Duration::from_micros(10));
+    let mut lun: Lun<_, 4> = Lun::new(disk, lun_config());
+    let mut mem = vec![0u8; 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 0,
+        lun: 0,
+    };
+    let command = |repr: CdbRepr| Command {
+        tag: Tag(1),
+        nexus,
+        cdb: CdbBytes::from_repr(&repr),
+        direction: DataDirection::None,
+        sg: SgList::new(),
+    };
+    let mut seen = Vec::new();
+    // Power-on unit attention first.
+    lun.submit(Instant(0), command(CdbRepr::TestUnitReady))
+        .unwrap();
+    lun.poll(Instant(0), &mut memory, &mut |c| seen.push(c));
+    let sc = CdbRepr::SynchronizeCache {
+        sixteen: true,
+        immed: true,
+        lba: 0,
+        blocks: 0,
+        group: 0,
+    };
+    lun.submit(Instant(0), command(sc)).unwrap();
+    let next = lun.poll(Instant(0), &mut memory, &mut |c| seen.push(c));
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].is_good(), "GOOD before the flush finished");
+    assert_eq!(
+        next,
+        Some(Instant(10_000)),
+        "the flush is still at the device"
+    );
+    assert_eq!(lun.outstanding(), 1);
+    // The tag may be reused at once.
+    lun.submit(Instant(0), command(CdbRepr::TestUnitReady))
+        .unwrap();
+    let mut now = Instant(0);
+    while lun.outstanding() > 0 {
+        now = lun
+            .poll(now, &mut memory, &mut |c| seen.push(c))
+            .unwrap_or(now);
+    }
+    assert_eq!(seen.len(), 3, "the flush's own completion is not reported");
+    // Without IMMED the status waits for the flush.
+    let sc = CdbRepr::SynchronizeCache {
+        sixteen: false,
+        immed: false,
+        lba: 0,
+        blocks: 0,
+        group: 0,
+    };
+    lun.submit(now, command(sc)).unwrap();
+    lun.poll(now, &mut memory, &mut |c| seen.push(c));
+    assert_eq!(seen.len(), 3);
+}

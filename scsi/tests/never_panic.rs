@@ -164,6 +164,17 @@ proptest! {
             };
         }
         prop_assert!(outstanding.is_empty(), "commands never completed: {:?}", outstanding);
+        // Drain background work (SYNCHRONIZE CACHE with IMMED) without new completions.
+        for _ in 0..1000 {
+            if lun.outstanding() == 0 {
+                break;
+            }
+            let next = lun.poll(now, &mut memory, &mut |c| panic!("unexpected completion {c:?}"));
+            now = match next {
+                Some(t) if t > now => t,
+                _ => Instant(now.0 + 1000),
+            };
+        }
         prop_assert_eq!(lun.outstanding(), 0);
         prop_assert!(lun.device().violations().is_empty(), "{:?}", lun.device().violations());
         prop_assert_eq!(lun.device().outstanding(), 0);
