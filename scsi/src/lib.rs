@@ -25,7 +25,7 @@
 //! | 0x28 | READ(10) | yes | `lun::read_write_round_trip_with_fua_and_residuals`, bench `lun_read10_4k_ramdisk` |
 //! | 0x2A | WRITE(10) | yes | `lun::read_write_round_trip_with_fua_and_residuals`, `lun::write_with_mismatched_buffer_is_refused` |
 //! | 0x2E | WRITE AND VERIFY(10) | yes (a FUA write) | `lun::verify_write_and_verify_write6_and_prevent_allow` |
-//! | 0x2F | VERIFY(10) | BYTCHK=0 only | `lun::verify_write_and_verify_write6_and_prevent_allow` |
+//! | 0x2F | VERIFY(10) | yes; BYTCHK 01b/11b through the device's compare-and-write | `lun::verify_write_and_verify_write6_and_prevent_allow`, `lun::verify_with_byte_check_needs_compare_and_write_in_the_device` |
 //! | 0x35 | SYNCHRONIZE CACHE(10) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends` |
 //! | 0x41 | WRITE SAME(10) | yes, with UNMAP | `lun::unmap_and_write_same` |
 //! | 0x42 | UNMAP | if the device has `UNMAP` | `lun::unmap_and_write_same`, `lun::compare_and_write_is_an_invalid_opcode_without_device_support` |
@@ -34,12 +34,12 @@
 //! | 0x57 | RELEASE(10) | yes | `lun::spc2_reservations` |
 //! | 0x5A | MODE SENSE(10) | yes, LLBAA | `lun::mode_sense_all_pages_with_block_descriptor` |
 //! | 0x5E | PERSISTENT RESERVE IN | READ KEYS, READ RESERVATION, REPORT CAPABILITIES; not READ FULL STATUS | `lun::persistent_reservations_register_reserve_preempt_release_clear` |
-//! | 0x5F | PERSISTENT RESERVE OUT | REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT AND ABORT, REGISTER AND IGNORE; all six types; no SPEC_I_PT, ALL_TG_PT, APTPL | `lun::persistent_reservations_register_reserve_preempt_release_clear` |
+//! | 0x5F | PERSISTENT RESERVE OUT | REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT AND ABORT, REGISTER AND IGNORE; all six types; no SPEC_I_PT, ALL_TG_PT, APTPL | `lun::persistent_reservations_register_reserve_preempt_release_clear`, `lun::preempting_with_another_type_releases_for_the_other_registrants`, `lun::preempt_and_abort_aborts_the_queued_commands_of_the_preempted` |
 //! | 0x88 | READ(16) | yes | `lun::read_write_round_trip_with_fua_and_residuals` |
 //! | 0x89 | COMPARE AND WRITE | if the device has `COMPARE_AND_WRITE` | `lun::compare_and_write_success_and_miscompare_offset` |
 //! | 0x8A | WRITE(16) | yes | `never_panic` |
 //! | 0x8E | WRITE AND VERIFY(16) | yes (a FUA write) | `never_panic` |
-//! | 0x8F | VERIFY(16) | BYTCHK=0 only | `lun::verify_write_and_verify_write6_and_prevent_allow` |
+//! | 0x8F | VERIFY(16) | yes; BYTCHK 01b/11b through the device's compare-and-write | `lun::verify_write_and_verify_write6_and_prevent_allow` |
 //! | 0x91 | SYNCHRONIZE CACHE(16) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends` |
 //! | 0x93 | WRITE SAME(16) | yes, with UNMAP and NDOB | `lun::unmap_and_write_same` |
 //! | 0x9E/0x10 | READ CAPACITY(16) | yes (LBPME, LBPRZ) | `lun::read_capacity_16_reports_thin_provisioning` |
@@ -51,7 +51,7 @@
 //! | 0xA8 | READ(12) | yes | `lun::read_write_round_trip_with_fua_and_residuals` |
 //! | 0xAA | WRITE(12) | yes | `never_panic` |
 //! | 0xAE | WRITE AND VERIFY(12) | yes (a FUA write) | `never_panic` |
-//! | 0xAF | VERIFY(12) | BYTCHK=0 only | `never_panic` |
+//! | 0xAF | VERIFY(12) | yes; BYTCHK 01b/11b through the device's compare-and-write | `never_panic` |
 //! | any other | (FORMAT UNIT, LOG SENSE, READ/WRITE BUFFER, EXTENDED COPY, 32-byte CDBs, ...) | no: INVALID COMMAND OPERATION CODE | `lun::unsupported_opcode_and_invalid_fields` |
 //!
 //! # Semantics worth knowing
@@ -71,8 +71,14 @@
 //!   the background and an error it meets is not reported (no deferred sense yet).
 //! - Commands addressed to a LUN other than [`LunConfig::lun`] get LOGICAL UNIT NOT SUPPORTED;
 //!   INQUIRY answers with peripheral qualifier 3 and REPORT LUNS is answered.
-//! - Not supported yet: VERIFY with BYTCHK, PREEMPT AND ABORT aborting the preempted initiators' tasks, READ FULL STATUS,
-//!   ALL_TG_PT/SPEC_I_PT/APTPL, anchored LBAs, protection information.
+//! - VERIFY with BYTCHK uses the device's atomic compare-and-write with the same bytes as
+//!   both halves, so a miscompare changes nothing and an equal range is rewritten unchanged;
+//!   the INFORMATION field is the offset from the start of the verified range.
+//! - Registrations are per initiator (as if ALL_TG_PT were set), not per I_T nexus.
+//! - Aborted commands (LU reset, PREEMPT AND ABORT) complete with TASK ABORTED (TAS=1).
+//! - Not supported yet: READ FULL STATUS, SPEC_I_PT/ALL_TG_PT/APTPL in PERSISTENT RESERVE
+//!   OUT, anchored LBAs, protection information, task attributes (every command is SIMPLE),
+//!   deferred errors, GET LBA STATUS that knows deallocated extents.
 
 pub mod cdb;
 pub mod lun;

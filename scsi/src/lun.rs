@@ -292,6 +292,21 @@ enum JobKind<const SG: usize> {
         extents: heapless::Vec<(u64, u32), MAX_UNMAP_DESCRIPTORS>,
         next: usize,
     },
+    /// VERIFY with BYTCHK: the device atomically compares the medium with the data-out bytes
+    /// and, only if equal, writes those same bytes back (a compare-and-write that changes
+    /// nothing), chunk by chunk.
+    Verify {
+        next_lba: u64,
+        remaining: u64,
+        /// Blocks verified by earlier chunks.
+        done: u64,
+        data: SgList<SG>,
+        /// BYTCHK 11b: `data` is one block, compared with every block of the range.
+        per_block: bool,
+        block_size: u32,
+        /// Byte offset in the range of the chunk at the device (for the miscompare offset).
+        base: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -453,7 +468,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             write_protect: false,
             dpofua: true,
             auto_reallocate: false,
-            tas: false,
+            tas: true,
         };
         Self {
             device,
@@ -1466,7 +1481,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         self.check_range(rw.lba, blocks)?;
         if kind == RwKind::Verify {
             if rw.bytchk != 0 {
-                return Err(invalid_cdb(1, Some(2)));
+                return self.verify_bytes(tag, command, rw, geometry);
             }
             return Ok(Exec::Done(match command.sg.total_len() {
                 0 => Residual::None,
@@ -1562,7 +1577,108 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 *next += 1;
                 Some(BlockRequest::unmap(tag, Lba(lba), BlockCount(count)))
             }
+            JobKind::Verify {
+                next_lba,
+                remaining,
+                done,
+                data,
+                per_block,
+                block_size,
+                base,
+            } => {
+                if *remaining == 0 {
+                    return None;
+                }
+                let bs = u64::from(*block_size);
+                let segments = data.segments().len().max(1);
+                let max = u64::from(self.device.geometry().max_transfer_blocks.max(1));
+                // Both halves of the request name the same bytes, so the list holds them twice.
+                let (chunk, compare) = if *per_block {
+                    let chunk = ((SG / (2 * segments)).max(1) as u64)
+                        .min(*remaining)
+                        .min(max);
+                    let mut sg = SgList::<SG>::new();
+                    for _ in 0..chunk {
+                        sg.extend_from(data).ok()?;
+                    }
+                    (chunk, sg)
+                } else {
+                    let chunk = (*remaining).min(max);
+                    (chunk, data.slice(*done * bs, chunk * bs).ok()?)
+                };
+                let mut sg = compare.clone();
+                sg.extend_from(&compare).ok()?;
+                let request = BlockRequest::compare_and_write(
+                    tag,
+                    Lba(*next_lba),
+                    BlockCount(chunk as u32),
+                    sg,
+                );
+                *base = *done * bs;
+                *next_lba += chunk;
+                *remaining -= chunk;
+                *done += chunk;
+                Some(request)
+            }
         }
+    }
+
+    /// VERIFY with BYTCHK 01b (compare the range with the data-out buffer) or 11b (compare
+    /// every block with the one block of data-out), through the device's compare-and-write.
+    fn verify_bytes(
+        &self,
+        tag: Tag,
+        command: &Command<SG>,
+        rw: cdb::Rw,
+        geometry: &Geometry,
+    ) -> Result<Exec<SG>, Fail> {
+        let unsupported = invalid_cdb(1, Some(2));
+        if !geometry
+            .features
+            .contains(DeviceFeatures::COMPARE_AND_WRITE)
+            || self.write_protected(geometry)
+        {
+            return Err(unsupported);
+        }
+        let bs = u64::from(geometry.block_size);
+        let blocks = u64::from(rw.blocks);
+        let per_block = rw.bytchk == 3;
+        let expected = if per_block { bs } else { blocks * bs };
+        let sg_len = command.sg.total_len();
+        if blocks == 0 {
+            return Ok(Exec::Done(match sg_len {
+                0 => Residual::None,
+                n => Residual::Underflow(n),
+            }));
+        }
+        if command.direction != DataDirection::ToDevice || sg_len != expected {
+            return Err(bad_iu());
+        }
+        // A chunk's request holds its bytes twice: the data-out list must fit twice.
+        if 2 * command.sg.segments().len() > SG {
+            return Err(bad_iu());
+        }
+        let mut kind = JobKind::Verify {
+            next_lba: rw.lba,
+            remaining: blocks,
+            done: 0,
+            data: command.sg.clone(),
+            per_block,
+            block_size: geometry.block_size,
+            base: 0,
+        };
+        let queued = self.next_child(tag, &mut kind);
+        if queued.is_none() {
+            return Err(bad_iu());
+        }
+        Ok(Exec::Start(Job {
+            kind,
+            queued,
+            in_flight: false,
+            residual: Residual::None,
+            writing: false,
+            early: false,
+        }))
     }
 
     fn inquiry_data(&self) -> InquiryData {
@@ -1896,7 +2012,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
                 match self.persistent.reservation {
                     Some(r) if r.kind.all_registrants() && sa_key == 0 => {
-                        self.remove_registrations(|reg| reg.initiator != initiator);
+                        self.remove_registrations(action == 5, |reg| reg.initiator != initiator);
                         self.persistent.reservation = Some(PrReservation {
                             holder: initiator,
                             kind,
@@ -1906,7 +2022,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                         if !r.kind.all_registrants()
                             && self.persistent.key_of(r.holder) == Some(sa_key) =>
                     {
-                        self.remove_registrations(|reg| {
+                        self.remove_registrations(action == 5, |reg| {
                             reg.key == sa_key && reg.initiator != initiator
                         });
                         self.persistent.reservation = Some(PrReservation {
@@ -1922,7 +2038,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                         if sa_key == 0 {
                             return Err(invalid_param(8, None));
                         }
-                        if self.remove_registrations(|reg| reg.key == sa_key) == 0 {
+                        if self.remove_registrations(action == 5, |reg| reg.key == sa_key) == 0 {
                             return conflict;
                         }
                     }
@@ -1957,7 +2073,11 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
 
     /// Removes matching registrations, each removed initiator getting REGISTRATIONS
     /// PREEMPTED. Returns how many were removed.
-    fn remove_registrations(&mut self, matches: impl Fn(&Registration) -> bool) -> usize {
+    fn remove_registrations(
+        &mut self,
+        abort: bool,
+        matches: impl Fn(&Registration) -> bool,
+    ) -> usize {
         let mut removed: heapless::Vec<InitiatorId, MAX_REGISTRATIONS> = heapless::Vec::new();
         for r in self.persistent.registrations.iter().filter(|r| matches(r)) {
             let _ = removed.push(r.initiator);
@@ -1965,6 +2085,17 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         self.persistent.registrations.retain(|r| !matches(r));
         for id in removed.iter() {
             self.attention_for(*id, Asc::REGISTRATIONS_PREEMPTED);
+        }
+        if abort {
+            // PREEMPT AND ABORT: queued commands of the preempted initiators are aborted (they
+            // complete with TASK ABORTED, as TAS=1 in the control page says).
+            for slot in self.slots.iter_mut().flatten() {
+                if matches!(slot.state, SlotState::New)
+                    && removed.contains(&slot.command.nexus.initiator)
+                {
+                    slot.state = SlotState::Aborted;
+                }
+            }
         }
         if let Some(r) = self.persistent.reservation
             && r.kind.all_registrants()
@@ -1999,6 +2130,15 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         let finished = match completion.result {
             Err(error) => {
                 let writing = job.writing;
+                // A miscompare's offset is relative to the chunk; make it relative to the range.
+                let error = match (&job.kind, error.info()) {
+                    (JobKind::Verify { base, .. }, Some(info))
+                        if error.kind() == ErrorKind::Miscompare =>
+                    {
+                        BlockError::with_info(ErrorKind::Miscompare, info.saturating_add(*base))
+                    }
+                    _ => error,
+                };
                 Some(self.complete(tag, Err(device_failure(error, writing))))
             }
             Ok(()) => {

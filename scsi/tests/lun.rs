@@ -1054,22 +1054,66 @@ fn verify_write_and_verify_write6_and_prevent_allow() {
         .asc,
         Asc::LBA_OUT_OF_RANGE
     );
+    // BYTCHK 01b: blocks 3 and 4 hold 0x11 and 0x22, blocks 5 and 6 zeros.
+    mem[..512].fill(0x11);
+    mem[512..1024].fill(0x22);
+    mem[1024..2048].fill(0);
     let c = exec(
         &mut lun,
         &mut mem,
         1,
-        &v(1, 0),
+        &v(1, 3),
         DataDirection::ToDevice,
         2048,
     );
-    assert_eq!(
-        sense(&c).key_specific,
-        Some(SenseKeySpecific::FieldPointer {
-            in_cdb: true,
-            bit: Some(2),
-            byte: 1
-        })
+    assert!(c.is_good(), "{c:?}");
+    mem[1500] = 9;
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &v(1, 3),
+        DataDirection::ToDevice,
+        2048,
     );
+    let s = sense(&c);
+    assert_eq!(
+        (s.key, s.asc, s.information),
+        (
+            SenseKey::MISCOMPARE,
+            Asc::MISCOMPARE_DURING_VERIFY,
+            Some(1500)
+        )
+    );
+    // BYTCHK 11b: one block of data-out against every block of the range.
+    mem[..512].fill(0);
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &v(3, 20),
+        DataDirection::ToDevice,
+        512,
+    );
+    assert!(c.is_good(), "{c:?}");
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &v(3, 2),
+        DataDirection::ToDevice,
+        512,
+    );
+    let s = sense(&c);
+    assert_eq!(
+        (s.key, s.information),
+        (SenseKey::MISCOMPARE, Some(512)),
+        "block 3 differs at its byte 0"
+    );
+    // The medium is unchanged by verification.
+    let r = rw(RwKind::Read, CdbSize::Ten, 3, 1, false);
+    assert!(exec(&mut lun, &mut mem, 1, &r, DataDirection::FromDevice, 512).is_good());
+    assert!(mem[..512].iter().all(|b| *b == 0x11));
     // PREVENT ALLOW MEDIUM REMOVAL is accepted on a fixed disk.
     let pa = bytes(CdbRepr::PreventAllowMediumRemoval { prevent: 1 });
     assert!(exec(&mut lun, &mut mem, 1, &pa, DataDirection::None, 0).is_good());
@@ -1303,4 +1347,81 @@ fn synchronize_cache_with_immed_reports_before_the_flush_ends() {
     lun.submit(now, command(sc)).unwrap();
     lun.poll(now, &mut memory, &mut |c| seen.push(c));
     assert_eq!(seen.len(), 3);
+}
+
+#[test]
+fn verify_with_byte_check_needs_compare_and_write_in_the_device() {
+    rig!(lun, mem, 64, lun_config(), DeviceFeatures::empty());
+    clear_ua(&mut lun, &mut mem, 1);
+    let v = bytes(CdbRepr::ReadWrite(
+        RwKind::Verify,
+        Rw {
+            size: CdbSize::Ten,
+            lba: 0,
+            blocks: 1,
+            dpo: false,
+            fua: false,
+            bytchk: 1,
+            group: 0,
+        },
+    ));
+    let c = exec(&mut lun, &mut mem, 1, &v, DataDirection::ToDevice, 512);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: true,
+            bit: Some(2),
+            byte: 1
+        })
+    );
+}
+
+#[test]
+fn preempt_and_abort_aborts_the_queued_commands_of_the_preempted() {
+    use block::{Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{CdbBytes, Command, InitiatorId, Nexus, Transport};
+    rig!(lun, mem, 64);
+    for i in 1..=2 {
+        clear_ua(&mut lun, &mut mem, i);
+    }
+    assert!(pr_out(&mut lun, &mut mem, 1, 0, 0, 0, 0xA).is_good());
+    assert!(pr_out(&mut lun, &mut mem, 2, 0, 0, 0, 0xB).is_good());
+    assert!(pr_out(&mut lun, &mut mem, 1, 1, 3, 0xA, 0).is_good());
+    mem[..24].fill(0);
+    mem[..8].copy_from_slice(&0xBu64.to_be_bytes());
+    mem[8..16].copy_from_slice(&0xAu64.to_be_bytes());
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(BASE), &mut mem).unwrap();
+    let nexus = |i| Nexus {
+        initiator: InitiatorId(i),
+        target_port: 1,
+        lun: 0,
+    };
+    let preempt = CdbRepr::PersistentReserveOut {
+        action: 5,
+        scope: 0,
+        kind: 3,
+        parameter_list_length: 24,
+    };
+    lun.submit(
+        Instant(0),
+        Command::new(Tag(1), nexus(2), &preempt)
+            .data_out(SgList::single(MemAddr(BASE), 24).unwrap()),
+    )
+    .unwrap();
+    let read = CdbBytes::new(&rw(RwKind::Read, CdbSize::Ten, 0, 1, false)).unwrap();
+    let mut command = Command::new(Tag(2), nexus(1), &CdbRepr::TestUnitReady)
+        .data_in(SgList::single(MemAddr(BASE + 512), 512).unwrap());
+    command.cdb = read;
+    lun.submit(Instant(0), command).unwrap();
+    let mut seen = Vec::new();
+    lun.poll(Instant(0), &mut memory, &mut |c| {
+        seen.push((c.tag.0, c.status))
+    });
+    seen.sort_by_key(|(t, _)| *t);
+    assert_eq!(seen, vec![(1, Status::GOOD), (2, Status::TASK_ABORTED)]);
+    assert_eq!(
+        lun.pending_unit_attentions(scsi::InitiatorId(1)),
+        &[Asc::REGISTRATIONS_PREEMPTED]
+    );
 }
