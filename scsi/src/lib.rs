@@ -33,7 +33,7 @@
 //! | 0x56 | RESERVE(10) | yes (logical unit) | `roundtrip`, `never_panic` |
 //! | 0x57 | RELEASE(10) | yes | `lun::spc2_reservations` |
 //! | 0x5A | MODE SENSE(10) | yes, LLBAA | `lun::mode_sense_all_pages_with_block_descriptor` |
-//! | 0x5E | PERSISTENT RESERVE IN | READ KEYS, READ RESERVATION, REPORT CAPABILITIES; not READ FULL STATUS | `lun::persistent_reservations_register_reserve_preempt_release_clear` |
+//! | 0x5E | PERSISTENT RESERVE IN | READ KEYS, READ RESERVATION, REPORT CAPABILITIES, READ FULL STATUS (SAS TransportIDs) | `lun::persistent_reservations_register_reserve_preempt_release_clear` |
 //! | 0x5F | PERSISTENT RESERVE OUT | REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT AND ABORT, REGISTER AND IGNORE; all six types; no SPEC_I_PT, ALL_TG_PT, APTPL | `lun::persistent_reservations_register_reserve_preempt_release_clear`, `lun::preempting_with_another_type_releases_for_the_other_registrants`, `lun::preempt_and_abort_aborts_the_queued_commands_of_the_preempted` |
 //! | 0x88 | READ(16) | yes | `lun::read_write_round_trip_with_fua_and_residuals` |
 //! | 0x89 | COMPARE AND WRITE | if the device has `COMPARE_AND_WRITE` | `lun::compare_and_write_success_and_miscompare_offset` |
@@ -76,7 +76,7 @@
 //!   the INFORMATION field is the offset from the start of the verified range.
 //! - Registrations are per initiator (as if ALL_TG_PT were set), not per I_T nexus.
 //! - Aborted commands (LU reset, PREEMPT AND ABORT) complete with TASK ABORTED (TAS=1).
-//! - Not supported yet: READ FULL STATUS, SPEC_I_PT/ALL_TG_PT/APTPL in PERSISTENT RESERVE
+//! - Not supported yet: SPEC_I_PT/ALL_TG_PT/APTPL in PERSISTENT RESERVE
 //!   OUT, anchored LBAs, protection information, task attributes (every command is SIMPLE),
 //!   deferred errors, GET LBA STATUS that knows deallocated extents.
 

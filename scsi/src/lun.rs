@@ -43,7 +43,7 @@ pub const MAX_UNMAP_DESCRIPTORS: usize = 16;
 /// Bytes of the serial number.
 pub const MAX_SERIAL_LEN: usize = 32;
 /// The largest data-in payload the LU builds.
-const RESPONSE_MAX: usize = 1536;
+const RESPONSE_MAX: usize = 2048;
 /// The largest parameter list the LU accepts.
 const PARAMETER_MAX: usize = 8 + 16 * MAX_UNMAP_DESCRIPTORS;
 
@@ -398,6 +398,12 @@ fn length_field(size: CdbSize) -> u16 {
     }
 }
 
+/// The first `len` bytes of `buf`, or all of it: a builder reports its full length even when
+/// the buffer cut it short.
+fn upto(buf: &[u8], len: usize) -> &[u8] {
+    &buf[..len.min(buf.len())]
+}
+
 fn be64(b: &[u8]) -> u64 {
     b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x))
 }
@@ -542,6 +548,16 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         self.broadcast(None, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
     }
 
+    /// The I_T nexus of `initiator` was lost (logout, link down): its SPC-2 reservation is
+    /// released and it gets UNIT ATTENTION, I_T NEXUS LOSS OCCURRED. Persistent reservations
+    /// and registrations survive, as SPC requires.
+    pub fn nexus_loss(&mut self, initiator: InitiatorId) {
+        if self.spc2_holder == Some(initiator) {
+            self.spc2_holder = None;
+        }
+        self.attention_for(initiator, Asc::I_T_NEXUS_LOSS_OCCURRED);
+    }
+
     /// Unit attentions pending for `initiator`, oldest first.
     pub fn pending_unit_attentions(&self, initiator: InitiatorId) -> &[Asc] {
         self.initiators
@@ -626,7 +642,6 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         match (spec.opcode, spec.service_action) {
             (opcode::UNMAP, _) => features.contains(DeviceFeatures::UNMAP),
             (opcode::COMPARE_AND_WRITE, _) => features.contains(DeviceFeatures::COMPARE_AND_WRITE),
-            (opcode::PERSISTENT_RESERVE_IN, Some(3)) => false,
             (opcode::MAINTENANCE_IN, Some(cdb::service_action::TARGET_PORT_GROUPS)) => {
                 !self.config.port_groups.is_empty()
             }
@@ -841,7 +856,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             _ => return Err(Fail::Sense(not_supported)),
         };
-        Self::data_in(command, &buf[..len], allocation_length, memory).map(Exec::Done)
+        Self::data_in(command, upto(&buf, len), allocation_length, memory).map(Exec::Done)
     }
 
     /// Sends `data` (cut to `allocation_length`) to the command's data-in buffer.
@@ -961,8 +976,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     SenseFormat::Fixed
                 };
                 let len = sense.emit(format, &mut buf).unwrap_or(0);
-                Self::data_in(command, &buf[..len], usize::from(allocation_length), memory)
-                    .map(Exec::Done)
+                Self::data_in(
+                    command,
+                    upto(&buf, len),
+                    usize::from(allocation_length),
+                    memory,
+                )
+                .map(Exec::Done)
             }
             CdbRepr::Inquiry {
                 evpd,
@@ -977,13 +997,18 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 } else {
                     self.inquiry_data().emit(&mut buf)
                 };
-                Self::data_in(command, &buf[..len], usize::from(allocation_length), memory)
-                    .map(Exec::Done)
+                Self::data_in(
+                    command,
+                    upto(&buf, len),
+                    usize::from(allocation_length),
+                    memory,
+                )
+                .map(Exec::Done)
             }
             CdbRepr::ReadCapacity10 { .. } => {
                 let len = ReadCapacity10Data::for_device(self.block_count, geometry.block_size)
                     .emit(&mut buf);
-                Self::data_in(command, &buf[..len], 8, memory).map(Exec::Done)
+                Self::data_in(command, upto(&buf, len), 8, memory).map(Exec::Done)
             }
             CdbRepr::ReadCapacity16 {
                 allocation_length, ..
@@ -999,7 +1024,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     lowest_aligned_lba: 0,
                 }
                 .emit(&mut buf);
-                Self::data_in(command, &buf[..len], allocation_length as usize, memory)
+                Self::data_in(command, upto(&buf, len), allocation_length as usize, memory)
                     .map(Exec::Done)
             }
             CdbRepr::ModeSense {
@@ -1034,8 +1059,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
                 .emit(&params, &mut buf)
                 .ok_or(invalid_cdb(2, Some(5)))?;
-                Self::data_in(command, &buf[..len], usize::from(allocation_length), memory)
-                    .map(Exec::Done)
+                Self::data_in(
+                    command,
+                    upto(&buf, len),
+                    usize::from(allocation_length),
+                    memory,
+                )
+                .map(Exec::Done)
             }
             CdbRepr::ModeSelect {
                 ten,
@@ -1309,7 +1339,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     status: 0,
                 };
                 let len = response::lba_status(&[descriptor], &mut buf);
-                Self::data_in(command, &buf[..len], allocation_length as usize, memory)
+                Self::data_in(command, upto(&buf, len), allocation_length as usize, memory)
                     .map(Exec::Done)
             }
             CdbRepr::ReportLuns {
@@ -1324,7 +1354,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
                 let _ = self.unit_attention(initiator, false);
                 let len = response::report_luns(&self.config.report_luns, &mut buf);
-                Self::data_in(command, &buf[..len], allocation_length as usize, memory)
+                Self::data_in(command, upto(&buf, len), allocation_length as usize, memory)
                     .map(Exec::Done)
             }
             CdbRepr::ReportSupportedOpcodes {
@@ -1351,7 +1381,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                         response::supported_opcode_one(spec, rctd, &mut buf)
                     }
                 };
-                Self::data_in(command, &buf[..len], allocation_length as usize, memory)
+                Self::data_in(command, upto(&buf, len), allocation_length as usize, memory)
                     .map(Exec::Done)
             }
             CdbRepr::ReportTargetPortGroups {
@@ -1376,7 +1406,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     self.config.implicit_transition_secs,
                     &mut buf,
                 );
-                Self::data_in(command, &buf[..len], allocation_length as usize, memory)
+                Self::data_in(command, upto(&buf, len), allocation_length as usize, memory)
                     .map(Exec::Done)
             }
             CdbRepr::SetTargetPortGroups {
@@ -1434,8 +1464,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 allocation_length,
             } => {
                 let len = self.pr_in(action, &mut buf)?;
-                Self::data_in(command, &buf[..len], usize::from(allocation_length), memory)
-                    .map(Exec::Done)
+                Self::data_in(
+                    command,
+                    upto(&buf, len),
+                    usize::from(allocation_length),
+                    memory,
+                )
+                .map(Exec::Done)
             }
             CdbRepr::PersistentReserveOut {
                 action,
@@ -1883,6 +1918,29 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 o.u8(0x80 | 0x40 | 0x20 | 0x08 | 0x02);
                 o.u8(0x01);
                 o.u16(0);
+            }
+            3 => {
+                // READ FULL STATUS: one descriptor per registration, with a SAS TransportID
+                // carrying the initiator id as its SAS address. Registrations are per
+                // initiator, so ALL_TG_PT is set and the relative port is 0.
+                o.u32(pr.generation);
+                o.u32((pr.registrations.len() * 48) as u32);
+                for r in pr.registrations.iter() {
+                    let holder = pr.is_holder(r.initiator);
+                    o.u64(r.key);
+                    o.u32(0);
+                    o.u8(0x02 | u8::from(holder));
+                    o.u8(match (holder, pr.reservation) {
+                        (true, Some(res)) => res.kind as u8,
+                        _ => 0,
+                    });
+                    o.u32(0);
+                    o.u16(0);
+                    o.u32(24);
+                    o.put(&[0x06, 0, 0, 0]);
+                    o.u64(r.initiator.0);
+                    o.zeros(12);
+                }
             }
             _ => return Err(invalid_cdb(1, Some(4))),
         }

@@ -1425,3 +1425,61 @@ fn preempt_and_abort_aborts_the_queued_commands_of_the_preempted() {
         &[Asc::REGISTRATIONS_PREEMPTED]
     );
 }
+
+#[test]
+fn read_full_status_and_nexus_loss() {
+    rig!(lun, mem, 64);
+    for i in 1..=2 {
+        clear_ua(&mut lun, &mut mem, i);
+    }
+    assert!(pr_out(&mut lun, &mut mem, 1, 0, 0, 0, 0xA).is_good());
+    assert!(pr_out(&mut lun, &mut mem, 2, 0, 0, 0, 0xB).is_good());
+    assert!(pr_out(&mut lun, &mut mem, 2, 1, 5, 0xB, 0).is_good());
+    let fs = bytes(CdbRepr::PersistentReserveIn {
+        action: 3,
+        allocation_length: 512,
+    });
+    let c = exec(&mut lun, &mut mem, 1, &fs, DataDirection::FromDevice, 512);
+    assert!(c.is_good(), "{c:?}");
+    assert_eq!(&mem[4..8], &96u32.to_be_bytes());
+    let d1 = &mem[8..56];
+    let d2 = &mem[56..104];
+    assert_eq!(&d1[..8], &0xAu64.to_be_bytes());
+    assert_eq!((d1[12], d1[13]), (0x02, 0));
+    assert_eq!(&d2[..8], &0xBu64.to_be_bytes());
+    assert_eq!((d2[12], d2[13]), (0x03, 5), "holder of a WE RO reservation");
+    assert_eq!(&d2[20..24], &24u32.to_be_bytes());
+    assert_eq!(d2[24], 0x06, "SAS TransportID");
+    assert_eq!(&d2[28..36], &2u64.to_be_bytes());
+    // Nexus loss: a unit attention, the SPC-2 reservation goes, registrations stay.
+    lun.nexus_loss(scsi::InitiatorId(2));
+    assert_eq!(
+        lun.pending_unit_attentions(scsi::InitiatorId(2)),
+        &[Asc::I_T_NEXUS_LOSS_OCCURRED]
+    );
+    let rk = bytes(CdbRepr::PersistentReserveIn {
+        action: 0,
+        allocation_length: 64,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &rk, DataDirection::FromDevice, 64).is_good());
+    assert_eq!(&mem[4..8], &16u32.to_be_bytes());
+}
+
+#[test]
+fn read_full_status_with_every_registration_slot_in_use() {
+    rig!(lun, mem, 64);
+    for i in 0..scsi::lun::MAX_REGISTRATIONS as u64 {
+        clear_ua(&mut lun, &mut mem, 100 + i);
+        assert!(pr_out(&mut lun, &mut mem, 100 + i, 0, 0, 0, 1 + i).is_good());
+    }
+    clear_ua(&mut lun, &mut mem, 1);
+    let c = pr_out(&mut lun, &mut mem, 1, 0, 0, 0, 0x99);
+    assert_eq!(sense(&c).asc, Asc::INSUFFICIENT_REGISTRATION_RESOURCES);
+    let fs = bytes(CdbRepr::PersistentReserveIn {
+        action: 3,
+        allocation_length: 0xFFFF,
+    });
+    let c = exec(&mut lun, &mut mem, 1, &fs, DataDirection::FromDevice, 4096);
+    assert!(c.is_good());
+    assert_eq!(c.residual, Residual::Underflow(4096 - 8 - 48 * 32));
+}

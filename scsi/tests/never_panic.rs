@@ -72,15 +72,20 @@ struct Cmd {
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
-    (cdb_bytes(), direction(), sg(), 0u64..3, 0u16..3).prop_map(
-        |(cdb, direction, sg, initiator, port)| Cmd {
+    (
+        cdb_bytes(),
+        direction(),
+        sg(),
+        prop_oneof![4 => 0u64..3, 1 => 0u64..40],
+        0u16..3,
+    )
+        .prop_map(|(cdb, direction, sg, initiator, port)| Cmd {
             cdb,
             direction,
             sg,
             initiator,
             port,
-        },
-    )
+        })
 }
 
 proptest! {
