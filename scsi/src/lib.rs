@@ -57,9 +57,10 @@
 //! # Semantics worth knowing
 //!
 //! - Checks run in the order of Linux's target core: unit attention (INQUIRY, REPORT LUNS and
-//!   REQUEST SENSE are exempt; REQUEST SENSE returns and clears it), CDB decoding (INVALID
-//!   COMMAND OPERATION CODE, or INVALID FIELD IN CDB with the field pointer of the first
-//!   reserved bit set), ALUA access state of the port, reservations, then the command.
+//!   REQUEST SENSE are exempt; REQUEST SENSE returns and clears it), the ALUA access state of
+//!   the port, reservations (a CDB that does not parse is classed by its opcode, an unknown
+//!   opcode as a write), then CDB decoding (INVALID COMMAND OPERATION CODE, or INVALID FIELD IN
+//!   CDB with the field pointer of the first reserved bit set) and the command itself.
 //! - Residuals: data-in shorter than the buffer is an underflow; a READ whose buffer is shorter
 //!   than the transfer reads the whole blocks that fit and reports an overflow. A WRITE whose
 //!   buffer differs from the transfer is refused (INVALID FIELD IN COMMAND INFORMATION UNIT),

@@ -784,7 +784,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         if !exempt && let Some(asc) = self.unit_attention(initiator, true) {
             return Err(Fail::Sense(SenseRepr::new(SenseKey::UNIT_ATTENTION, asc)));
         }
-        let repr = match Cdb::new_checked(bytes).and_then(|cdb| {
+        let parsed = Cdb::new_checked(bytes).and_then(|cdb| {
             let repr = CdbRepr::parse(&cdb)?;
             match cdb.spec() {
                 Some(spec) if self.supports(spec) => Ok(repr),
@@ -794,7 +794,25 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }),
                 _ => Err(CdbError::InvalidOpcode),
             }
-        }) {
+        });
+        // As in Linux's target core, the ALUA state and reservations are checked before the
+        // CDB's fields: a CDB that does not parse is classed by its opcode (as the all-zero
+        // CDB of that command), an unknown opcode as a command that changes the medium.
+        let class = match &parsed {
+            Ok(repr) => *repr,
+            Err(_) => Self::probe(bytes).unwrap_or(CdbRepr::Unmap {
+                anchor: false,
+                group: 0,
+                parameter_list_length: 0,
+            }),
+        };
+        if let Some(fail) = self.alua_refusal(command.nexus.target_port, &class) {
+            return Err(fail);
+        }
+        if self.reservation_conflict(initiator, &class) {
+            return Err(Fail::Status(Status::RESERVATION_CONFLICT));
+        }
+        let repr = match parsed {
             Ok(repr) => repr,
             Err(CdbError::InvalidOpcode) => {
                 return Err(illegal(Asc::INVALID_COMMAND_OPERATION_CODE));
@@ -802,13 +820,19 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             Err(CdbError::Truncated) => return Err(bad_iu()),
             Err(CdbError::InvalidField { byte, bit }) => return Err(invalid_cdb(byte, bit)),
         };
-        if let Some(fail) = self.alua_refusal(command.nexus.target_port, &repr) {
-            return Err(fail);
-        }
-        if self.reservation_conflict(initiator, &repr) {
-            return Err(Fail::Status(Status::RESERVATION_CONFLICT));
-        }
         self.execute(index, command, &repr, memory)
+    }
+
+    /// The command a CDB's opcode (and service action) names, as its all-zero CDB.
+    fn probe(bytes: &[u8]) -> Option<CdbRepr> {
+        let op = *bytes.first()?;
+        let spec = lookup(op, bytes.get(1).copied().unwrap_or(0))?;
+        let mut zero = [0u8; cdb::CDB_MAX_LEN];
+        zero[0] = op;
+        if let Some(sa) = spec.service_action {
+            zero[1] = sa;
+        }
+        CdbRepr::parse(&Cdb::new_unchecked(&zero[..usize::from(spec.cdb_len)])).ok()
     }
 
     /// A command addressed to a LUN other than this one (SPC-4 4.6.6.4 and 6.6.2): INQUIRY

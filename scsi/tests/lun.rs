@@ -1483,3 +1483,66 @@ fn read_full_status_with_every_registration_slot_in_use() {
     assert!(c.is_good());
     assert_eq!(c.residual, Residual::Underflow(4096 - 8 - 48 * 32));
 }
+
+#[test]
+fn alua_and_reservations_are_checked_before_the_cdb_fields() {
+    let groups = [
+        PortGroup::new(1, AccessState::ActiveOptimized, &[1]),
+        PortGroup::new(2, AccessState::Standby, &[2]),
+    ];
+    rig!(
+        lun,
+        mem,
+        64,
+        lun_config().with_alua(1, &groups),
+        DeviceFeatures::UNMAP
+    );
+    clear_ua(&mut lun, &mut mem, 1);
+    clear_ua(&mut lun, &mut mem, 2);
+    // A READ(10) with a reserved bit set, through the standby port: NOT READY first.
+    let bad_read = [0x28, 0xE0, 0, 0, 0, 0, 0, 0, 1, 0];
+    let c = exec_on(
+        &mut lun,
+        &mut mem,
+        1,
+        2,
+        &bad_read,
+        DataDirection::FromDevice,
+        512,
+    );
+    assert_eq!(sense(&c).asc, Asc::TARGET_PORT_STANDBY);
+    // An unknown opcode through the standby port: NOT READY too.
+    let c = exec_on(
+        &mut lun,
+        &mut mem,
+        1,
+        2,
+        &[0x02, 0, 0, 0, 0, 0],
+        DataDirection::None,
+        0,
+    );
+    assert_eq!(sense(&c).asc, Asc::TARGET_PORT_STANDBY);
+    // An INQUIRY with a bad field through the standby port: the field error.
+    let c = exec_on(
+        &mut lun,
+        &mut mem,
+        1,
+        2,
+        &[0x12, 0x02, 0, 0, 36, 0],
+        DataDirection::FromDevice,
+        36,
+    );
+    assert_eq!(sense(&c).asc, Asc::INVALID_FIELD_IN_CDB);
+    // Under another initiator's SPC-2 reservation, the bad READ is a conflict.
+    let reserve = bytes(CdbRepr::Reserve { ten: false });
+    assert!(exec(&mut lun, &mut mem, 2, &reserve, DataDirection::None, 0).is_good());
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &bad_read,
+        DataDirection::FromDevice,
+        512,
+    );
+    assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+}
