@@ -26,8 +26,8 @@ mod volume;
 pub use format::RdmMapping;
 pub use io::{MAX_CHILDREN, MAX_REQUESTS};
 pub use volume::{
-    Counters, MAX_CACHE_SLOTS, MAX_OPEN, MIN_CACHE_SLOTS, MetaBuffer, SCRATCH_BYTES, Vmfs,
-    VolumeInfo,
+    Counters, FileCheck, MAX_CACHE_SLOTS, MAX_OPEN, MIN_CACHE_SLOTS, MetaBuffer, SCRATCH_BYTES,
+    Vmfs, VolumeInfo,
 };
 
 use block::{BlockDevice, Completion, Instant, Memory};

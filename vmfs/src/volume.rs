@@ -145,6 +145,18 @@ pub struct VolumeInfo {
     pub cache_slots: u16,
 }
 
+/// What [`Vmfs::check_file`] found in a file's address tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FileCheck {
+    /// Allocated blocks that resolve to volume ranges.
+    pub data_blocks: u64,
+    /// Allocated blocks that read as zeros (to be zeroed).
+    pub zero_blocks: u64,
+    /// Pointer blocks walked.
+    pub pointer_blocks: u64,
+}
+
 /// Counters of the data path and the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -1137,6 +1149,113 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             "directory entry",
             dir.meta.addr as u64,
         ))
+    }
+
+    /// Walks the whole address tree of `node` (its address array and every pointer block under
+    /// it) and checks that every allocated block resolves inside the volume. Bounded by the
+    /// tree's size; pointer blocks are read synchronously through the cache.
+    pub fn check_file(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        node: fss::NodeId,
+    ) -> Result<FileCheck, FsError> {
+        let file = self.load_fd(now, memory, Self::node_addr(node)?)?;
+        let mut check = FileCheck::default();
+        let shift = file.block_shift;
+        let pb_shift = self.layout.pb_shift;
+        let per_pb = 1u64 << pb_shift;
+        let levels = match file.meta.zla {
+            zla::FILE_BLOCK | zla::SUB_BLOCK => 0,
+            zla::POINTER_BLOCK | zla::POINTER2_BLOCK => 1,
+            zla::DOUBLE => 2,
+            _ => return Ok(check),
+        };
+        for top in 0..file.addr_count as u64 {
+            let raw = file.addrs[top as usize];
+            if raw == 0 {
+                continue;
+            }
+            let span = per_pb.checked_pow(levels).unwrap_or(u64::MAX);
+            let first = top.saturating_mul(span);
+            if first.checked_shl(shift).is_none_or(|o| o >= file.meta.size) {
+                continue;
+            }
+            if levels == 0 {
+                self.check_block(now, memory, &file, first << shift, &mut check)?;
+                continue;
+            }
+            check.pointer_blocks += 1;
+            for second in 0..per_pb {
+                let Some(entry) = self.pb_entry_sync(now, memory, raw, second)? else {
+                    continue;
+                };
+                let index = first + second * per_pb.pow(levels - 1);
+                let Some(offset) = index.checked_shl(shift).filter(|o| *o < file.meta.size) else {
+                    break;
+                };
+                if levels == 1 {
+                    self.check_block(now, memory, &file, offset, &mut check)?;
+                    continue;
+                }
+                check.pointer_blocks += 1;
+                for third in 0..per_pb {
+                    if self.pb_entry_sync(now, memory, entry, third)?.is_none() {
+                        continue;
+                    }
+                    let Some(offset) = (index + third)
+                        .checked_shl(shift)
+                        .filter(|o| *o < file.meta.size)
+                    else {
+                        break;
+                    };
+                    self.check_block(now, memory, &file, offset, &mut check)?;
+                }
+            }
+        }
+        Ok(check)
+    }
+
+    /// Entry `index` of pointer block `raw` (read if needed); `None` when the entry is zero.
+    fn pb_entry_sync(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        raw: u64,
+        index: u64,
+    ) -> Result<Option<u64>, FsError> {
+        for _ in 0..4 {
+            if let Some(entry) = self.pb_entry(&*memory, raw, index)? {
+                return Ok((entry != 0).then_some(entry));
+            }
+            self.fetch_sync(now, memory, raw, 0)?;
+        }
+        Err(FsError::new(
+            FsErrorKind::Buffer,
+            "pointer block cache",
+            raw,
+        ))
+    }
+
+    fn check_block(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        file: &FileMap,
+        offset: u64,
+        check: &mut FileCheck,
+    ) -> Result<(), FsError> {
+        let capacity = self.device.geometry().capacity_bytes().unwrap_or(u64::MAX);
+        match self.map_sync(now, memory, file, offset)? {
+            Step::Volume(vol, len) => {
+                if vol.checked_add(len).is_none_or(|end| end > capacity) {
+                    return Err(FsError::corrupt("data block address", vol));
+                }
+                check.data_blocks += 1;
+            }
+            _ => check.zero_blocks += 1,
+        }
+        Ok(())
     }
 
     /// Completions of other requests that arrived during synchronous reads.

@@ -1,0 +1,153 @@
+//! `host vmfs` against the real fixture images, and against `debugvmfs` (Debian `vmfs-tools`)
+//! on VMFS5: `ls -l` and `cat` must agree byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures_dir() -> PathBuf {
+    let dir = match std::env::var_os("VMFS_REAL_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
+    };
+    assert!(
+        dir.join("vmfs/vmfs5.bin.gz").is_file(),
+        "VMFS fixtures not found at {}: set VMFS_REAL_DIR to the vmfs-real fixtures directory",
+        dir.display()
+    );
+    dir
+}
+
+fn image(name: &str) -> PathBuf {
+    host::vmfs_cli::plain_image(&fixtures_dir().join(format!("vmfs/{name}.bin.gz"))).unwrap()
+}
+
+fn host(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "host {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn debugvmfs(image: &Path, args: &[&str]) -> Vec<u8> {
+    let found = Command::new("debugvmfs").arg("--help").output();
+    assert!(
+        found.is_ok(),
+        "debugvmfs is not installed: install Debian's vmfs-tools (apt-get install -y vmfs-tools)"
+    );
+    let out = Command::new("debugvmfs")
+        .arg(image)
+        .args(args)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "debugvmfs {args:?} failed");
+    out.stdout
+}
+
+#[test]
+fn ls_and_cat_agree_with_debugvmfs_on_vmfs5() {
+    let img = image("vmfs5");
+    let dev = img.to_str().unwrap();
+    for dir in ["/", "/directory", "/collision"] {
+        let ours = host(&["vmfs", "ls", "--device", dev, dir]);
+        let theirs = debugvmfs(&img, &["ls", "-l", dir]);
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs),
+            "ls -l {dir}"
+        );
+    }
+    for file in [
+        "/small",
+        "/big",
+        "/bigger",
+        "/normal.vmdk",
+        "/large.vmdk",
+        "/rdm.vmdk",
+        "/directory/file42",
+        "/.fbb.sf",
+        "/.vh.sf",
+    ] {
+        let ours = host(&["vmfs", "cat", "--device", dev, file]);
+        let theirs = debugvmfs(&img, &["cat", file]);
+        assert!(
+            ours == theirs,
+            "cat {file}: {} vs {} bytes",
+            ours.len(),
+            theirs.len()
+        );
+    }
+}
+
+#[test]
+fn subcommands_read_both_versions_and_gz_devices() {
+    let gz = fixtures_dir().join("vmfs/vmfs6.bin.gz");
+    let dev = gz.to_str().unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&host(&["vmfs", "info", "--json", "--device", dev])).unwrap();
+    assert_eq!(info["label"], "vmfs6");
+    assert_eq!(info["vmfs"], 6);
+    assert_eq!(
+        host(&["vmfs", "cat", "--device", dev, "/symlink"]),
+        b"tiny\n"
+    );
+    assert_eq!(
+        host(&[
+            "vmfs",
+            "cat",
+            "--device",
+            dev,
+            "/vmfs/volumes/vmfs6/directory/file7"
+        ]),
+        b"File 7\n"
+    );
+    let stat: serde_json::Value = serde_json::from_slice(&host(&[
+        "vmfs", "stat", "--json", "--device", dev, "/symlink",
+    ]))
+    .unwrap();
+    assert_eq!(stat["target"], "/vmfs/volumes/vmfs6/small");
+    let stat: serde_json::Value = serde_json::from_slice(&host(&[
+        "vmfs",
+        "stat",
+        "--json",
+        "--device",
+        dev,
+        "/rdm-rdm.vmdk",
+    ]))
+    .unwrap();
+    assert_eq!(stat["rdm"]["id"], "QM00015             QEMU H");
+    let ls: serde_json::Value = serde_json::from_slice(&host(&[
+        "vmfs",
+        "ls",
+        "--json",
+        "--device",
+        dev,
+        "/directory",
+    ]))
+    .unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 102);
+    for name in ["vmfs5", "vmfs6", "vmfs5d"] {
+        let img = image(name);
+        let fsck: serde_json::Value = serde_json::from_slice(&host(&[
+            "vmfs",
+            "fsck",
+            "--json",
+            "--device",
+            img.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(fsck["problems"].as_array().unwrap().len(), 0, "{name}");
+    }
+    let two = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["vmfs", "info", "--device", dev, "--device", dev])
+        .output()
+        .unwrap();
+    assert!(!two.status.success());
+    assert!(String::from_utf8_lossy(&two.stderr).contains("lvm crate"));
+}
