@@ -607,6 +607,101 @@ pub const DIR6_ROOT_RESERVED: u64 = 28;
 /// Bytes of a link group.
 pub const DIR6_LINK_GROUP_BYTES: usize = 0x54;
 
+/// Salt filling the unused part of a hashed name.
+const NAME_HASH_SALT: u64 = 0x739A_75C2_8E61_B017;
+
+fn mix64(mut a: u64, mut b: u64, mut c: u64) -> (u64, u64, u64) {
+    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 43);
+    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 9);
+    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 8);
+    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 38);
+    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 23);
+    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 5);
+    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 35);
+    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 49);
+    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 11);
+    a = a.wrapping_sub(b).wrapping_sub(c) ^ (c >> 12);
+    b = b.wrapping_sub(c).wrapping_sub(a) ^ (a << 18);
+    c = c.wrapping_sub(a).wrapping_sub(b) ^ (b >> 22);
+    (a, b, c)
+}
+
+/// Bob Jenkins' 64-bit `lookup8` over whole little-endian quads, in the variant ESXi uses: the
+/// final step adds the number of quads (not bytes) to `c`.
+pub fn hash_quads(quads: &[u64], level: u64) -> u64 {
+    let (mut a, mut b, mut c) = (level, level, 0x9E37_79B9_7F4A_7C13u64);
+    let mut chunks = quads.chunks_exact(3);
+    for chunk in &mut chunks {
+        a = a.wrapping_add(chunk[0]);
+        b = b.wrapping_add(chunk[1]);
+        c = c.wrapping_add(chunk[2]);
+        (a, b, c) = mix64(a, b, c);
+    }
+    c = c.wrapping_add(quads.len() as u64);
+    let rest = chunks.remainder();
+    if let Some(&q) = rest.first() {
+        a = a.wrapping_add(q);
+    }
+    if let Some(&q) = rest.get(1) {
+        b = b.wrapping_add(q);
+    }
+    mix64(a, b, c).2
+}
+
+/// The fixed hashes of system files in the root directory.
+const SYSTEM_NAME_HASHES: [(&[u8], u16); 10] = [
+    (b".fbb.sf", 0x3E66),
+    (b".fdc.sf", 0x3E67),
+    (b".pbc.sf", 0x3E68),
+    (b".sbc.sf", 0x3E69),
+    (b".vh.sf", 0x3E6A),
+    (b".pb2.sf", 0x3E6B),
+    (b".sdd.sf", 0x3E6C),
+    (b".jbc.sf", 0x3E6D),
+    (b".unmap.sf", 0x3E6E),
+    (b".dfd.sf", 0x3E6F),
+];
+
+/// The VMFS6 directory hashes of `name`: the 16-bit link hash that tells entries sharing a
+/// hash table slot apart, and the hash table slot. `None` for names longer than 127 bytes.
+pub fn name_hash(name: &[u8], in_root: bool) -> Option<(u16, u64)> {
+    if in_root && let Some((_, h)) = SYSTEM_NAME_HASHES.iter().find(|(n, _)| *n == name) {
+        return Some((*h, *h as u64));
+    }
+    if name.len() > 127 {
+        return None;
+    }
+    let mut key = [0u8; 256];
+    key[..name.len()].copy_from_slice(name);
+    let mut at = (name.len() + 8) & !7;
+    while at < 127 {
+        key[at..at + 8].copy_from_slice(&NAME_HASH_SALT.to_le_bytes());
+        at += 8;
+    }
+    let mut quads = [0u64; 32];
+    for (q, bytes) in quads.iter_mut().zip(key.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        *q = u64::from_le_bytes(b);
+    }
+    let h = hash_quads(&quads, 42);
+    let slots = if in_root {
+        DIR6_HASH_ENTRIES - DIR6_ROOT_RESERVED
+    } else {
+        DIR6_HASH_ENTRIES
+    };
+    Some((((h >> 16) & 0xFFFF) as u16, h % slots))
+}
+
+/// A VMFS6 directory location: (block type, block number, slot).
+pub fn dir6_location(raw: u32) -> (u8, u64, u64) {
+    (
+        (raw & 3) as u8,
+        ((raw >> 2) & 0x3F_FFFF) as u64,
+        (raw >> 24) as u64,
+    )
+}
+
 /// A parsed directory entry (both versions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawDirEntry {
@@ -771,6 +866,21 @@ mod tests {
                 resource: 1
             }
         );
+    }
+
+    #[test]
+    fn directory_name_hashes() {
+        // Values computed independently with dissect.vmfs 3.13 (`_dir_name_hash`).
+        assert_eq!(name_hash(b"small", false), Some((0xa46b, 0x3be0)));
+        assert_eq!(name_hash(b"small", true), Some((0xa46b, 0x11b7)));
+        assert_eq!(name_hash(b"file1", false), Some((0xd2b9, 0x10fc)));
+        assert_eq!(
+            name_hash("Kusjes van SRT \u{1F618}".as_bytes(), false),
+            Some((0x81a5, 0x26f7))
+        );
+        assert_eq!(name_hash(b".fbb.sf", true), Some((0x3e66, 0x3e66)));
+        assert_eq!(name_hash(b".fbb.sf", false), Some((0xab98, 0xa21)));
+        assert_eq!(name_hash(&[b'x'; 128], false), None);
     }
 
     #[test]

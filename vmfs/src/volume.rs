@@ -9,10 +9,10 @@ use block::{
 use fss::{FileKind, FsError, FsErrorKind, Stat};
 
 use crate::format::{
-    self, Addr, DIR6_BLOCK_DIRENT, DIR6_BLOCK_HEADER, DIR6_HEADER_BLOCK, DIR6_HEADER_BYTES,
-    DIR6_VERSIONS, DIRENT5_BYTES, DIRENT6_BYTES, FS_DESCRIPTOR_BYTES, FS_DESCRIPTOR_OFFSET,
-    FileMeta, FsDescriptor, Layout, MAX_FD_ADDRS, RESOURCE_META_BYTES, RawDirEntry, RdmMapping,
-    ResourceKind, ResourceMeta, desc_type, zla,
+    self, Addr, DIR6_BLOCK_DIRENT, DIR6_BLOCK_HEADER, DIR6_BLOCK_LINK, DIR6_HEADER_BLOCK,
+    DIR6_HEADER_BYTES, DIR6_LINK_GROUP_BYTES, DIR6_VERSIONS, DIRENT5_BYTES, DIRENT6_BYTES,
+    FS_DESCRIPTOR_BYTES, FS_DESCRIPTOR_OFFSET, FileMeta, FsDescriptor, Layout, MAX_FD_ADDRS,
+    RESOURCE_META_BYTES, RawDirEntry, RdmMapping, ResourceKind, ResourceMeta, desc_type, zla,
 };
 
 /// Bytes at the start of the metadata buffer used for synchronous metadata reads.
@@ -169,6 +169,10 @@ pub struct Counters {
     pub cache_hits: u64,
     /// Pointer blocks evicted.
     pub cache_evictions: u64,
+    /// VMFS6 lookups answered through the directory hash table.
+    pub hashed_lookups: u64,
+    /// Lookups answered by scanning the directory.
+    pub linear_lookups: u64,
 }
 
 /// A VMFS5 or VMFS6 file system mounted from a [`BlockDevice`], read-only.
@@ -1135,6 +1139,13 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         if name == b"." {
             return Ok(dir.meta.addr);
         }
+        if self.layout.v6 && name != b".." {
+            if let Some(addr) = self.find_hashed(now, memory, dir, name)? {
+                self.counters.hashed_lookups += 1;
+                return Ok(addr);
+            }
+            self.counters.linear_lookups += 1;
+        }
         let mut found = None;
         self.dir_entries(now, memory, dir, &mut |e| {
             if e.name() == name {
@@ -1256,6 +1267,76 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             _ => check.zero_blocks += 1,
         }
         Ok(())
+    }
+
+    /// Looks `name` up through a VMFS6 directory's hash table and link groups. `None` when the
+    /// hash path does not lead to an entry of that name (the caller then scans the directory).
+    fn find_hashed(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        dir: &FileMap,
+        name: &[u8],
+    ) -> Result<Option<u32>, FsError> {
+        let in_root = dir.meta.addr == format::ROOT_DIR_ADDR;
+        let Some((link_hash, slot)) = format::name_hash(name, in_root) else {
+            return Ok(None);
+        };
+        let md = self.descriptor.md_alignment as u64;
+        let size = dir.meta.size;
+        let table = DIR6_HEADER_BYTES as u64 + slot * 4;
+        if table + 4 > size {
+            return Err(FsError::corrupt("directory hash table", dir.fd_offset));
+        }
+        let mut word = [0u8; 4];
+        let at = self.read_file_sync(now, memory, dir, table, 4)?;
+        memory.read(at, &mut word).map_err(mem_err(at))?;
+        let mut location = u32::from_le_bytes(word);
+        for _ in 0..1024 {
+            let (kind, block, index) = format::dir6_location(location);
+            let base = block_offset(block, md)
+                .and_then(|o| o.checked_add(DIR6_BLOCK_HEADER as u64))
+                .ok_or(FsError::corrupt("directory location", location as u64))?;
+            match kind {
+                0 => return Ok(None),
+                DIR6_BLOCK_DIRENT => {
+                    let offset = base + index * DIRENT6_BYTES as u64;
+                    if index >= (md - DIR6_BLOCK_HEADER as u64) / DIRENT6_BYTES as u64
+                        || offset + DIRENT6_BYTES as u64 > size
+                    {
+                        return Err(FsError::corrupt("directory location", location as u64));
+                    }
+                    let mut raw = [0u8; DIRENT6_BYTES];
+                    let at = self.read_file_sync(now, memory, dir, offset, raw.len() as u64)?;
+                    memory.read(at, &mut raw).map_err(mem_err(at))?;
+                    let entry = RawDirEntry::parse(&raw, true)
+                        .ok_or(FsError::corrupt("directory entry", offset))?;
+                    return Ok((entry.name() == name && entry.addr != 0).then_some(entry.addr));
+                }
+                DIR6_BLOCK_LINK => {
+                    let offset = base + index * DIR6_LINK_GROUP_BYTES as u64;
+                    if index >= (md - DIR6_BLOCK_HEADER as u64) / DIR6_LINK_GROUP_BYTES as u64
+                        || offset + DIR6_LINK_GROUP_BYTES as u64 > size
+                    {
+                        return Err(FsError::corrupt("directory link group", location as u64));
+                    }
+                    let mut group = [0u8; DIR6_LINK_GROUP_BYTES];
+                    let at = self.read_file_sync(now, memory, dir, offset, group.len() as u64)?;
+                    memory.read(at, &mut group).map_err(mem_err(at))?;
+                    if format::u16_at(&group, 0) != Some(slot as u16) {
+                        return Ok(None);
+                    }
+                    let used = group[2].saturating_sub(group[3]).min(12) as usize;
+                    let next = format::u32_at(&group, 0x4e).unwrap_or(0);
+                    location = (0..used)
+                        .find(|k| format::u16_at(&group, 6 + 6 * k + 4) == Some(link_hash))
+                        .and_then(|k| format::u32_at(&group, 6 + 6 * k))
+                        .unwrap_or(next);
+                }
+                _ => return Err(FsError::corrupt("directory location", location as u64)),
+            }
+        }
+        Err(FsError::corrupt("directory link chain", dir.fd_offset))
     }
 
     /// Completions of other requests that arrived during synchronous reads.

@@ -221,6 +221,16 @@ fn check_volume(label: &str, v6: bool) {
             .unwrap();
         assert_eq!(found.0, *node, "{label}: collision/{name}");
     }
+    if v6 {
+        // Every name, colliding or not, was found through the hash table and link groups.
+        assert_eq!(
+            fs.counters().linear_lookups,
+            0,
+            "{label}: {:?}",
+            fs.counters()
+        );
+        assert!(fs.counters().hashed_lookups > 100);
+    }
     assert_eq!(
         fs.lookup_path(NOW, mem, "collision/nope")
             .unwrap_err()
