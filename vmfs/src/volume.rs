@@ -30,7 +30,9 @@ const MAX_DEPTH: u32 = 4;
 pub(crate) const SYNC_TAG: Tag = Tag(u64::MAX);
 /// Largest synchronous file read into scratch.
 const MAX_SYNC_READ: u64 = 0x1_0000;
-/// Largest VMFS5 directory we list (bounded walks).
+/// Most allocated blocks [`Vmfs::check_file`] resolves in one file (64 TiB of 1 MiB blocks).
+const MAX_CHECKED_BLOCKS: u64 = 1 << 26;
+/// Largest directory we list (bounded walks).
 const MAX_DIR_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where the caller lends the file system its metadata memory: a region of the address space
@@ -1032,6 +1034,9 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         each: &mut dyn FnMut(&RawDirEntry) -> bool,
     ) -> Result<usize, FsError> {
         let bad = |what: &'static str| FsError::corrupt(what, dir.fd_offset);
+        if dir.meta.size > MAX_DIR_BYTES {
+            return Err(bad("directory size"));
+        }
         let md = self.descriptor.md_alignment as u64;
         let mut header = [0u8; DIR6_HEADER_BYTES];
         let at = self.read_file_sync(now, memory, dir, 0, DIR6_HEADER_BYTES as u64)?;
@@ -1256,6 +1261,9 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         offset: u64,
         check: &mut FileCheck,
     ) -> Result<(), FsError> {
+        if check.data_blocks + check.zero_blocks >= MAX_CHECKED_BLOCKS {
+            return Err(FsError::corrupt("address tree too large", file.fd_offset));
+        }
         let capacity = self.device.geometry().capacity_bytes().unwrap_or(u64::MAX);
         match self.map_sync(now, memory, file, offset)? {
             Step::Volume(vol, len) => {
