@@ -34,9 +34,9 @@ const META_ADDR: MemAddr = MemAddr(0x1_0000_0000);
 const DATA_ADDR: MemAddr = MemAddr(0x2_0000_0000);
 const META_LEN: u64 = MetaBuffer::recommended_len(64);
 /// Bytes per file request of `cat`.
-const CHUNK: u64 = 1 << 20;
+const CHUNK: u64 = 256 * 1024;
 /// File requests `cat` keeps outstanding.
-const DEPTH: u64 = 8;
+const DEPTH: u64 = 4;
 
 /// `host vmfs`.
 #[derive(Args)]
@@ -297,7 +297,6 @@ pub fn cat(
     let handle = fs.open(NOW, memory, node).map_err(|e| e.to_string())?;
     let align = fs.io_align() as u64;
     let mut at = 0u64;
-    let mut buf = Vec::new();
     let result = (|| {
         while at < size {
             let mut batch = Vec::new();
@@ -333,9 +332,11 @@ pub fn cat(
                 return Err(f);
             }
             for (addr, want) in batch {
-                buf.resize(want as usize, 0);
-                memory.read(addr, &mut buf).map_err(|e| e.to_string())?;
-                out.write_all(&buf).map_err(|e| e.to_string())?;
+                // Straight from the buffer the device read into: no copy in between.
+                let bytes = memory
+                    .slice(addr, want as usize)
+                    .map_err(|e| e.to_string())?;
+                out.write_all(bytes).map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -619,8 +620,12 @@ fn cat_cmd(args: &PathArgs) -> Result<(), String> {
     let mut memory = buffers.memory();
     let (mut fs, _) = mount(&args.device.devices, &mut memory)?;
     let node = resolve(&mut fs, &mut memory, &args.path, true)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Unbuffered: the standard stdout handle is line buffered and would scan every megabyte
+    // for newlines.
+    let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    let mut out = File::from(fd);
     cat(&mut fs, &mut memory, node, &mut out).map_err(|e| format!("{}: {e}", args.path))?;
     out.flush().map_err(|e| e.to_string())
 }

@@ -315,3 +315,56 @@ fn warm_random_reads_cost_at_most_one_metadata_read() {
         fs.close(handle).unwrap();
     }
 }
+
+/// Random 4 KiB reads in `large-flat.vmdk` (42 TiB, double-indirect) with a warm pointer block
+/// cache: across the whole file (almost all holes, answered from cached pointer blocks), and
+/// inside its one allocated block (each a device read). Run with
+/// `cargo test --release -p vmfs --test real -- --ignored --nocapture random_reads`.
+#[test]
+#[ignore = "benchmark"]
+fn bench_random_reads_warm() {
+    use fss::FileRequest;
+    for label in ["vmfs5", "vmfs6"] {
+        let mut buffers = Buffers::new();
+        let mut memory = buffers.memory();
+        let mem: &mut dyn Memory = &mut memory;
+        let mut fs = mount(&format!("vmfs/{label}"), mem);
+        let node = fs.lookup_path(NOW, mem, "large-flat.vmdk").unwrap();
+        let handle = fs.open(NOW, mem, node).unwrap();
+        for (what, base, span) in [
+            ("whole file", 0u64, 42u64 << 40),
+            ("allocated block", 117 * GIB, 1 << 20),
+        ] {
+            read_range(&mut fs, mem, handle, base, 4096, 4096);
+            let before = fs.counters();
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+            let n = 200_000u64;
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let at = base + (seed % (span / 4096)) * 4096;
+                let sg = block::SgList::single(DATA_ADDR, 4096).unwrap();
+                fs.submit(NOW, FileRequest::read(block::Tag(i), handle, at, sg))
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+                let mut done = false;
+                while !done {
+                    fs.poll(NOW, mem, &mut |c| {
+                        c.result.unwrap();
+                        done = true;
+                    });
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let after = fs.counters();
+            println!(
+                "{label} large-flat.vmdk random 4 KiB reads, {what}: {:.0} reads/s, {:.4} metadata reads/read, {:.3} device reads/read",
+                n as f64 / secs,
+                (after.metadata_reads - before.metadata_reads) as f64 / n as f64,
+                (after.data_reads - before.data_reads) as f64 / n as f64,
+            );
+        }
+    }
+}
