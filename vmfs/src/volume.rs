@@ -354,6 +354,12 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         &self.device
     }
 
+    /// The device, mutably (for example to change a test double's behaviour after mount).
+    /// Requests must not be submitted to it directly while file requests are outstanding.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
     /// Unmounts, handing the device back. Outstanding requests are dropped.
     pub fn into_device(self) -> D {
         self.device
