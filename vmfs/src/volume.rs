@@ -662,7 +662,15 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                     self.read_volume_sync(now, memory, start, total, dst)?;
                     at += n;
                 }
-                Step::Need(_) => unreachable!("map_sync resolves pointer blocks"),
+                Step::Need(raw) => {
+                    // map_sync fetches pointer blocks before returning; reaching this means the
+                    // cache could not keep one.
+                    return Err(FsError::new(
+                        FsErrorKind::Buffer,
+                        "pointer block cache",
+                        raw,
+                    ));
+                }
             }
         }
         Ok(MemAddr(base.0 + pad))
