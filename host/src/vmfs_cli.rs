@@ -130,15 +130,17 @@ impl<D: BlockDevice> BlockDevice for OffsetDevice<D> {
 pub type Device = OffsetDevice<FileDisk<64>>;
 
 /// Where the volume starts on the device at `path`: the LVM `dataOffset`, or 0 without an
-/// LVM header.
+/// LVM header. A volume spanning several devices is refused until the `lvm` crate is merged.
 pub fn volume_offset(path: &Path) -> Result<u64, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut header = [0u8; 0x100];
+    let mut header = vec![0u8; 0x2000];
     if file.read_exact_at(&mut header, LVM_HEADER_OFFSET).is_err() {
         return Ok(0);
     }
-    let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    if magic != LVM_MAGIC {
+    let u32_at = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if u32_at(0) != LVM_MAGIC {
         return Ok(0);
     }
     let mut offset = [0u8; 8];
@@ -147,6 +149,25 @@ pub fn volume_offset(path: &Path) -> Result<u64, String> {
     if offset % 512 != 0 || offset == 0 {
         return Err(format!(
             "{}: LVM header with an unusable data offset {offset:#x}",
+            path.display()
+        ));
+    }
+    // The volume table follows the device metadata (512 bytes in LVM5, the metadata alignment
+    // in LVM6); its first descriptor records how many devices the volume spans.
+    let major = u32_at(4);
+    let table = if major == 6 {
+        u32_at(0xCA) as usize
+    } else {
+        512
+    };
+    if let Some(devices) = table
+        .checked_add(0x94)
+        .filter(|end| *end <= header.len())
+        .map(|_| u32_at(table + 0x90))
+        && devices > 1
+    {
+        return Err(format!(
+            "{}: the LVM volume spans {devices} devices; spanned volumes need the lvm crate, which is not merged yet",
             path.display()
         ));
     }

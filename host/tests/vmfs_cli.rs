@@ -150,4 +150,11 @@ fn subcommands_read_both_versions_and_gz_devices() {
         .unwrap();
     assert!(!two.status.success());
     assert!(String::from_utf8_lossy(&two.stderr).contains("lvm crate"));
+    let span = fixtures_dir().join("vmfs/span/vmfs5-span-0.bin.gz");
+    let one_of_two = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["vmfs", "info", "--device", span.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!one_of_two.status.success());
+    assert!(String::from_utf8_lossy(&one_of_two.stderr).contains("spans 2 devices"));
 }
