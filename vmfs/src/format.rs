@@ -172,7 +172,8 @@ impl FsDescriptor {
             ));
         }
         if d.is_vmfs6() {
-            pow2_shift(d.md_alignment as u64, 512, 4096).ok_or(FsError::new(
+            // The descriptor layout needs room for the 2560-byte address array.
+            pow2_shift(d.md_alignment as u64, 2048, 4096).ok_or(FsError::new(
                 FsErrorKind::Unsupported,
                 "metadata alignment",
                 d.md_alignment as u64,
@@ -881,6 +882,40 @@ mod tests {
         assert_eq!(name_hash(b".fbb.sf", true), Some((0x3e66, 0x3e66)));
         assert_eq!(name_hash(b".fbb.sf", false), Some((0xab98, 0xa21)));
         assert_eq!(name_hash(&[b'x'; 128], false), None);
+    }
+
+    #[test]
+    fn descriptor_is_validated() {
+        let mut b = [0u8; FS_DESCRIPTOR_BYTES];
+        b[0..4].copy_from_slice(&VMFS_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&24u32.to_le_bytes());
+        b[0xa1..0xa9].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        b[0xd5..0xd9].copy_from_slice(&8u32.to_le_bytes());
+        b[0xd9..0xdd].copy_from_slice(&65536u32.to_le_bytes());
+        b[0x134..0x138].copy_from_slice(&4096u32.to_le_bytes());
+        let d = FsDescriptor::parse(&b).unwrap();
+        assert!(d.is_vmfs6());
+        let l = Layout::new(&d);
+        assert_eq!(
+            (l.fd_bytes, l.fd_data_offset, l.fd_addrs_offset),
+            (8192, 4608, 5632)
+        );
+        for md in [0u32, 512, 1024, 3000, 8192] {
+            b[0x134..0x138].copy_from_slice(&md.to_le_bytes());
+            assert!(FsDescriptor::parse(&b).is_err(), "md {md}");
+        }
+        b[0x134..0x138].copy_from_slice(&4096u32.to_le_bytes());
+        b[0xa1..0xa9].copy_from_slice(&3u64.to_le_bytes());
+        assert_eq!(
+            FsDescriptor::parse(&b).unwrap_err().at(),
+            FS_DESCRIPTOR_OFFSET + 0xa1
+        );
+        b[0..4].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            FsDescriptor::parse(&b).unwrap_err().structure(),
+            "file system descriptor"
+        );
+        assert!(FsDescriptor::parse(&b[..10]).is_err());
     }
 
     #[test]

@@ -113,7 +113,8 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             }
         };
         let aligned = request.offset.is_multiple_of(align) && request.len.is_multiple_of(align);
-        let inside = request.offset < size || request.len == 0;
+        let inside = (request.offset < size || request.len == 0)
+            && request.offset.checked_add(request.len).is_some();
         if !aligned || !inside || request.sg.total_len() != request.len {
             error.get_or_insert(BlockError::with_info(
                 ErrorKind::InvalidRequest,

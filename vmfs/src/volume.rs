@@ -1206,13 +1206,20 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             if raw == 0 {
                 continue;
             }
-            let span = per_pb.checked_pow(levels).unwrap_or(u64::MAX);
-            let first = top.saturating_mul(span);
-            if first.checked_shl(shift).is_none_or(|o| o >= file.meta.size) {
+            let block_bytes = 1u64 << shift;
+            let offset_of = |index: u64| {
+                index
+                    .checked_mul(block_bytes)
+                    .filter(|o| *o < file.meta.size)
+            };
+            let Some(first) = per_pb.checked_pow(levels).and_then(|s| top.checked_mul(s)) else {
                 continue;
-            }
+            };
+            let Some(first_offset) = offset_of(first) else {
+                continue;
+            };
             if levels == 0 {
-                self.check_block(now, memory, &file, first << shift, &mut check)?;
+                self.check_block(now, memory, &file, first_offset, &mut check)?;
                 continue;
             }
             check.pointer_blocks += 1;
@@ -1220,8 +1227,10 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                 let Some(entry) = self.pb_entry_sync(now, memory, raw, second)? else {
                     continue;
                 };
-                let index = first + second * per_pb.pow(levels - 1);
-                let Some(offset) = index.checked_shl(shift).filter(|o| *o < file.meta.size) else {
+                let Some(index) = first.checked_add(second * per_pb.pow(levels - 1)) else {
+                    break;
+                };
+                let Some(offset) = offset_of(index) else {
                     break;
                 };
                 if levels == 1 {
@@ -1233,10 +1242,7 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                     if self.pb_entry_sync(now, memory, entry, third)?.is_none() {
                         continue;
                     }
-                    let Some(offset) = (index + third)
-                        .checked_shl(shift)
-                        .filter(|o| *o < file.meta.size)
-                    else {
+                    let Some(offset) = index.checked_add(third).and_then(offset_of) else {
                         break;
                     };
                     self.check_block(now, memory, &file, offset, &mut check)?;
