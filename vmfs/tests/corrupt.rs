@@ -230,6 +230,16 @@ fn corrupt_cases(image: &'static str) {
         let limit = truncate.map_or(total, |t| t * total / 1_000_000);
         run(image, flips, limit, Rc::new(RefCell::new(BTreeSet::new())));
     });
+    // Denser: whole random bytes in the first blocks read (the file system descriptor, the
+    // system file descriptors, resource headers, the root directory).
+    let head = n.min(96);
+    proptest!(config, |(picks in prop::collection::vec((0..head, 0u64..512, 1u8..=255), 1..24))| {
+        let flips = picks
+            .iter()
+            .map(|&(b, byte, xor)| (blocks[b] * 512 + byte, xor))
+            .collect();
+        run(image, flips, total, Rc::new(RefCell::new(BTreeSet::new())));
+    });
 }
 
 #[test]
