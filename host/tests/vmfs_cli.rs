@@ -1,5 +1,5 @@
 //! `host vmfs` against the real fixture images, and against `debugvmfs` (Debian `vmfs-tools`)
-//! on VMFS5: `ls -l` and `cat` must agree byte for byte.
+//! on VMFS5 and `debugvmfs6` (`vmfs6-tools`) on VMFS6: `ls -l` and `cat` must agree byte for byte.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,25 +34,41 @@ fn host(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-fn debugvmfs(image: &Path, args: &[&str]) -> Vec<u8> {
-    let found = Command::new("debugvmfs").arg("--help").output();
+/// Runs `tool` (`debugvmfs` or `debugvmfs6`) on `image`; `debugvmfs6` prints a
+/// `VMFS version: 6` line before the output, which is dropped.
+fn oracle(tool: &str, package: &str, image: &Path, args: &[&str]) -> Vec<u8> {
+    let found = Command::new(tool).arg("--help").output();
     assert!(
         found.is_ok(),
-        "debugvmfs is not installed: install Debian's vmfs-tools (apt-get install -y vmfs-tools)"
+        "{tool} is not installed: install Debian's {package} (apt-get install -y {package})"
     );
-    let out = Command::new("debugvmfs")
+    let out = Command::new(tool)
         .arg(image)
         .args(args)
         .env("TZ", "UTC")
         .output()
         .unwrap();
-    assert!(out.status.success(), "debugvmfs {args:?} failed");
-    out.stdout
+    assert!(out.status.success(), "{tool} {args:?} failed");
+    let prefix = b"VMFS version: 6\n";
+    match out.stdout.strip_prefix(prefix.as_slice()) {
+        Some(rest) => rest.to_vec(),
+        None => out.stdout,
+    }
 }
 
 #[test]
 fn ls_and_cat_agree_with_debugvmfs_on_vmfs5() {
-    let img = image("vmfs5");
+    agree_with("vmfs5", "debugvmfs", "vmfs-tools");
+}
+
+#[test]
+fn ls_and_cat_agree_with_debugvmfs6_on_vmfs6() {
+    agree_with("vmfs6", "debugvmfs6", "vmfs6-tools");
+}
+
+fn agree_with(name: &str, tool: &str, package: &str) {
+    let debugvmfs = |image: &Path, args: &[&str]| oracle(tool, package, image, args);
+    let img = image(name);
     let dev = img.to_str().unwrap();
     for dir in ["/", "/directory", "/collision"] {
         let ours = host(&["vmfs", "ls", "--device", dev, dir]);
@@ -60,7 +76,7 @@ fn ls_and_cat_agree_with_debugvmfs_on_vmfs5() {
         assert_eq!(
             String::from_utf8_lossy(&ours),
             String::from_utf8_lossy(&theirs),
-            "ls -l {dir}"
+            "{name}: ls -l {dir}"
         );
     }
     for file in [
