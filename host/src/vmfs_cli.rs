@@ -505,6 +505,8 @@ fn info(args: &DeviceArgs) -> Result<(), String> {
             "sub_block_size": i.sub_block_size,
             "md_alignment": i.md_alignment,
             "large_file_block_size": i.large_file_block_size,
+            "file_blocks": i.file_blocks,
+            "large_file_blocks": i.large_file_blocks,
             "config": i.config,
             "creation_time": i.creation_time,
             "volume_offset": offset,
@@ -520,10 +522,16 @@ fn info(args: &DeviceArgs) -> Result<(), String> {
         i.minor_version,
         if i.local { ", local" } else { "" }
     );
-    println!("file block       {} bytes", i.file_block_size);
+    println!(
+        "file block       {} bytes, {} of them",
+        i.file_block_size, i.file_blocks
+    );
     println!("sub-block        {} bytes", i.sub_block_size);
     if i.vmfs6 {
-        println!("large file block {} bytes", i.large_file_block_size);
+        println!(
+            "large file block {} bytes, {} of them",
+            i.large_file_block_size, i.large_file_blocks
+        );
         println!("md alignment     {} bytes", i.md_alignment);
     }
     println!("created          {} UTC", time_text(i.creation_time));

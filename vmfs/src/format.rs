@@ -469,6 +469,10 @@ pub struct ResourceMeta {
     pub resource_bytes: u32,
     /// Bytes per cluster group.
     pub group_bytes: u32,
+    /// Number of resources.
+    pub resources: u64,
+    /// Offset of the child metadata in the same file (VMFS6 `.fbb.sf`: small file blocks).
+    pub child_offset: u32,
 }
 
 impl ResourceMeta {
@@ -481,6 +485,9 @@ impl ResourceMeta {
             group_offset: u32_at(b, 0x08).ok_or_else(bad)?,
             resource_bytes: u32_at(b, 0x0c).ok_or_else(bad)?,
             group_bytes: u32_at(b, 0x10).ok_or_else(bad)?,
+            resources: (u32_at(b, 0x14).ok_or_else(bad)? as u64)
+                | ((u32_at(b, 0x1c).ok_or_else(bad)? as u64) << 32),
+            child_offset: u32_at(b, 0x34).ok_or_else(bad)?,
         };
         if v6 && u32_at(b, 0x20) != Some(RFMD_SIGNATURE) {
             return Err(bad());
@@ -919,6 +926,36 @@ mod tests {
     }
 
     #[test]
+    fn large_file_blocks_and_tbz() {
+        let mut l = v5();
+        l.v6 = true;
+        let raw = 7 | (3u64 << 15);
+        assert_eq!(
+            decode_addr(raw, &l).unwrap(),
+            Addr::LargeFileBlock {
+                block: 3,
+                tbz: false
+            }
+        );
+        assert_eq!(
+            decode_addr(raw | (0x80 << 7), &l).unwrap(),
+            Addr::LargeFileBlock {
+                block: 3,
+                tbz: true
+            }
+        );
+        assert_eq!(
+            decode_addr(0x40_0000_0000_0001 | (1 << 7), &l).unwrap(),
+            Addr::SmallFileBlock {
+                cluster: 0,
+                resource: 8,
+                tbz: true
+            }
+        );
+        assert!(decode_addr(6, &l).is_err());
+    }
+
+    #[test]
     fn uuid_text() {
         let mut s = heapless::String::new();
         let mut u = [0u8; 16];
@@ -938,6 +975,8 @@ mod tests {
             group_offset: 0x10000,
             resource_bytes: 2048,
             group_bytes: 26_279_936,
+            resources: 20352,
+            child_offset: 0,
         };
         assert_eq!(m.offset(4, 0, 1024), Some(0x1B_0000));
         assert_eq!(m.offset(0, 200, 1024), None);

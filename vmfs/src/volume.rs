@@ -145,6 +145,10 @@ pub struct VolumeInfo {
     pub device_bytes: u64,
     /// Pointer block cache slots.
     pub cache_slots: u16,
+    /// File blocks (VMFS6: small file blocks) the volume has, from `.fbb.sf`.
+    pub file_blocks: u64,
+    /// Large file blocks (VMFS6), from `.fbb.sf`.
+    pub large_file_blocks: u64,
 }
 
 /// What [`Vmfs::check_file`] found in a file's address tree.
@@ -196,6 +200,8 @@ pub struct Vmfs<D, const SG: usize = DEFAULT_SG_CAPACITY> {
     pub(crate) clock: Cell<u64>,
     pub(crate) counters: Counters,
     pub(crate) hits: Cell<u64>,
+    file_blocks: u64,
+    large_file_blocks: u64,
     pub(crate) open: [Option<FileMap>; MAX_OPEN],
     pub(crate) io: crate::io::Engine<SG>,
 }
@@ -288,6 +294,8 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             clock: Cell::new(0),
             counters: Counters::default(),
             hits: Cell::new(0),
+            file_blocks: 0,
+            large_file_blocks: 0,
             open: core::array::from_fn(|_| None),
             io: crate::io::Engine::new(),
         };
@@ -342,6 +350,29 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             fs.res[kind.index()] = ResourceMeta::parse(bytes, fs.layout.v6, map.fd_offset)?;
             fs.sys[kind.index()] = Some(map);
         }
+        // `.fbb.sf`: on VMFS6 its child metadata gives the small file blocks per cluster that
+        // SFB addresses are resolved with.
+        let fbb_offset = format::system_fd_offset(&fs.descriptor, &fs.layout, format::FBB_ADDR)?;
+        let fbb = fs.read_fd_at(now, memory, fbb_offset, format::FBB_ADDR)?;
+        let at = fs.read_file_sync(now, memory, &fbb, 0, RESOURCE_META_BYTES as u64)?;
+        let bytes = memory.slice(at, RESOURCE_META_BYTES).map_err(mem_err(at))?;
+        let fbb_meta = ResourceMeta::parse(bytes, fs.layout.v6, fbb.fd_offset)?;
+        fs.file_blocks = fbb_meta.resources;
+        if fs.layout.v6 {
+            let child = fbb_meta.child_offset as u64;
+            let at = fs.read_file_sync(now, memory, &fbb, child, RESOURCE_META_BYTES as u64)?;
+            let bytes = memory.slice(at, RESOURCE_META_BYTES).map_err(mem_err(at))?;
+            let sfb = ResourceMeta::parse(bytes, true, fbb.fd_offset + child)?;
+            if sfb.per_cluster == 0 || sfb.per_cluster > 0x2000 {
+                return Err(FsError::corrupt(
+                    "small file block resource metadata",
+                    fbb.fd_offset,
+                ));
+            }
+            fs.layout.sfb_per_cluster = sfb.per_cluster as u64;
+            fs.file_blocks = sfb.resources;
+            fs.large_file_blocks = fbb_meta.resources;
+        }
         let root = fs.load_fd(now, memory, format::ROOT_DIR_ADDR)?;
         if root.kind() != FileKind::Directory {
             return Err(FsError::corrupt("root directory", root.fd_offset));
@@ -390,6 +421,8 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             creation_time: d.creation_time,
             device_bytes: self.device.geometry().capacity_bytes().unwrap_or(u64::MAX),
             cache_slots: self.cache_slots,
+            file_blocks: self.file_blocks,
+            large_file_blocks: self.large_file_blocks,
         }
     }
 

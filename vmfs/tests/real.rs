@@ -32,6 +32,9 @@ fn check_volume(label: &str, v6: bool) {
     let info = fs.info();
     assert_eq!(info.label.as_str(), label);
     assert_eq!(info.vmfs6, v6);
+    // From `.fbb.sf` (vmkfstools -P would report the same counts).
+    assert_eq!(info.file_blocks, 2048, "{label}");
+    assert_eq!(info.large_file_blocks, if v6 { 4 } else { 0 }, "{label}");
     assert_eq!(fs.label(), label);
 
     // The root directory lists every documented file.
