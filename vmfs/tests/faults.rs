@@ -127,3 +127,73 @@ fn every_request_completes_once_with_right_data_under_faults() {
         }
     }
 }
+
+#[test]
+fn bad_requests_complete_with_errors_and_full_tables_push_back() {
+    use fss::{FileHandle, FsErrorKind};
+    let mut buffers = Buffers::new();
+    let mut memory = buffers.memory();
+    let mem: &mut dyn Memory = &mut memory;
+    let mut fs = mount("vmfs/vmfs6", mem);
+    let now = Instant::ZERO;
+    let small = fs.lookup_path(now, mem, "small").unwrap();
+    let h = fs.open(now, mem, small).unwrap();
+    let sg = |len: u32| SgList::single(DATA_ADDR, len).unwrap();
+    let bad = [
+        FileRequest::read(Tag(1), h, 1, sg(512)), // unaligned offset
+        FileRequest::read(Tag(2), h, 0, sg(100)), // unaligned length
+        FileRequest::read(Tag(3), h, 4096, sg(512)), // past the end of a 5-byte file
+        FileRequest::read(Tag(4), FileHandle(9), 0, sg(512)), // not open
+        FileRequest {
+            len: 1024,
+            ..FileRequest::read(Tag(5), h, 0, sg(512)) // SG shorter than the length
+        },
+    ];
+    for r in bad {
+        fs.submit(now, r).map_err(|(e, _)| e).unwrap();
+    }
+    // A duplicate tag is handed back at once.
+    let (e, _) = fs
+        .submit(now, FileRequest::read(Tag(1), h, 0, sg(512)))
+        .unwrap_err();
+    assert_eq!(e.kind(), FsErrorKind::InvalidRequest);
+    assert_eq!(
+        fs.close(h).unwrap_err().kind(),
+        FsErrorKind::InvalidRequest,
+        "close with requests outstanding"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        fs.poll(now, mem, &mut |c| {
+            assert_eq!(c.result.unwrap_err().kind(), ErrorKind::InvalidRequest);
+            seen.push(c.tag.0);
+        });
+    }
+    seen.sort();
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+
+    // The request table is bounded: the request after the last slot is handed back.
+    for i in 0..vmfs::MAX_REQUESTS as u64 {
+        fs.submit(now, FileRequest::read(Tag(100 + i), h, 0, sg(512)))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let (e, back) = fs
+        .submit(now, FileRequest::read(Tag(99), h, 0, sg(512)))
+        .unwrap_err();
+    assert_eq!((e.kind(), back.tag), (FsErrorKind::NoSpace, Tag(99)));
+    let mut done = 0;
+    while done < vmfs::MAX_REQUESTS {
+        fs.poll(now, mem, &mut |c| {
+            c.result.unwrap();
+            done += 1;
+        });
+    }
+    // The 512-byte read of a 5-byte resident file: the bytes, then zeros.
+    let mut data = [0u8; 512];
+    mem.read(DATA_ADDR, &mut data).unwrap();
+    assert_eq!(&data[..5], b"tiny\n");
+    assert!(data[5..].iter().all(|&b| b == 0));
+    fs.close(h).unwrap();
+    assert_eq!(fs.close(h).unwrap_err().kind(), FsErrorKind::BadHandle);
+}
