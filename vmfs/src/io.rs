@@ -35,7 +35,7 @@ pub(crate) struct Parent<const SG: usize> {
 #[derive(Clone, Copy)]
 enum Child {
     Data { parent: usize },
-    Meta { raw: u64 },
+    Meta { raw: u64, slot: u16 },
 }
 
 pub(crate) struct Engine<const SG: usize> {
@@ -51,6 +51,14 @@ impl<const SG: usize> Engine<SG> {
             children: [None; MAX_CHILDREN],
             stash: heapless::Deque::new(),
         }
+    }
+
+    /// Whether an asynchronous metadata read is filling cache slot `slot`.
+    pub(crate) fn slot_busy(&self, slot: u16) -> bool {
+        self.children
+            .iter()
+            .flatten()
+            .any(|c| matches!(c, Child::Meta { slot: s, .. } if *s == slot))
     }
 
     pub(crate) fn uses_handle(&self, handle: usize) -> bool {
@@ -158,10 +166,10 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                     }
                 }
             }
-            Child::Meta { raw } => {
+            Child::Meta { raw, slot } => {
                 match completion.result {
-                    Ok(()) => self.cache_loaded(raw),
-                    Err(_) => self.cache_drop(raw),
+                    Ok(()) => self.cache_loaded(raw, slot),
+                    Err(_) => self.cache_drop(raw, slot),
                 }
                 for p in self.io.parents.iter_mut().flatten() {
                     if p.waiting == Some(raw) {
@@ -217,11 +225,11 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                     match self.device.submit(now, request) {
                         Ok(()) => {
                             self.counters.metadata_reads += 1;
-                            self.io.children[child] = Some(Child::Meta { raw });
+                            self.io.children[child] = Some(Child::Meta { raw, slot });
                             return Ok(Some(raw));
                         }
                         Err(e) => {
-                            self.cache_drop(raw);
+                            self.cache_drop(raw, slot);
                             return match e.kind {
                                 SubmitErrorKind::QueueFull => Ok(None),
                                 _ => Err(BlockError::new(ErrorKind::InvalidRequest)),
@@ -320,15 +328,20 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         blocked
     }
 
+    /// Applies completions that arrived during synchronous reads.
+    pub(crate) fn drain_stash(&mut self) {
+        while let Some(c) = self.take_stash() {
+            self.child_done(c);
+        }
+    }
+
     pub(crate) fn poll_requests(
         &mut self,
         now: Instant,
         memory: &mut dyn Memory,
         done: &mut dyn FnMut(Completion),
     ) -> Option<Instant> {
-        while let Some(c) = self.take_stash() {
-            self.child_done(c);
-        }
+        self.drain_stash();
         let mut arrived: heapless::Vec<Completion, { MAX_CHILDREN + 1 }> = heapless::Vec::new();
         let mut next = self.device.poll(now, memory, &mut |c| {
             let _ = arrived.push(c);

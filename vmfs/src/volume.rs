@@ -622,13 +622,19 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                     ))?;
                     let dst = self.slot_addr(slot);
                     let result = self.read_volume_sync(now, memory, offset, len, dst);
+                    // Completions that arrived meanwhile (maybe an asynchronous read into this
+                    // very slot) are applied first, so the slot's state is current.
+                    self.drain_stash();
                     match result {
                         Ok(()) => {
-                            self.cache_loaded(raw);
+                            self.cache_loaded(raw, slot);
+                            if let Some(e) = self.cache.iter_mut().find(|e| e.raw == raw) {
+                                e.loading = false;
+                            }
                             return Ok(());
                         }
                         Err(e) => {
-                            self.cache_drop(raw);
+                            self.cache_drop(raw, slot);
                             return Err(e);
                         }
                     }
@@ -923,13 +929,20 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         self.cache.iter().any(|e| e.raw == raw && e.loading)
     }
 
-    /// A slot for `raw`, marked loading: a free one, or the least recently used loaded one.
+    /// A slot for `raw`, marked loading: the one it already has (a re-read writes the same
+    /// bytes), a free one, or the least recently used loaded one. A slot that an asynchronous
+    /// metadata read is still filling is never handed to another address.
     pub(crate) fn cache_alloc(&mut self, raw: u64) -> Option<u16> {
-        self.cache_drop(raw);
         let tick = self.clock.get() + 1;
         self.clock.set(tick);
+        if let Some(e) = self.cache.iter_mut().find(|e| e.raw == raw) {
+            e.loading = true;
+            e.used.set(tick);
+            return Some(e.slot);
+        }
         if self.cache.len() < self.cache_slots as usize {
-            let slot = (0..self.cache_slots).find(|s| self.cache.iter().all(|e| e.slot != *s))?;
+            let slot = (0..self.cache_slots)
+                .find(|s| self.cache.iter().all(|e| e.slot != *s) && !self.io.slot_busy(*s))?;
             let _ = self.cache.push(CacheEntry {
                 raw,
                 slot,
@@ -938,10 +951,11 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             });
             return Some(slot);
         }
+        let io = &self.io;
         let victim = self
             .cache
             .iter_mut()
-            .filter(|e| !e.loading)
+            .filter(|e| !e.loading && !io.slot_busy(e.slot))
             .min_by_key(|e| e.used.get())?;
         victim.raw = raw;
         victim.loading = true;
@@ -950,14 +964,31 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         Some(victim.slot)
     }
 
-    pub(crate) fn cache_loaded(&mut self, raw: u64) {
-        if let Some(e) = self.cache.iter_mut().find(|e| e.raw == raw) {
+    /// Marks `raw`, read into `slot`, usable.
+    pub(crate) fn cache_loaded(&mut self, raw: u64, slot: u16) {
+        if self.io.slot_busy(slot) {
+            return; // another read into the slot is still in flight
+        }
+        if let Some(e) = self
+            .cache
+            .iter_mut()
+            .find(|e| e.raw == raw && e.slot == slot)
+        {
             e.loading = false;
         }
     }
 
-    pub(crate) fn cache_drop(&mut self, raw: u64) {
-        if let Some(i) = self.cache.iter().position(|e| e.raw == raw) {
+    /// Forgets `raw` after a failed read into `slot`, unless a read into the slot is still in
+    /// flight (its completion decides).
+    pub(crate) fn cache_drop(&mut self, raw: u64, slot: u16) {
+        if self.io.slot_busy(slot) {
+            return;
+        }
+        if let Some(i) = self
+            .cache
+            .iter()
+            .position(|e| e.raw == raw && e.slot == slot)
+        {
             self.cache.swap_remove(i);
         }
     }

@@ -84,6 +84,13 @@ fn every_request_completes_once_with_right_data_under_faults() {
                 outstanding.insert(tag, (file, offset, slot));
                 submitted += 1;
             }
+            if polls % 5 == 0 {
+                // Slow paths in between: synchronous metadata reads (and pointer block fetches
+                // into the same small cache) while data and metadata reads are in flight.
+                let _ = fs.check_file(now, mem, large);
+                let _ = fs.check_file(now, mem, normal);
+                let _ = fs.lookup_path(now, mem, "directory/file7");
+            }
             let mut finished = Vec::new();
             let next = fs.poll(now, mem, &mut |c| finished.push(c));
             for c in finished {
