@@ -84,7 +84,7 @@ fn every_request_completes_once_with_right_data_under_faults() {
                 outstanding.insert(tag, (file, offset, slot));
                 submitted += 1;
             }
-            if polls % 5 == 0 {
+            if polls.is_multiple_of(5) {
                 // Slow paths in between: synchronous metadata reads (and pointer block fetches
                 // into the same small cache) while data and metadata reads are in flight.
                 let _ = fs.check_file(now, mem, large);
