@@ -7,3 +7,4 @@
 #![doc = include_str!("../README.md")]
 
 pub mod demo;
+pub mod vmfs_cli;

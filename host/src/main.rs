@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Simulate VMs doing verified I/O through the stack and print esxtop-style statistics.
     Demo(DemoArgs),
+    /// Inspect a VMFS volume in disk images: info, ls, stat, cat, fsck.
+    Vmfs(host::vmfs_cli::VmfsArgs),
 }
 
 #[derive(clap::Args)]
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Demo(DemoArgs::default())) {
         Command::Demo(args) => run_demo(args),
+        Command::Vmfs(args) => host::vmfs_cli::run(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

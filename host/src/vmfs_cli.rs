@@ -1,0 +1,796 @@
+//! `host vmfs info|ls|stat|cat|fsck`: inspect a VMFS volume in disk images.
+//!
+//! Each `--device FILE` is a plain or gzip-compressed (`.gz`) image. A `.gz` image is inflated
+//! once into a sparse file in the system's temporary directory and reused while the source is
+//! unchanged. A device that starts with an LVM header (magic 0xC001D00D at 0x100000) is read as
+//! a single-extent LVM volume starting at the header's `dataOffset`; a device without one is the
+//! volume itself. Volumes spanning several devices need the `lvm` crate and are refused for now.
+//!
+//! Paths are either inside the volume (`/dir/file`) or full switch paths
+//! (`/vmfs/volumes/<label or uuid>/dir/file`).
+
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use block::{
+    BlockDevice, BlockRequest, Completion, FileDisk, Geometry, Instant, Lba, MemAddr, Memory,
+    MemoryRegions, SgList, SubmitError, Tag,
+};
+use clap::{Args, Subcommand};
+use fss::{FileKind, FileRequest, FileSystem, NodeId, Stat, Switch, VOLUMES_PREFIX};
+use serde_json::{Value, json};
+use vmfs::{MetaBuffer, Vmfs};
+
+/// Offset of the LVM device header on a device.
+pub const LVM_HEADER_OFFSET: u64 = 0x10_0000;
+/// LVM device header magic.
+pub const LVM_MAGIC: u32 = 0xC001_D00D;
+
+const NOW: Instant = Instant::ZERO;
+const META_ADDR: MemAddr = MemAddr(0x1_0000_0000);
+const DATA_ADDR: MemAddr = MemAddr(0x2_0000_0000);
+const META_LEN: u64 = MetaBuffer::recommended_len(64);
+/// Bytes per file request of `cat`.
+const CHUNK: u64 = 256 * 1024;
+/// File requests `cat` keeps outstanding.
+const DEPTH: u64 = 4;
+
+/// `host vmfs`.
+#[derive(Args)]
+pub struct VmfsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: VmfsCommand,
+}
+
+/// The `host vmfs` subcommands.
+#[derive(Subcommand)]
+pub enum VmfsCommand {
+    /// The file system descriptor: label, UUID, version, block sizes.
+    Info(DeviceArgs),
+    /// List a directory (like `ls -l`), or one file.
+    Ls(PathArgs),
+    /// Everything the file descriptor records about a path (symbolic links are not followed).
+    Stat(PathArgs),
+    /// Write a file's exact bytes to stdout (symbolic links are followed).
+    Cat(PathArgs),
+    /// Walk the whole tree and check every descriptor, directory and address.
+    Fsck(DeviceArgs),
+}
+
+/// Options shared by every subcommand.
+#[derive(Args, Clone)]
+pub struct DeviceArgs {
+    /// A device image (plain or `.gz`); repeat for a volume spanning several devices.
+    #[arg(long = "device", required = true)]
+    pub devices: Vec<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of the subcommands that take a path.
+#[derive(Args, Clone)]
+pub struct PathArgs {
+    /// Devices and output form.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// A path inside the volume, or `/vmfs/volumes/<label or uuid>/...`.
+    pub path: String,
+}
+
+/// A device shifted by a fixed number of blocks: a single-extent LVM volume until the `lvm`
+/// crate is merged.
+pub struct OffsetDevice<D> {
+    inner: D,
+    start: u64,
+}
+
+impl<D: BlockDevice> OffsetDevice<D> {
+    /// `inner` from block `start` on.
+    pub fn new(inner: D, start: u64) -> Self {
+        Self { inner, start }
+    }
+}
+
+impl<D: BlockDevice> BlockDevice for OffsetDevice<D> {
+    fn geometry(&self) -> Geometry {
+        let mut g = self.inner.geometry();
+        g.block_count = g.block_count.saturating_sub(self.start);
+        g
+    }
+
+    fn submit(&mut self, now: Instant, mut request: BlockRequest) -> Result<(), SubmitError> {
+        let inside = request
+            .end_lba()
+            .is_some_and(|end| end.0 <= self.geometry().block_count);
+        request.lba = if inside {
+            Lba(request.lba.0 + self.start)
+        } else {
+            // Past the volume: past the device too, so the device refuses it.
+            Lba(u64::MAX - request.blocks.0 as u64)
+        };
+        self.inner.submit(now, request)
+    }
+
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(Completion),
+    ) -> Option<Instant> {
+        self.inner.poll(now, memory, done)
+    }
+}
+
+/// The device type the CLI mounts.
+pub type Device = OffsetDevice<FileDisk<64>>;
+
+/// Where the volume starts on the device at `path`: the LVM `dataOffset`, or 0 without an
+/// LVM header. A volume spanning several devices is refused until the `lvm` crate is merged.
+pub fn volume_offset(path: &Path) -> Result<u64, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut header = vec![0u8; 0x2000];
+    if file.read_exact_at(&mut header, LVM_HEADER_OFFSET).is_err() {
+        return Ok(0);
+    }
+    let u32_at = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if u32_at(0) != LVM_MAGIC {
+        return Ok(0);
+    }
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&header[0x7A..0x82]);
+    let offset = u64::from_le_bytes(offset);
+    if offset % 512 != 0 || offset == 0 {
+        return Err(format!(
+            "{}: LVM header with an unusable data offset {offset:#x}",
+            path.display()
+        ));
+    }
+    // The volume table follows the device metadata (512 bytes in LVM5, the metadata alignment
+    // in LVM6); its first descriptor records how many devices the volume spans.
+    let major = u32_at(4);
+    let table = if major == 6 {
+        u32_at(0xCA) as usize
+    } else {
+        512
+    };
+    if let Some(devices) = table
+        .checked_add(0x94)
+        .filter(|end| *end <= header.len())
+        .map(|_| u32_at(table + 0x90))
+        && devices > 1
+    {
+        return Err(format!(
+            "{}: the LVM volume spans {devices} devices; spanned volumes need the lvm crate, which is not merged yet",
+            path.display()
+        ));
+    }
+    Ok(offset)
+}
+
+/// The plain image for `path`: itself, or for `.gz` an inflated sparse copy in the temporary
+/// directory.
+pub fn plain_image(path: &Path) -> Result<PathBuf, String> {
+    if path.extension().is_none_or(|e| e != "gz") {
+        return Ok(path.to_path_buf());
+    }
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(err)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::canonicalize(path).map_err(err)?.hash(&mut hasher);
+    meta.len().hash(&mut hasher);
+    meta.modified().ok().hash(&mut hasher);
+    let dir = std::env::temp_dir().join("host-vmfs");
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let out = dir.join(format!("{stem}-{:016x}", hasher.finish()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{stem}.{}.{n}.tmp", std::process::id()));
+    let mut decoder = flate2::read::GzDecoder::new(File::open(path).map_err(err)?);
+    let mut file = File::create(&tmp).map_err(err)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = decoder.read(&mut buf[filled..]).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        if buf[..filled].iter().any(|&b| b != 0) {
+            file.seek(SeekFrom::Start(len)).map_err(err)?;
+            file.write_all(&buf[..filled]).map_err(err)?;
+        }
+        len += filled as u64;
+    }
+    file.set_len(len).map_err(err)?;
+    drop(file);
+    std::fs::rename(&tmp, &out).map_err(err)?;
+    Ok(out)
+}
+
+/// Opens the volume on `devices`.
+pub fn open_volume(devices: &[PathBuf]) -> Result<(Device, u64), String> {
+    match devices {
+        [one] => {
+            let image = plain_image(one)?;
+            let offset = volume_offset(&image)?;
+            let disk = FileDisk::<64>::open_read_only(&image, 512)
+                .map_err(|e| format!("{}: {e}", one.display()))?;
+            Ok((OffsetDevice::new(disk, offset / 512), offset))
+        }
+        [] => Err("no --device given".into()),
+        _ => Err(
+            "a volume spanning several devices needs the lvm crate, which is not merged yet".into(),
+        ),
+    }
+}
+
+/// The metadata and data buffers of one run.
+pub struct Buffers {
+    meta: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self {
+            meta: vec![0u8; META_LEN as usize],
+            data: vec![0u8; (CHUNK * DEPTH) as usize],
+        }
+    }
+}
+
+impl Buffers {
+    /// The address space: metadata at `META_ADDR`, data at `DATA_ADDR`.
+    pub fn memory(&mut self) -> MemoryRegions<'_, 2> {
+        let mut memory = MemoryRegions::new();
+        // The two regions are disjoint and few: these cannot fail.
+        let _ = memory.add(META_ADDR, &mut self.meta);
+        let _ = memory.add(DATA_ADDR, &mut self.data);
+        memory
+    }
+}
+
+/// Mounts the volume on `devices`.
+pub fn mount(devices: &[PathBuf], memory: &mut dyn Memory) -> Result<(Vmfs<Device>, u64), String> {
+    let (device, offset) = open_volume(devices)?;
+    let buffer = MetaBuffer {
+        addr: META_ADDR,
+        len: META_LEN,
+    };
+    let fs = Vmfs::mount(device, buffer, NOW, memory).map_err(|e| format!("mount: {e}"))?;
+    Ok((fs, offset))
+}
+
+/// Resolves `path` (inside the volume or a switch path) to a node.
+pub fn resolve(
+    fs: &mut Vmfs<Device>,
+    memory: &mut dyn Memory,
+    path: &str,
+    follow: bool,
+) -> Result<NodeId, String> {
+    let full = if path.starts_with(VOLUMES_PREFIX) {
+        path.to_string()
+    } else {
+        format!(
+            "{VOLUMES_PREFIX}{}/{}",
+            fs.uuid(),
+            path.trim_start_matches('/')
+        )
+    };
+    let mut switch: Switch<'_, 1> = Switch::new();
+    switch.mount(fs).map_err(|e| e.to_string())?;
+    let (_, node) = switch
+        .lookup(NOW, memory, &full, follow)
+        .map_err(|e| format!("{path}: {e}"))?;
+    Ok(node)
+}
+
+/// Writes the bytes of `node` to `out`, reading through submit/poll with `DEPTH` requests of
+/// `CHUNK` bytes outstanding. Returns the bytes written.
+pub fn cat(
+    fs: &mut Vmfs<Device>,
+    memory: &mut dyn Memory,
+    node: NodeId,
+    out: &mut dyn Write,
+) -> Result<u64, String> {
+    let stat = fs.stat(NOW, memory, node).map_err(|e| e.to_string())?;
+    if stat.kind.is_dir() {
+        return Err("is a directory".into());
+    }
+    let size = stat.size;
+    let handle = fs.open(NOW, memory, node).map_err(|e| e.to_string())?;
+    let align = fs.io_align() as u64;
+    let mut at = 0u64;
+    let result = (|| {
+        while at < size {
+            let mut batch = Vec::new();
+            for slot in 0..DEPTH {
+                if at >= size {
+                    break;
+                }
+                let want = CHUNK.min(size - at);
+                let len = want.div_ceil(align) * align;
+                let addr = MemAddr(DATA_ADDR.0 + slot * CHUNK);
+                let sg = SgList::single(addr, len as u32).map_err(|e| e.to_string())?;
+                fs.submit(NOW, FileRequest::read(Tag(slot), handle, at, sg))
+                    .map_err(|(e, _)| e.to_string())?;
+                batch.push((addr, want));
+                at += want;
+            }
+            let mut pending = batch.len();
+            let mut failure = None;
+            let mut polls = 0u32;
+            while pending > 0 {
+                polls += 1;
+                if polls > 1_000_000 {
+                    return Err("file requests never completed".to_string());
+                }
+                fs.poll(NOW, memory, &mut |c: Completion| {
+                    pending -= 1;
+                    if let Err(e) = c.result {
+                        failure.get_or_insert(format!("read at {:#x}: {e}", c.tag.0 * CHUNK));
+                    }
+                });
+            }
+            if let Some(f) = failure {
+                return Err(f);
+            }
+            for (addr, want) in batch {
+                // Straight from the buffer the device read into: no copy in between.
+                let bytes = memory
+                    .slice(addr, want as usize)
+                    .map_err(|e| e.to_string())?;
+                out.write_all(bytes).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    })();
+    fs.close(handle).map_err(|e| e.to_string())?;
+    result.map(|()| size)
+}
+
+/// `ls -l` style mode text, as debugvmfs prints it.
+pub fn mode_text(kind: FileKind, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(match kind {
+        FileKind::Directory | FileKind::SystemDirectory => 'd',
+        FileKind::Symlink => 'l',
+        _ => '-',
+    });
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, c)) in bits.iter().enumerate() {
+        let set = mode & bit != 0;
+        let special = match i {
+            2 => mode & 0o4000 != 0,
+            5 => mode & 0o2000 != 0,
+            8 => mode & 0o1000 != 0,
+            _ => false,
+        };
+        s.push(match (special, set, i) {
+            (true, true, 8) => 't',
+            (true, false, 8) => 'T',
+            (true, true, _) => 's',
+            (true, false, _) => 'S',
+            (false, true, _) => *c,
+            (false, false, _) => '-',
+        });
+    }
+    s
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn time_text(unix: u32) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn user(id: u32) -> String {
+    if id == 0 {
+        "root".into()
+    } else {
+        id.to_string()
+    }
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Regular => "file",
+        FileKind::Directory => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::RawDeviceMap => "rdm",
+        FileKind::SystemFile => "system file",
+        FileKind::SystemDirectory => "system directory",
+        FileKind::Other => "other",
+    }
+}
+
+/// One `ls -l` line.
+pub fn long_line(stat: &Stat, name: &str) -> String {
+    format!(
+        "{} {} {:>8} {:>8} {:>10} {} {}",
+        mode_text(stat.kind, stat.mode),
+        stat.links,
+        user(stat.uid),
+        user(stat.gid),
+        stat.size,
+        time_text(stat.mtime),
+        name
+    )
+}
+
+fn stat_json(stat: &Stat, name: Option<&str>) -> Value {
+    let mut v = json!({
+        "node": format!("{:#x}", stat.node.0),
+        "kind": kind_name(stat.kind),
+        "size": stat.size,
+        "mode": format!("{:o}", stat.mode),
+        "links": stat.links,
+        "uid": stat.uid,
+        "gid": stat.gid,
+        "mtime": stat.mtime,
+        "ctime": stat.ctime,
+        "atime": stat.atime,
+        "block_size": stat.block_size,
+        "blocks": stat.blocks,
+    });
+    if let Some(name) = name {
+        v["name"] = json!(name);
+    }
+    v
+}
+
+fn print_json(v: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
+fn info(args: &DeviceArgs) -> Result<(), String> {
+    let mut buffers = Buffers::default();
+    let mut memory = buffers.memory();
+    let (fs, offset) = mount(&args.devices, &mut memory)?;
+    let i = fs.info();
+    if args.json {
+        return print_json(&json!({
+            "label": i.label.as_str(),
+            "uuid": i.uuid.as_str(),
+            "vmfs": if i.vmfs6 { 6 } else { 5 },
+            "major_version": i.major_version,
+            "minor_version": i.minor_version,
+            "local": i.local,
+            "file_block_size": i.file_block_size,
+            "sub_block_size": i.sub_block_size,
+            "md_alignment": i.md_alignment,
+            "large_file_block_size": i.large_file_block_size,
+            "file_blocks": i.file_blocks,
+            "large_file_blocks": i.large_file_blocks,
+            "config": i.config,
+            "creation_time": i.creation_time,
+            "volume_offset": offset,
+            "volume_bytes": i.device_bytes,
+        }));
+    }
+    println!("label            {}", i.label);
+    println!("uuid             {}", i.uuid);
+    println!(
+        "version          VMFS{} ({}.{}){}",
+        if i.vmfs6 { 6 } else { 5 },
+        i.major_version,
+        i.minor_version,
+        if i.local { ", local" } else { "" }
+    );
+    println!(
+        "file block       {} bytes, {} of them",
+        i.file_block_size, i.file_blocks
+    );
+    println!("sub-block        {} bytes", i.sub_block_size);
+    if i.vmfs6 {
+        println!(
+            "large file block {} bytes, {} of them",
+            i.large_file_block_size, i.large_file_blocks
+        );
+        println!("md alignment     {} bytes", i.md_alignment);
+    }
+    println!("created          {} UTC", time_text(i.creation_time));
+    println!(
+        "volume           {} bytes at device offset {offset:#x}{}",
+        i.device_bytes,
+        if offset == 0 {
+            " (no LVM header)"
+        } else {
+            " (single-extent LVM)"
+        }
+    );
+    Ok(())
+}
+
+fn ls(args: &PathArgs) -> Result<(), String> {
+    let mut buffers = Buffers::default();
+    let mut memory = buffers.memory();
+    let (mut fs, _) = mount(&args.device.devices, &mut memory)?;
+    let node = resolve(&mut fs, &mut memory, &args.path, false)?;
+    let stat = fs.stat(NOW, &mut memory, node).map_err(|e| e.to_string())?;
+    let mut rows: Vec<(String, NodeId)> = Vec::new();
+    if stat.kind.is_dir() {
+        fs.readdir(NOW, &mut memory, node, &mut |e| {
+            rows.push((String::from_utf8_lossy(e.name).into_owned(), e.node));
+            true
+        })
+        .map_err(|e| format!("{}: {e}", args.path))?;
+    } else {
+        let name = args.path.rsplit('/').next().unwrap_or(&args.path);
+        rows.push((name.to_string(), node));
+    }
+    let mut json_rows = Vec::new();
+    for (name, node) in rows {
+        let stat = fs
+            .stat(NOW, &mut memory, node)
+            .map_err(|e| format!("{name}: {e}"))?;
+        if args.device.json {
+            json_rows.push(stat_json(&stat, Some(&name)));
+        } else {
+            println!("{}", long_line(&stat, &name));
+        }
+    }
+    if args.device.json {
+        print_json(&Value::Array(json_rows))?;
+    }
+    Ok(())
+}
+
+fn stat(args: &PathArgs) -> Result<(), String> {
+    let mut buffers = Buffers::default();
+    let mut memory = buffers.memory();
+    let (mut fs, _) = mount(&args.device.devices, &mut memory)?;
+    let node = resolve(&mut fs, &mut memory, &args.path, false)?;
+    let stat = fs
+        .stat(NOW, &mut memory, node)
+        .map_err(|e| format!("{}: {e}", args.path))?;
+    let mut v = stat_json(&stat, Some(&args.path));
+    if stat.kind == FileKind::Symlink {
+        let mut target = [0u8; fss::MAX_PATH_BYTES];
+        let n = fs
+            .readlink(NOW, &mut memory, node, &mut target)
+            .map_err(|e| e.to_string())?;
+        v["target"] = json!(String::from_utf8_lossy(&target[..n]));
+    }
+    if stat.kind == FileKind::RawDeviceMap {
+        let m = fs
+            .rdm_mapping(NOW, &mut memory, node)
+            .map_err(|e| e.to_string())?;
+        v["rdm"] = json!({
+            "id_type": m.id_type,
+            "id_len": m.id_len,
+            "lun": m.lun,
+            "device_type": m.device_type,
+            "scsi_level": m.scsi_level,
+            "id": String::from_utf8_lossy(m.id_bytes()),
+        });
+    }
+    if args.device.json {
+        return print_json(&v);
+    }
+    println!("path       {}", args.path);
+    println!("node       {:#x}", stat.node.0);
+    println!("kind       {}", kind_name(stat.kind));
+    println!("size       {}", stat.size);
+    println!(
+        "mode       {} ({:o})",
+        mode_text(stat.kind, stat.mode),
+        stat.mode
+    );
+    println!("links      {}", stat.links);
+    println!("owner      {}:{}", stat.uid, stat.gid);
+    println!("block size {}", stat.block_size);
+    println!("blocks     {}", stat.blocks);
+    println!("mtime      {} UTC", time_text(stat.mtime));
+    println!("ctime      {} UTC", time_text(stat.ctime));
+    println!("atime      {} UTC", time_text(stat.atime));
+    if let Some(t) = v.get("target") {
+        println!("target     {}", t.as_str().unwrap_or(""));
+    }
+    if let Some(r) = v.get("rdm") {
+        println!(
+            "rdm        id type {}, length {}, lun {}, id {:?}",
+            r["id_type"],
+            r["id_len"],
+            r["lun"],
+            r["id"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn cat_cmd(args: &PathArgs) -> Result<(), String> {
+    let mut buffers = Buffers::default();
+    let mut memory = buffers.memory();
+    let (mut fs, _) = mount(&args.device.devices, &mut memory)?;
+    let node = resolve(&mut fs, &mut memory, &args.path, true)?;
+    // Unbuffered: the standard stdout handle is line buffered and would scan every megabyte
+    // for newlines.
+    let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    let mut out = File::from(fd);
+    cat(&mut fs, &mut memory, node, &mut out).map_err(|e| format!("{}: {e}", args.path))?;
+    out.flush().map_err(|e| e.to_string())
+}
+
+/// What `fsck` found.
+#[derive(Default, Debug)]
+pub struct FsckReport {
+    /// Directories walked.
+    pub directories: u64,
+    /// Regular and system files checked.
+    pub files: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Raw device mappings.
+    pub rdms: u64,
+    /// Allocated data blocks resolved.
+    pub data_blocks: u64,
+    /// Pointer blocks walked.
+    pub pointer_blocks: u64,
+    /// Problems, one line each.
+    pub problems: Vec<String>,
+}
+
+/// Walks the tree of a mounted volume.
+pub fn fsck(fs: &mut Vmfs<Device>, memory: &mut dyn Memory) -> FsckReport {
+    let mut report = FsckReport::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut queue = vec![("".to_string(), fs.root())];
+    seen.insert(fs.root());
+    while let Some((path, dir)) = queue.pop() {
+        report.directories += 1;
+        let mut entries = Vec::new();
+        let listed = fs.readdir(NOW, memory, dir, &mut |e| {
+            entries.push((String::from_utf8_lossy(e.name).into_owned(), e.node, e.kind));
+            entries.len() < 1_000_000
+        });
+        if let Err(e) = listed {
+            report.problems.push(format!("{path}/: {e}"));
+            continue;
+        }
+        for (name, node, listed_kind) in entries {
+            if name == "." || name == ".." {
+                continue;
+            }
+            let full = format!("{path}/{name}");
+            let stat = match fs.stat(NOW, memory, node) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.problems.push(format!("{full}: {e}"));
+                    continue;
+                }
+            };
+            let agrees = listed_kind == stat.kind
+                || (listed_kind == FileKind::SystemFile && stat.kind == FileKind::SystemDirectory);
+            if !agrees {
+                report.problems.push(format!(
+                    "{full}: directory entry says {}, descriptor says {}",
+                    kind_name(listed_kind),
+                    kind_name(stat.kind)
+                ));
+            }
+            match stat.kind {
+                FileKind::Directory | FileKind::SystemDirectory => {
+                    if seen.insert(node) {
+                        queue.push((full.clone(), node));
+                    } else {
+                        report
+                            .problems
+                            .push(format!("{full}: directory reached twice"));
+                    }
+                    continue;
+                }
+                FileKind::Symlink => report.symlinks += 1,
+                FileKind::RawDeviceMap => {
+                    report.rdms += 1;
+                    if let Err(e) = fs.rdm_mapping(NOW, memory, node) {
+                        report.problems.push(format!("{full}: {e}"));
+                    }
+                    continue;
+                }
+                _ => report.files += 1,
+            }
+            match fs.check_file(NOW, memory, node) {
+                Ok(c) => {
+                    report.data_blocks += c.data_blocks;
+                    report.pointer_blocks += c.pointer_blocks;
+                }
+                Err(e) => report.problems.push(format!("{full}: {e}")),
+            }
+        }
+    }
+    report
+}
+
+fn fsck_cmd(args: &DeviceArgs) -> Result<(), String> {
+    let mut buffers = Buffers::default();
+    let mut memory = buffers.memory();
+    let (mut fs, _) = mount(&args.devices, &mut memory)?;
+    let r = fsck(&mut fs, &mut memory);
+    if args.json {
+        print_json(&json!({
+            "directories": r.directories,
+            "files": r.files,
+            "symlinks": r.symlinks,
+            "rdms": r.rdms,
+            "data_blocks": r.data_blocks,
+            "pointer_blocks": r.pointer_blocks,
+            "problems": r.problems,
+        }))?;
+    } else {
+        println!(
+            "{} directories, {} files, {} symbolic links, {} raw device mappings",
+            r.directories, r.files, r.symlinks, r.rdms
+        );
+        println!(
+            "{} data blocks and {} pointer blocks resolved",
+            r.data_blocks, r.pointer_blocks
+        );
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+    }
+    if r.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("fsck found {} problems", r.problems.len()))
+    }
+}
+
+/// Runs a `host vmfs` subcommand.
+pub fn run(args: VmfsArgs) -> Result<(), String> {
+    match &args.command {
+        VmfsCommand::Info(a) => info(a),
+        VmfsCommand::Ls(a) => ls(a),
+        VmfsCommand::Stat(a) => stat(a),
+        VmfsCommand::Cat(a) => cat_cmd(a),
+        VmfsCommand::Fsck(a) => fsck_cmd(a),
+    }
+}

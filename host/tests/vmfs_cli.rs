@@ -1,0 +1,176 @@
+//! `host vmfs` against the real fixture images, and against `debugvmfs` (Debian `vmfs-tools`)
+//! on VMFS5 and `debugvmfs6` (`vmfs6-tools`) on VMFS6: `ls -l` and `cat` must agree byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures_dir() -> PathBuf {
+    let dir = match std::env::var_os("VMFS_REAL_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
+    };
+    assert!(
+        dir.join("vmfs/vmfs5.bin.gz").is_file(),
+        "VMFS fixtures not found at {}: set VMFS_REAL_DIR to the vmfs-real fixtures directory",
+        dir.display()
+    );
+    dir
+}
+
+fn image(name: &str) -> PathBuf {
+    host::vmfs_cli::plain_image(&fixtures_dir().join(format!("vmfs/{name}.bin.gz"))).unwrap()
+}
+
+fn host(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "host {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs `tool` (`debugvmfs` or `debugvmfs6`) on `image`; `debugvmfs6` prints a
+/// `VMFS version: 6` line before the output, which is dropped.
+fn oracle(tool: &str, package: &str, image: &Path, args: &[&str]) -> Vec<u8> {
+    let found = Command::new(tool).arg("--help").output();
+    assert!(
+        found.is_ok(),
+        "{tool} is not installed: install Debian's {package} (apt-get install -y {package})"
+    );
+    let out = Command::new(tool)
+        .arg(image)
+        .args(args)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{tool} {args:?} failed");
+    let prefix = b"VMFS version: 6\n";
+    match out.stdout.strip_prefix(prefix.as_slice()) {
+        Some(rest) => rest.to_vec(),
+        None => out.stdout,
+    }
+}
+
+#[test]
+fn ls_and_cat_agree_with_debugvmfs_on_vmfs5() {
+    agree_with("vmfs5", "debugvmfs", "vmfs-tools");
+}
+
+#[test]
+fn ls_and_cat_agree_with_debugvmfs6_on_vmfs6() {
+    agree_with("vmfs6", "debugvmfs6", "vmfs6-tools");
+}
+
+fn agree_with(name: &str, tool: &str, package: &str) {
+    let debugvmfs = |image: &Path, args: &[&str]| oracle(tool, package, image, args);
+    let img = image(name);
+    let dev = img.to_str().unwrap();
+    for dir in ["/", "/directory", "/collision"] {
+        let ours = host(&["vmfs", "ls", "--device", dev, dir]);
+        let theirs = debugvmfs(&img, &["ls", "-l", dir]);
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs),
+            "{name}: ls -l {dir}"
+        );
+    }
+    for file in [
+        "/small",
+        "/big",
+        "/bigger",
+        "/normal.vmdk",
+        "/large.vmdk",
+        "/rdm.vmdk",
+        "/directory/file42",
+        "/.fbb.sf",
+        "/.vh.sf",
+    ] {
+        let ours = host(&["vmfs", "cat", "--device", dev, file]);
+        let theirs = debugvmfs(&img, &["cat", file]);
+        assert!(
+            ours == theirs,
+            "cat {file}: {} vs {} bytes",
+            ours.len(),
+            theirs.len()
+        );
+    }
+}
+
+#[test]
+fn subcommands_read_both_versions_and_gz_devices() {
+    let gz = fixtures_dir().join("vmfs/vmfs6.bin.gz");
+    let dev = gz.to_str().unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&host(&["vmfs", "info", "--json", "--device", dev])).unwrap();
+    assert_eq!(info["label"], "vmfs6");
+    assert_eq!(info["vmfs"], 6);
+    assert_eq!(
+        host(&["vmfs", "cat", "--device", dev, "/symlink"]),
+        b"tiny\n"
+    );
+    assert_eq!(
+        host(&[
+            "vmfs",
+            "cat",
+            "--device",
+            dev,
+            "/vmfs/volumes/vmfs6/directory/file7"
+        ]),
+        b"File 7\n"
+    );
+    let stat: serde_json::Value = serde_json::from_slice(&host(&[
+        "vmfs", "stat", "--json", "--device", dev, "/symlink",
+    ]))
+    .unwrap();
+    assert_eq!(stat["target"], "/vmfs/volumes/vmfs6/small");
+    let stat: serde_json::Value = serde_json::from_slice(&host(&[
+        "vmfs",
+        "stat",
+        "--json",
+        "--device",
+        dev,
+        "/rdm-rdm.vmdk",
+    ]))
+    .unwrap();
+    assert_eq!(stat["rdm"]["id"], "QM00015             QEMU H");
+    let ls: serde_json::Value = serde_json::from_slice(&host(&[
+        "vmfs",
+        "ls",
+        "--json",
+        "--device",
+        dev,
+        "/directory",
+    ]))
+    .unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 102);
+    for name in ["vmfs5", "vmfs6", "vmfs5d"] {
+        let img = image(name);
+        let fsck: serde_json::Value = serde_json::from_slice(&host(&[
+            "vmfs",
+            "fsck",
+            "--json",
+            "--device",
+            img.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(fsck["problems"].as_array().unwrap().len(), 0, "{name}");
+    }
+    let two = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["vmfs", "info", "--device", dev, "--device", dev])
+        .output()
+        .unwrap();
+    assert!(!two.status.success());
+    assert!(String::from_utf8_lossy(&two.stderr).contains("lvm crate"));
+    let span = fixtures_dir().join("vmfs/span/vmfs5-span-0.bin.gz");
+    let one_of_two = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["vmfs", "info", "--device", span.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!one_of_two.status.success());
+    assert!(String::from_utf8_lossy(&one_of_two.stderr).contains("spans 2 devices"));
+}
