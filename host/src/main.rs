@@ -25,6 +25,8 @@ enum Command {
     Demo(DemoArgs),
     /// Inspect a VMFS volume in disk images: info, ls, stat, cat, fsck.
     Vmfs(host::vmfs_cli::VmfsArgs),
+    /// Inspect the ESXi LVM devices and volumes in disk images.
+    Lvm(host::lvm_cli::LvmArgs),
 }
 
 #[derive(clap::Args)]
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Demo(DemoArgs::default())) {
         Command::Demo(args) => run_demo(args),
         Command::Vmfs(args) => host::vmfs_cli::run(args).map(|()| true),
+        Command::Lvm(args) => host::lvm_cli::run(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

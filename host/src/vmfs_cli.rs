@@ -2,27 +2,24 @@
 //!
 //! Each `--device FILE` is a plain or gzip-compressed (`.gz`) image. A `.gz` image is inflated
 //! once into a sparse file in the system's temporary directory and reused while the source is
-//! unchanged. A device that starts with an LVM header (magic 0xC001D00D at 0x100000) is read as
-//! a single-extent LVM volume starting at the header's `dataOffset`; a device without one is the
-//! volume itself. Volumes spanning several devices need the `lvm` crate and are refused for now.
+//! unchanged. Devices with ESXi LVM headers are scanned and mounted as their LVM volume (through
+//! the `lvm` crate, spanning several devices where the volume does); a single device without
+//! one is the volume itself.
 //!
 //! Paths are either inside the volume (`/dir/file`) or full switch paths
 //! (`/vmfs/volumes/<label or uuid>/dir/file`).
 
 use std::fs::File;
-use std::hash::{Hash, Hasher};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
-use block::{
-    BlockDevice, BlockRequest, Completion, FileDisk, Geometry, Instant, Lba, MemAddr, Memory,
-    MemoryRegions, SgList, SubmitError, Tag,
-};
+use block::{Completion, Instant, MemAddr, Memory, MemoryRegions, SgList, Tag};
 use clap::{Args, Subcommand};
 use fss::{FileKind, FileRequest, FileSystem, NodeId, Stat, Switch, VOLUMES_PREFIX};
 use serde_json::{Value, json};
 use vmfs::{MetaBuffer, Vmfs};
+
+use crate::volumes::{VolumeDevice, VolumeOrigin, open_volume};
 
 /// Offset of the LVM device header on a device.
 pub const LVM_HEADER_OFFSET: u64 = 0x10_0000;
@@ -82,164 +79,8 @@ pub struct PathArgs {
     pub path: String,
 }
 
-/// A device shifted by a fixed number of blocks: a single-extent LVM volume until the `lvm`
-/// crate is merged.
-pub struct OffsetDevice<D> {
-    inner: D,
-    start: u64,
-}
-
-impl<D: BlockDevice> OffsetDevice<D> {
-    /// `inner` from block `start` on.
-    pub fn new(inner: D, start: u64) -> Self {
-        Self { inner, start }
-    }
-}
-
-impl<D: BlockDevice> BlockDevice for OffsetDevice<D> {
-    fn geometry(&self) -> Geometry {
-        let mut g = self.inner.geometry();
-        g.block_count = g.block_count.saturating_sub(self.start);
-        g
-    }
-
-    fn submit(&mut self, now: Instant, mut request: BlockRequest) -> Result<(), SubmitError> {
-        let inside = request
-            .end_lba()
-            .is_some_and(|end| end.0 <= self.geometry().block_count);
-        request.lba = if inside {
-            Lba(request.lba.0 + self.start)
-        } else {
-            // Past the volume: past the device too, so the device refuses it.
-            Lba(u64::MAX - request.blocks.0 as u64)
-        };
-        self.inner.submit(now, request)
-    }
-
-    fn poll(
-        &mut self,
-        now: Instant,
-        memory: &mut dyn Memory,
-        done: &mut dyn FnMut(Completion),
-    ) -> Option<Instant> {
-        self.inner.poll(now, memory, done)
-    }
-}
-
-/// The device type the CLI mounts.
-pub type Device = OffsetDevice<FileDisk<64>>;
-
-/// Where the volume starts on the device at `path`: the LVM `dataOffset`, or 0 without an
-/// LVM header. A volume spanning several devices is refused until the `lvm` crate is merged.
-pub fn volume_offset(path: &Path) -> Result<u64, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut header = vec![0u8; 0x2000];
-    if file.read_exact_at(&mut header, LVM_HEADER_OFFSET).is_err() {
-        return Ok(0);
-    }
-    let u32_at = |at: usize| {
-        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
-    if u32_at(0) != LVM_MAGIC {
-        return Ok(0);
-    }
-    let mut offset = [0u8; 8];
-    offset.copy_from_slice(&header[0x7A..0x82]);
-    let offset = u64::from_le_bytes(offset);
-    if offset % 512 != 0 || offset == 0 {
-        return Err(format!(
-            "{}: LVM header with an unusable data offset {offset:#x}",
-            path.display()
-        ));
-    }
-    // The volume table follows the device metadata (512 bytes in LVM5, the metadata alignment
-    // in LVM6); its first descriptor records how many devices the volume spans.
-    let major = u32_at(4);
-    let table = if major == 6 {
-        u32_at(0xCA) as usize
-    } else {
-        512
-    };
-    if let Some(devices) = table
-        .checked_add(0x94)
-        .filter(|end| *end <= header.len())
-        .map(|_| u32_at(table + 0x90))
-        && devices > 1
-    {
-        return Err(format!(
-            "{}: the LVM volume spans {devices} devices; spanned volumes need the lvm crate, which is not merged yet",
-            path.display()
-        ));
-    }
-    Ok(offset)
-}
-
-/// The plain image for `path`: itself, or for `.gz` an inflated sparse copy in the temporary
-/// directory.
-pub fn plain_image(path: &Path) -> Result<PathBuf, String> {
-    if path.extension().is_none_or(|e| e != "gz") {
-        return Ok(path.to_path_buf());
-    }
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let meta = std::fs::metadata(path).map_err(err)?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    std::fs::canonicalize(path).map_err(err)?.hash(&mut hasher);
-    meta.len().hash(&mut hasher);
-    meta.modified().ok().hash(&mut hasher);
-    let dir = std::env::temp_dir().join("host-vmfs");
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-    let out = dir.join(format!("{stem}-{:016x}", hasher.finish()));
-    if out.is_file() {
-        return Ok(out);
-    }
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!("{stem}.{}.{n}.tmp", std::process::id()));
-    let mut decoder = flate2::read::GzDecoder::new(File::open(path).map_err(err)?);
-    let mut file = File::create(&tmp).map_err(err)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = decoder.read(&mut buf[filled..]).map_err(err)?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        if buf[..filled].iter().any(|&b| b != 0) {
-            file.seek(SeekFrom::Start(len)).map_err(err)?;
-            file.write_all(&buf[..filled]).map_err(err)?;
-        }
-        len += filled as u64;
-    }
-    file.set_len(len).map_err(err)?;
-    drop(file);
-    std::fs::rename(&tmp, &out).map_err(err)?;
-    Ok(out)
-}
-
-/// Opens the volume on `devices`.
-pub fn open_volume(devices: &[PathBuf]) -> Result<(Device, u64), String> {
-    match devices {
-        [one] => {
-            let image = plain_image(one)?;
-            let offset = volume_offset(&image)?;
-            let disk = FileDisk::<64>::open_read_only(&image, 512)
-                .map_err(|e| format!("{}: {e}", one.display()))?;
-            Ok((OffsetDevice::new(disk, offset / 512), offset))
-        }
-        [] => Err("no --device given".into()),
-        _ => Err(
-            "a volume spanning several devices needs the lvm crate, which is not merged yet".into(),
-        ),
-    }
-}
+/// The device the CLI mounts.
+pub type Device = VolumeDevice;
 
 /// The metadata and data buffers of one run.
 pub struct Buffers {
@@ -267,15 +108,19 @@ impl Buffers {
     }
 }
 
-/// Mounts the volume on `devices`.
-pub fn mount(devices: &[PathBuf], memory: &mut dyn Memory) -> Result<(Vmfs<Device>, u64), String> {
-    let (device, offset) = open_volume(devices)?;
+/// Mounts the volume on `devices`: a bare VMFS device, or the LVM volume they make up.
+pub fn mount(
+    devices: &[PathBuf],
+    memory: &mut dyn Memory,
+) -> Result<(Vmfs<Device>, VolumeOrigin), String> {
+    // The LVM scan borrows the same metadata region before VMFS takes it over.
+    let (device, origin) = open_volume(devices, memory, META_ADDR, META_LEN as u32)?;
     let buffer = MetaBuffer {
         addr: META_ADDR,
         len: META_LEN,
     };
     let fs = Vmfs::mount(device, buffer, NOW, memory).map_err(|e| format!("mount: {e}"))?;
-    Ok((fs, offset))
+    Ok((fs, origin))
 }
 
 /// Resolves `path` (inside the volume or a switch path) to a node.
@@ -491,8 +336,22 @@ fn print_json(v: &Value) -> Result<(), String> {
 fn info(args: &DeviceArgs) -> Result<(), String> {
     let mut buffers = Buffers::default();
     let mut memory = buffers.memory();
-    let (fs, offset) = mount(&args.devices, &mut memory)?;
+    let (fs, origin) = mount(&args.devices, &mut memory)?;
     let i = fs.info();
+    let lvm = match &origin {
+        VolumeOrigin::Bare => Value::Null,
+        VolumeOrigin::Lvm {
+            name,
+            uuid,
+            version,
+            devices,
+        } => json!({
+            "name": name,
+            "uuid": uuid,
+            "version": version,
+            "devices": devices.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        }),
+    };
     if args.json {
         return print_json(&json!({
             "label": i.label.as_str(),
@@ -509,7 +368,7 @@ fn info(args: &DeviceArgs) -> Result<(), String> {
             "large_file_blocks": i.large_file_blocks,
             "config": i.config,
             "creation_time": i.creation_time,
-            "volume_offset": offset,
+            "lvm": lvm,
             "volume_bytes": i.device_bytes,
         }));
     }
@@ -535,15 +394,29 @@ fn info(args: &DeviceArgs) -> Result<(), String> {
         println!("md alignment     {} bytes", i.md_alignment);
     }
     println!("created          {} UTC", time_text(i.creation_time));
-    println!(
-        "volume           {} bytes at device offset {offset:#x}{}",
-        i.device_bytes,
-        if offset == 0 {
-            " (no LVM header)"
-        } else {
-            " (single-extent LVM)"
+    match &origin {
+        VolumeOrigin::Bare => {
+            println!(
+                "volume           {} bytes, a bare device (no LVM header)",
+                i.device_bytes
+            )
         }
-    );
+        VolumeOrigin::Lvm {
+            name,
+            uuid,
+            version,
+            devices,
+        } => {
+            println!(
+                "volume           {} bytes, LVM{version} volume `{name}` ({uuid}) on {} device(s)",
+                i.device_bytes,
+                devices.len()
+            );
+            for d in devices {
+                println!("                 {}", d.display());
+            }
+        }
+    }
     Ok(())
 }
 

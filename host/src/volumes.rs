@@ -1,0 +1,246 @@
+//! Opening datastore volumes from disk images: bare VMFS devices, and ESXi LVM volumes on one or
+//! more devices (through the `lvm` crate), as the host's storage stack sees them.
+
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use block::{
+    BlockDevice, BlockRequest, Completion, DEFAULT_SG_CAPACITY, FileDisk, Geometry, Instant,
+    MemAddr, Memory, SubmitError,
+};
+use lvm::{DeviceStatus, MetadataIo, MountMode, MountTable, Scan, ScannedVolume};
+
+/// Outstanding requests per device file.
+pub const DEVICE_QUEUE_DEPTH: usize = 64;
+/// Most devices one command takes (and members one volume may have).
+pub const MAX_DEVICES: usize = 8;
+/// Most physical extent runs one volume may have.
+pub const MAX_EXTENTS: usize = 256;
+/// Requests a volume keeps outstanding (each may split across extents).
+const VOLUME_PARENTS: usize = 64;
+
+/// A device file.
+pub type DeviceFile = FileDisk<DEVICE_QUEUE_DEPTH>;
+/// An LVM volume over device files.
+pub type LvmVolume =
+    lvm::Volume<DeviceFile, MAX_DEVICES, MAX_EXTENTS, VOLUME_PARENTS, DEFAULT_SG_CAPACITY>;
+/// The result of scanning the given devices.
+pub type DeviceScan = Scan<MAX_DEVICES, MAX_EXTENTS>;
+
+/// The device a file system is mounted from: a bare device, or an LVM volume.
+pub enum VolumeDevice {
+    /// A device with no LVM header: the file system starts at its first block.
+    Bare(Box<DeviceFile>),
+    /// An LVM volume, possibly spanning several devices.
+    Lvm(Box<LvmVolume>),
+}
+
+impl BlockDevice for VolumeDevice {
+    fn geometry(&self) -> Geometry {
+        match self {
+            VolumeDevice::Bare(d) => d.geometry(),
+            VolumeDevice::Lvm(v) => v.geometry(),
+        }
+    }
+
+    fn submit(&mut self, now: Instant, request: BlockRequest) -> Result<(), SubmitError> {
+        match self {
+            VolumeDevice::Bare(d) => d.submit(now, request),
+            VolumeDevice::Lvm(v) => v.submit(now, request),
+        }
+    }
+
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(Completion),
+    ) -> Option<Instant> {
+        match self {
+            VolumeDevice::Bare(d) => d.poll(now, memory, done),
+            VolumeDevice::Lvm(v) => v.poll(now, memory, done),
+        }
+    }
+}
+
+/// What was opened, for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeOrigin {
+    /// A bare device.
+    Bare,
+    /// An LVM volume.
+    Lvm {
+        /// The volume name.
+        name: String,
+        /// The volume UUID.
+        uuid: String,
+        /// LVM major version.
+        version: u32,
+        /// The member devices, in member order.
+        devices: Vec<PathBuf>,
+    },
+}
+
+/// The plain image for `path`: itself, or for `.gz` an inflated sparse copy in the temporary
+/// directory, made once and reused while the source is unchanged.
+pub fn plain_image(path: &Path) -> Result<PathBuf, String> {
+    if path.extension().is_none_or(|e| e != "gz") {
+        return Ok(path.to_path_buf());
+    }
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(err)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::canonicalize(path).map_err(err)?.hash(&mut hasher);
+    meta.len().hash(&mut hasher);
+    meta.modified().ok().hash(&mut hasher);
+    let dir = std::env::temp_dir().join("host-images");
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let out = dir.join(format!("{stem}-{:016x}", hasher.finish()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{stem}.{}.{n}.tmp", std::process::id()));
+    let mut decoder = flate2::read::GzDecoder::new(File::open(path).map_err(err)?);
+    let mut file = File::create(&tmp).map_err(err)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = decoder.read(&mut buf[filled..]).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        // Zero runs stay holes, so a mostly empty image costs little disk.
+        if buf[..filled].iter().any(|&b| b != 0) {
+            file.seek(SeekFrom::Start(len)).map_err(err)?;
+            file.write_all(&buf[..filled]).map_err(err)?;
+        }
+        len += filled as u64;
+    }
+    file.set_len(len).map_err(err)?;
+    drop(file);
+    std::fs::rename(&tmp, &out).map_err(err)?;
+    Ok(out)
+}
+
+/// Opens every device file read-only (inflating `.gz` images).
+pub fn open_devices(paths: &[PathBuf]) -> Result<Vec<DeviceFile>, String> {
+    if paths.is_empty() {
+        return Err("no --device given".into());
+    }
+    if paths.len() > MAX_DEVICES {
+        return Err(format!("at most {MAX_DEVICES} devices per command"));
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let image = plain_image(path)?;
+            DeviceFile::open_read_only(&image, 512).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// Scans `devices` for LVM headers, using the metadata buffer at `buffer` (`buffer_len` bytes).
+pub fn scan_devices(
+    devices: &mut [DeviceFile],
+    memory: &mut dyn Memory,
+    buffer: MemAddr,
+    buffer_len: u32,
+) -> Result<DeviceScan, String> {
+    let mut io = MetadataIo::new(memory, buffer, buffer_len, Instant::ZERO)
+        .map_err(|e| format!("LVM metadata buffer: {e}"))?;
+    // The images carry no SCSI identity of their own, so snapshot detection by identity does not
+    // apply to them.
+    let identities = vec![None; devices.len()];
+    lvm::scan(devices, &identities, &mut io).map_err(|e| format!("LVM scan: {e}"))
+}
+
+/// Describes a volume's status for people.
+pub fn status_text(volume: &ScannedVolume<MAX_DEVICES, MAX_EXTENTS>) -> String {
+    match volume.status {
+        lvm::VolumeStatus::Complete => "complete".into(),
+        lvm::VolumeStatus::Incomplete { found, expected } => {
+            format!("incomplete: {found} of {expected} devices present")
+        }
+        lvm::VolumeStatus::Snapshot => {
+            "snapshot LUN (not mounted; resignature or force-mount)".into()
+        }
+        lvm::VolumeStatus::Invalid(e) => format!("invalid: {e}"),
+    }
+}
+
+/// Opens the one volume the devices at `paths` hold: the bare device when a single device has
+/// no LVM header, else the single LVM volume they make up, which must be complete.
+pub fn open_volume(
+    paths: &[PathBuf],
+    memory: &mut dyn Memory,
+    buffer: MemAddr,
+    buffer_len: u32,
+) -> Result<(VolumeDevice, VolumeOrigin), String> {
+    let mut devices = open_devices(paths)?;
+    let scan = scan_devices(&mut devices, memory, buffer, buffer_len)?;
+    if scan.devices.iter().all(|d| *d == DeviceStatus::NoHeader) {
+        return match devices.len() {
+            1 => Ok((
+                VolumeDevice::Bare(Box::new(devices.remove(0))),
+                VolumeOrigin::Bare,
+            )),
+            _ => Err("several devices without LVM headers: give one bare device at a time".into()),
+        };
+    }
+    for (path, status) in paths.iter().zip(&scan.devices) {
+        if let DeviceStatus::Invalid(e) = status {
+            return Err(format!("{}: {e}", path.display()));
+        }
+    }
+    let volume = match scan.volumes.as_slice() {
+        [one] => one,
+        [] => return Err("no LVM volume found".into()),
+        several => {
+            let names: Vec<String> = several
+                .iter()
+                .map(|v| v.name.as_str().unwrap_or("?").to_string())
+                .collect();
+            return Err(format!(
+                "the devices hold several volumes ({}); give the devices of one",
+                names.join(", ")
+            ));
+        }
+    };
+    let name = volume.name.as_str().unwrap_or("").to_string();
+    if !volume.is_complete() {
+        return Err(format!("LVM volume `{name}`: {}", status_text(volume)));
+    }
+    let order: Vec<usize> = volume.member_devices().collect();
+    let member_paths: Vec<PathBuf> = order.iter().map(|&i| paths[i].clone()).collect();
+    let mut slots: Vec<Option<DeviceFile>> = devices.into_iter().map(Some).collect();
+    let mut members = heapless::Vec::<DeviceFile, MAX_DEVICES>::new();
+    for index in order {
+        let device = slots[index].take().ok_or("a device is a member twice")?;
+        members
+            .push(device)
+            .map_err(|_| "too many member devices")?;
+    }
+    let mut table = MountTable::<1>::new();
+    let mounted = table
+        .mount(volume, members, MountMode::Normal)
+        .map_err(|refused| format!("LVM volume `{name}`: {}", refused.error))?;
+    let origin = VolumeOrigin::Lvm {
+        name,
+        uuid: volume.uuid.to_string(),
+        version: volume.version,
+        devices: member_paths,
+    };
+    Ok((VolumeDevice::Lvm(Box::new(mounted)), origin))
+}
