@@ -155,6 +155,14 @@ fn standard_inquiry_decodes_to_the_configured_identity() {
     ] {
         assert_shows(&out, expected);
     }
+    let out = decode("sg_inq", &data, &["--descriptors"]);
+    for expected in [
+        "SAM-5 (no version claimed)",
+        "SPC-4 (no version claimed)",
+        "SBC-3 (no version claimed)",
+    ] {
+        assert_shows(&out, expected);
+    }
 }
 
 #[test]
@@ -411,4 +419,35 @@ fn every_command_we_know_has_the_name_sg3_utils_gives_it() {
         let out = tool("sg_decode_sense", &args);
         assert_eq!(out.trim().to_ascii_uppercase(), spec.name, "{cdb:02x?}");
     }
+}
+
+#[test]
+fn sense_from_a_lun_in_descriptor_format_carries_a_64_bit_lba() {
+    let mut config = lun_config();
+    config.descriptor_sense = true;
+    let mut disk_bytes = vec![0u8; 16 * 512];
+    let disk = RamDisk::<16>::new(&mut disk_bytes, 512).unwrap();
+    let mut lun: TestLun<'_> = Lun::new(Recorder::new(disk), config);
+    let mut mem = vec![0u8; 4096];
+    clear_ua(&mut lun, &mut mem, 1);
+    let read = bytes(CdbRepr::ReadWrite(
+        RwKind::Read,
+        Rw {
+            size: CdbSize::Sixteen,
+            lba: 0x1_0000_0000,
+            blocks: 1,
+            dpo: false,
+            fua: false,
+            bytchk: 0,
+            group: 0,
+        },
+    ));
+    let c = exec(&mut lun, &mut mem, 1, &read, DataDirection::FromDevice, 512);
+    let out = decode_sense(sense_of(&c));
+    assert_shows(
+        &out,
+        "Descriptor format, current; Sense key: Illegal Request",
+    );
+    assert_shows(&out, "Logical block address out of range");
+    assert_shows(&out, "Information: 0x0000000100000000");
 }
