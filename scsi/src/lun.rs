@@ -7,12 +7,14 @@
 
 use block::{
     BlockCount, BlockDevice, BlockError, BlockRequest, Completion, DEFAULT_SG_CAPACITY,
-    DeviceFeatures, ErrorKind, Geometry, Instant, Lba, Memory, RequestFlags, SgList, Tag,
+    DeviceFeatures, ErrorKind, Geometry, Instant, Lba, Memory, Operation, RequestFlags, SgList,
+    Tag,
 };
 
 use crate::cdb::{
     self, Cdb, CdbError, CdbRepr, CdbSize, CommandSpec, RwKind, has_service_action, lookup, opcode,
 };
+use crate::provisioning::Deallocated;
 use crate::response::{
     self, AccessState, BlockDeviceCharacteristics, BlockLimits, DeviceIdentification, InquiryData,
     LbaStatusDescriptor, LogicalBlockProvisioning, ModeParameters, ModeSenseData, NaaId, Out,
@@ -44,6 +46,8 @@ pub const MAX_UNMAP_DESCRIPTORS: usize = 16;
 pub const MAX_SERIAL_LEN: usize = 32;
 /// The largest data-in payload the LU builds.
 const RESPONSE_MAX: usize = 2048;
+/// GET LBA STATUS descriptors per response.
+const MAX_LBA_STATUS_DESCRIPTORS: usize = (RESPONSE_MAX - 8) / 16;
 /// The largest parameter list the LU accepts.
 const PARAMETER_MAX: usize = 8 + 16 * MAX_UNMAP_DESCRIPTORS;
 
@@ -319,6 +323,8 @@ struct Job<const SG: usize> {
     /// GOOD status was already returned (SYNCHRONIZE CACHE with IMMED): the job finishes
     /// silently and its slot no longer holds the initiator's tag.
     early: bool,
+    /// The operation and range of the child at the device, for the provisioning knowledge.
+    at_device: Option<(Operation, u64, u32)>,
 }
 
 // Slots are fixed-size by design (no heap): the size difference is the point.
@@ -459,6 +465,7 @@ pub struct Lun<D, const Q: usize = 16, const SG: usize = DEFAULT_SG_CAPACITY> {
     mode: ModeParameters,
     stopped: bool,
     block_count: u64,
+    deallocated: Deallocated,
 }
 
 impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
@@ -486,6 +493,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             mode,
             stopped: false,
             block_count: geometry.block_count,
+            deallocated: Deallocated::default(),
         }
     }
 
@@ -961,6 +969,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             residual,
             writing,
             early: false,
+            at_device: None,
         })
     }
 
@@ -1283,6 +1292,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     residual,
                     writing: true,
                     early: false,
+                    at_device: None,
                 };
                 job.queued = self.next_child(tag, &mut job.kind);
                 Ok(Exec::Start(job))
@@ -1345,6 +1355,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     residual,
                     writing: true,
                     early: false,
+                    at_device: None,
                 }))
             }
             CdbRepr::GetLbaStatus {
@@ -1356,13 +1367,24 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 if lba >= self.block_count {
                     return Err(lba_out_of_range(lba));
                 }
-                let remaining = self.block_count - lba;
-                let descriptor = LbaStatusDescriptor {
-                    lba,
-                    blocks: u32::try_from(remaining).unwrap_or(u32::MAX),
-                    status: 0,
-                };
-                let len = response::lba_status(&[descriptor], &mut buf);
+                // As many descriptors as the allocation length (at least one) and the
+                // response buffer hold.
+                let wanted = (allocation_length as usize).saturating_sub(8) / 16;
+                let max = wanted.clamp(1, MAX_LBA_STATUS_DESCRIPTORS);
+                let mut descriptors: heapless::Vec<
+                    LbaStatusDescriptor,
+                    MAX_LBA_STATUS_DESCRIPTORS,
+                > = heapless::Vec::new();
+                for (start, blocks, deallocated) in
+                    self.deallocated.runs(lba, self.block_count, max)
+                {
+                    let _ = descriptors.push(LbaStatusDescriptor {
+                        lba: start,
+                        blocks,
+                        status: u8::from(deallocated),
+                    });
+                }
+                let len = response::lba_status(&descriptors, &mut buf);
                 Self::data_in(command, upto(&buf, len), allocation_length as usize, memory)
                     .map(Exec::Done)
             }
@@ -1737,6 +1759,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             residual: Residual::None,
             writing: false,
             early: false,
+            at_device: None,
         }))
     }
 
@@ -2209,6 +2232,15 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         };
         job.in_flight = false;
         let early = job.early;
+        if let Some((operation, lba, blocks)) = job.at_device.take() {
+            let end = lba.saturating_add(u64::from(blocks));
+            match (operation, completion.result.is_ok()) {
+                (Operation::Unmap, true) => self.deallocated.mark(lba, end),
+                (Operation::Unmap | Operation::Read | Operation::Flush, _) => {}
+                // Written (or maybe written, after an error): no longer known deallocated.
+                _ => self.deallocated.clear(lba, end),
+            }
+        }
         let finished = match completion.result {
             Err(error) => {
                 let writing = job.writing;
@@ -2293,6 +2325,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
         let block_count = self.device.geometry().block_count;
         if block_count != self.block_count {
             self.block_count = block_count;
+            self.deallocated.forget();
             self.broadcast(None, Asc::CAPACITY_DATA_HAS_CHANGED);
         }
         let mut next = None;
@@ -2336,9 +2369,11 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                 let Some(request) = job.queued.take() else {
                     continue;
                 };
+                let at_device = (request.operation, request.lba.0, request.blocks.0);
                 match self.device.submit(now, request) {
                     Ok(()) => {
                         job.in_flight = true;
+                        job.at_device = Some(at_device);
                         progressed = true;
                     }
                     Err(refused) => {

@@ -1546,3 +1546,76 @@ fn alua_and_reservations_are_checked_before_the_cdb_fields() {
     );
     assert_eq!(c.status, Status::RESERVATION_CONFLICT);
 }
+
+#[test]
+fn get_lba_status_reports_what_the_lu_unmapped() {
+    // A device that unmaps but has no write-zeroes: WRITE SAME with UNMAP becomes an unmap.
+    rig!(
+        lun,
+        mem,
+        64,
+        lun_config(),
+        DeviceFeatures::UNMAP | DeviceFeatures::UNMAP_READS_ZERO
+    );
+    clear_ua(&mut lun, &mut mem, 1);
+    let mut p = [0u8; 24];
+    p[0..2].copy_from_slice(&22u16.to_be_bytes());
+    p[2..4].copy_from_slice(&16u16.to_be_bytes());
+    p[8..16].copy_from_slice(&8u64.to_be_bytes());
+    p[16..20].copy_from_slice(&8u32.to_be_bytes());
+    mem[..24].copy_from_slice(&p);
+    let unmap = bytes(CdbRepr::Unmap {
+        anchor: false,
+        group: 0,
+        parameter_list_length: 24,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &unmap, DataDirection::ToDevice, 24).is_good());
+    mem[..512].fill(0);
+    let ws = bytes(CdbRepr::WriteSame {
+        sixteen: true,
+        lba: 40,
+        blocks: 4,
+        unmap: true,
+        anchor: false,
+        ndob: false,
+        group: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &ws, DataDirection::ToDevice, 512).is_good());
+    // Writing block 10 maps it again.
+    let w = rw(RwKind::Write, CdbSize::Ten, 10, 1, false);
+    assert!(exec(&mut lun, &mut mem, 1, &w, DataDirection::ToDevice, 512).is_good());
+    let gls = bytes(CdbRepr::GetLbaStatus {
+        lba: 0,
+        allocation_length: 1024,
+        report_type: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &gls, DataDirection::FromDevice, 1024).is_good());
+    let runs: Vec<_> = scsi::response::parse_lba_status(&mem[..1024])
+        .unwrap()
+        .map(|d| (d.lba, d.blocks, d.status))
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            (0, 8, 0),
+            (8, 2, 1),
+            (10, 1, 0),
+            (11, 5, 1),
+            (16, 24, 0),
+            (40, 4, 1),
+            (44, 20, 0)
+        ]
+    );
+    // An allocation length for one descriptor gets the first run only.
+    let gls = bytes(CdbRepr::GetLbaStatus {
+        lba: 9,
+        allocation_length: 24,
+        report_type: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &gls, DataDirection::FromDevice, 24).is_good());
+    let runs: Vec<_> = scsi::response::parse_lba_status(&mem[..24])
+        .unwrap()
+        .map(|d| (d.lba, d.blocks, d.status))
+        .collect();
+    assert_eq!(runs, vec![(9, 1, 1)]);
+}
