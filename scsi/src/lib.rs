@@ -43,7 +43,7 @@
 //! | 0x91 | SYNCHRONIZE CACHE(16) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends` |
 //! | 0x93 | WRITE SAME(16) | yes, with UNMAP and NDOB | `lun::unmap_and_write_same` |
 //! | 0x9E/0x10 | READ CAPACITY(16) | yes (LBPME, LBPRZ) | `lun::read_capacity_16_reports_thin_provisioning` |
-//! | 0x9E/0x12 | GET LBA STATUS | yes: extents the LU unmapped are deallocated, the rest "mapped or unknown" (`BlockDevice` has no query) | `lun::get_lba_status_reports_what_the_lu_unmapped`, `oracle::get_lba_status_shows_deallocated_extents` |
+//! | 0x9E/0x12 | GET LBA STATUS | yes: extents the LU unmapped are deallocated, the rest "mapped or unknown" (`BlockDevice` has no query); REPORT TYPE 0–3 | `lun::get_lba_status_reports_what_the_lu_unmapped`, `lun::get_lba_status_report_types_filter_the_runs`, `oracle::get_lba_status_shows_deallocated_extents` |
 //! | 0xA0 | REPORT LUNS | yes (the configured list) | `lun::report_luns_and_supported_opcodes` |
 //! | 0xA3/0x0A | REPORT TARGET PORT GROUPS | if port groups are configured | `lun::alua_groups_report_set_and_refuse_on_standby` |
 //! | 0xA3/0x0C | REPORT SUPPORTED OPERATION CODES | yes, all forms, RCTD | `lun::report_luns_and_supported_opcodes` |
@@ -79,7 +79,7 @@
 //! - Aborted commands (LU reset, PREEMPT AND ABORT) complete with TASK ABORTED (TAS=1).
 //! - Not supported yet: SPEC_I_PT/ALL_TG_PT/APTPL in PERSISTENT RESERVE
 //!   OUT, anchored LBAs, protection information, task attributes (every command is SIMPLE),
-//!   deferred errors, REPORT TYPE filtering in GET LBA STATUS.
+//!   deferred errors.
 
 pub mod cdb;
 pub mod lun;

@@ -1361,7 +1361,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             CdbRepr::GetLbaStatus {
                 lba,
                 allocation_length,
-                ..
+                report_type,
             } => {
                 self.ready()?;
                 if lba >= self.block_count {
@@ -1375,9 +1375,18 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     LbaStatusDescriptor,
                     MAX_LBA_STATUS_DESCRIPTORS,
                 > = heapless::Vec::new();
-                for (start, blocks, deallocated) in
-                    self.deallocated.runs(lba, self.block_count, max)
-                {
+                // REPORT TYPE: 0 all, 1 nonzero status, 2 mapped, 3 deallocated. The runs
+                // alternate and are bounded by the tracker's table, so scanning all is cheap.
+                let runs = self
+                    .deallocated
+                    .runs(lba, self.block_count, usize::MAX)
+                    .filter(|(_, _, deallocated)| match report_type {
+                        1 | 3 => *deallocated,
+                        2 => !*deallocated,
+                        _ => true,
+                    })
+                    .take(max);
+                for (start, blocks, deallocated) in runs {
                     let _ = descriptors.push(LbaStatusDescriptor {
                         lba: start,
                         blocks,

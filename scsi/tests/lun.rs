@@ -1619,3 +1619,38 @@ fn get_lba_status_reports_what_the_lu_unmapped() {
         .collect();
     assert_eq!(runs, vec![(9, 1, 1)]);
 }
+
+#[test]
+fn get_lba_status_report_types_filter_the_runs() {
+    rig!(lun, mem, 64, lun_config(), DeviceFeatures::UNMAP);
+    clear_ua(&mut lun, &mut mem, 1);
+    let mut p = [0u8; 40];
+    p[0..2].copy_from_slice(&38u16.to_be_bytes());
+    p[2..4].copy_from_slice(&32u16.to_be_bytes());
+    p[8..16].copy_from_slice(&8u64.to_be_bytes());
+    p[16..20].copy_from_slice(&8u32.to_be_bytes());
+    p[24..32].copy_from_slice(&32u64.to_be_bytes());
+    p[32..36].copy_from_slice(&4u32.to_be_bytes());
+    mem[..40].copy_from_slice(&p);
+    let unmap = bytes(CdbRepr::Unmap {
+        anchor: false,
+        group: 0,
+        parameter_list_length: 40,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &unmap, DataDirection::ToDevice, 40).is_good());
+    let mut query = |report_type| {
+        let gls = bytes(CdbRepr::GetLbaStatus {
+            lba: 0,
+            allocation_length: 1024,
+            report_type,
+        });
+        assert!(exec(&mut lun, &mut mem, 1, &gls, DataDirection::FromDevice, 1024).is_good());
+        scsi::response::parse_lba_status(&mem[..1024])
+            .unwrap()
+            .map(|d| (d.lba, d.blocks, d.status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(query(3), vec![(8, 8, 1), (32, 4, 1)]);
+    assert_eq!(query(2), vec![(0, 8, 0), (16, 16, 0), (36, 28, 0)]);
+    assert_eq!(query(0).len(), 5);
+}
