@@ -26,7 +26,7 @@
 //! | 0x2A | WRITE(10) | yes | `lun::read_write_round_trip_with_fua_and_residuals`, `lun::write_with_mismatched_buffer_is_refused` |
 //! | 0x2E | WRITE AND VERIFY(10) | yes (a FUA write) | `lun::verify_write_and_verify_write6_and_prevent_allow` |
 //! | 0x2F | VERIFY(10) | yes; BYTCHK 01b/11b through the device's compare-and-write | `lun::verify_write_and_verify_write6_and_prevent_allow`, `lun::verify_with_byte_check_needs_compare_and_write_in_the_device` |
-//! | 0x35 | SYNCHRONIZE CACHE(10) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends` |
+//! | 0x35 | SYNCHRONIZE CACHE(10) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends`, `lun::a_failed_background_flush_is_a_deferred_error` |
 //! | 0x41 | WRITE SAME(10) | yes, with UNMAP | `lun::unmap_and_write_same` |
 //! | 0x42 | UNMAP | if the device has `UNMAP` | `lun::unmap_and_write_same`, `lun::compare_and_write_is_an_invalid_opcode_without_device_support` |
 //! | 0x55 | MODE SELECT(10) | yes | `roundtrip`, `never_panic` |
@@ -69,7 +69,8 @@
 //!   MISCOMPARE with the offset of the first differing byte, a lost device to LOGICAL UNIT NOT
 //!   SUPPORTED, busy/queue full to BUSY/TASK SET FULL.
 //! - SYNCHRONIZE CACHE with IMMED reports GOOD once the CDB is validated; the flush goes on in
-//!   the background and an error it meets is not reported (no deferred sense yet).
+//!   the background, and if it fails the initiator's next command gets the failure as a
+//!   deferred error (response code 0x71/0x73).
 //! - Commands addressed to a LUN other than [`LunConfig::lun`] get LOGICAL UNIT NOT SUPPORTED;
 //!   INQUIRY answers with peripheral qualifier 3 and REPORT LUNS is answered.
 //! - VERIFY with BYTCHK uses the device's atomic compare-and-write with the same bytes as
@@ -78,8 +79,7 @@
 //! - Registrations are per initiator (as if ALL_TG_PT were set), not per I_T nexus.
 //! - Aborted commands (LU reset, PREEMPT AND ABORT) complete with TASK ABORTED (TAS=1).
 //! - Not supported yet: SPEC_I_PT/ALL_TG_PT/APTPL in PERSISTENT RESERVE
-//!   OUT, anchored LBAs, protection information, task attributes (every command is SIMPLE),
-//!   deferred errors.
+//!   OUT, anchored LBAs, protection information, task attributes (every command is SIMPLE).
 
 pub mod cdb;
 pub mod lun;

@@ -265,6 +265,8 @@ impl Persistent {
 struct InitiatorState {
     id: InitiatorId,
     attentions: heapless::Vec<Asc, MAX_UNIT_ATTENTIONS>,
+    /// A deferred error (a background flush failed) to report on the next command.
+    deferred: Option<SenseRepr>,
 }
 
 /// How a command relates to reservations.
@@ -566,6 +568,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         self.attention_for(initiator, Asc::I_T_NEXUS_LOSS_OCCURRED);
     }
 
+    fn take_deferred(&mut self, initiator: InitiatorId) -> Option<SenseRepr> {
+        self.initiators
+            .iter_mut()
+            .find(|i| i.id == initiator)
+            .and_then(|i| i.deferred.take())
+    }
+
     /// Unit attentions pending for `initiator`, oldest first.
     pub fn pending_unit_attentions(&self, initiator: InitiatorId) -> &[Asc] {
         self.initiators
@@ -613,6 +622,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             let _ = self.initiators.push(InitiatorState {
                 id: initiator,
                 attentions,
+                deferred: None,
             });
         }
         let state = self.initiators.iter_mut().find(|i| i.id == initiator)?;
@@ -791,6 +801,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         );
         if !exempt && let Some(asc) = self.unit_attention(initiator, true) {
             return Err(Fail::Sense(SenseRepr::new(SenseKey::UNIT_ATTENTION, asc)));
+        }
+        if !exempt && let Some(deferred) = self.take_deferred(initiator) {
+            return Err(Fail::Sense(deferred));
         }
         let parsed = Cdb::new_checked(bytes).and_then(|cdb| {
             let repr = CdbRepr::parse(&cdb)?;
@@ -996,8 +1009,11 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 desc,
                 allocation_length,
             } => {
+                let deferred = self.take_deferred(initiator);
                 let sense = match self.unit_attention(initiator, true) {
                     Some(asc) => SenseRepr::new(SenseKey::UNIT_ATTENTION, asc),
+                    None if deferred.is_some() => deferred
+                        .unwrap_or(SenseRepr::new(SenseKey::NO_SENSE, Asc::NO_ADDITIONAL_SENSE)),
                     None if self.stopped => {
                         SenseRepr::new(SenseKey::NOT_READY, Asc::INITIALIZING_COMMAND_REQUIRED)
                     }
@@ -2284,10 +2300,26 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
             }
         };
-        if finished.is_some() {
-            self.slots[index] = None;
+        let freed = if finished.is_some() {
+            self.slots[index].take()
+        } else {
+            None
+        };
+        let failure = finished
+            .as_ref()
+            .filter(|c| !c.is_good())
+            .and_then(|c| c.sense_repr());
+        if early && let (Some(slot), Some(sense)) = (freed, failure) {
+            // An IMMED job already reported GOOD: its failure becomes a deferred error for the
+            // initiator's next command.
+            let initiator = slot.command.nexus.initiator;
+            if let Some(state) = self.initiators.iter_mut().find(|i| i.id == initiator) {
+                state.deferred = Some(SenseRepr {
+                    deferred: true,
+                    ..sense
+                });
+            }
         }
-        // An IMMED job already reported GOOD; what the device said is not reported again.
         finished.filter(|_| !early)
     }
 }

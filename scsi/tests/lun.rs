@@ -1654,3 +1654,62 @@ fn get_lba_status_report_types_filter_the_runs() {
     assert_eq!(query(2), vec![(0, 8, 0), (16, 16, 0), (36, 28, 0)]);
     assert_eq!(query(0).len(), 5);
 }
+
+#[test]
+fn a_failed_background_flush_is_a_deferred_error() {
+    use block::testing::{FaultConfig, FaultInjector};
+    use block::{ErrorKind, Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{CdbBytes, Command, InitiatorId, Nexus, Transport};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    let disk = RamDisk::<4>::new(&mut disk_bytes, 512).unwrap();
+    let always_fail = FaultConfig {
+        fail_ppm: 1_000_000,
+        fail_kind: ErrorKind::MediumError,
+        ..FaultConfig::default()
+    };
+    let device = FaultInjector::<_, 4>::new(disk, 1, always_fail);
+    let mut lun: Lun<_, 4> = Lun::new(device, lun_config());
+    let mut mem = vec![0u8; 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 0,
+        lun: 0,
+    };
+    let mut run = |repr: CdbRepr| {
+        let command = Command {
+            tag: Tag(1),
+            nexus,
+            cdb: CdbBytes::from_repr(&repr),
+            direction: DataDirection::None,
+            sg: SgList::new(),
+        };
+        let (c, _) =
+            scsi::run_to_completion(&mut lun, &mut memory, Instant(0), command, 8, &mut |_| {})
+                .unwrap();
+        // Let background work finish.
+        for _ in 0..4 {
+            lun.poll(Instant(0), &mut memory, &mut |c| panic!("{c:?}"));
+        }
+        c
+    };
+    assert_eq!(
+        sense(&run(CdbRepr::TestUnitReady)).asc,
+        Asc::POWER_ON_OCCURRED
+    );
+    let sc = CdbRepr::SynchronizeCache {
+        sixteen: false,
+        immed: true,
+        lba: 0,
+        blocks: 0,
+        group: 0,
+    };
+    assert!(run(sc).is_good());
+    let c = run(CdbRepr::TestUnitReady);
+    let s = sense(&c);
+    assert!(s.deferred);
+    assert_eq!((s.key, s.asc), (SenseKey::MEDIUM_ERROR, Asc::WRITE_ERROR));
+    assert_eq!(c.sense[0], 0x71, "deferred, fixed format");
+    assert!(run(CdbRepr::TestUnitReady).is_good());
+}
