@@ -78,8 +78,12 @@
 //!   the INFORMATION field is the offset from the start of the verified range.
 //! - Registrations are per initiator (as if ALL_TG_PT were set), not per I_T nexus.
 //! - Aborted commands (LU reset, PREEMPT AND ABORT) complete with TASK ABORTED (TAS=1).
+//! - Task attributes (SAM-5 8.6): HEAD OF QUEUE starts at once, ORDERED after every older
+//!   command completes, SIMPLE after every older ORDERED one; otherwise oldest first
+//!   (`lun::task_attributes_order_the_task_set`).
 //! - Not supported yet: SPEC_I_PT/ALL_TG_PT/APTPL in PERSISTENT RESERVE
-//!   OUT, anchored LBAs, protection information, task attributes (every command is SIMPLE).
+//!   OUT, anchored LBAs, protection information, ACA (an ACA task is refused with INVALID
+//!   FIELD IN COMMAND INFORMATION UNIT).
 
 pub mod cdb;
 pub mod lun;
@@ -96,7 +100,8 @@ pub use sense::{Sense, SenseBuf, SenseError, SenseFormat, SenseKeySpecific, Sens
 pub use status::{ASC_TABLE, Asc, SenseKey, Status};
 pub use transport::{
     CdbBytes, Command, CommandCompletion, DataDirection, InitiatorId, Nexus, Residual, RunError,
-    ServiceResponse, Transport, TransportSubmitError, TransportSubmitErrorKind, run_to_completion,
+    ServiceResponse, TaskAttribute, Transport, TransportSubmitError, TransportSubmitErrorKind,
+    run_to_completion,
 };
 
 #[cfg(test)]

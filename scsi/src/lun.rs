@@ -23,7 +23,7 @@ use crate::response::{
 use crate::sense::{SenseFormat, SenseRepr};
 use crate::status::{Asc, SenseKey, Status};
 use crate::transport::{
-    Command, CommandCompletion, DataDirection, InitiatorId, Residual, Transport,
+    Command, CommandCompletion, DataDirection, InitiatorId, Residual, TaskAttribute, Transport,
     TransportSubmitError, TransportSubmitErrorKind,
 };
 
@@ -342,6 +342,20 @@ enum SlotState<const SG: usize> {
 struct Slot<const SG: usize> {
     command: Command<SG>,
     state: SlotState<SG>,
+    /// Arrival order, for task attributes.
+    sequence: u64,
+}
+
+impl<const SG: usize> Slot<SG> {
+    /// Whether the command still counts as in the task set (not finished, not an IMMED flush
+    /// that already reported, not aborted).
+    fn active(&self) -> bool {
+        match &self.state {
+            SlotState::New => true,
+            SlotState::Aborted => false,
+            SlotState::Running(job) => !job.early,
+        }
+    }
 }
 
 /// Why a command fails before or without reaching the device.
@@ -468,6 +482,7 @@ pub struct Lun<D, const Q: usize = 16, const SG: usize = DEFAULT_SG_CAPACITY> {
     stopped: bool,
     block_count: u64,
     deallocated: Deallocated,
+    next_sequence: u64,
 }
 
 impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
@@ -496,6 +511,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             stopped: false,
             block_count: geometry.block_count,
             deallocated: Deallocated::default(),
+            next_sequence: 0,
         }
     }
 
@@ -794,6 +810,10 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         if command.nexus.lun != self.config.lun {
             return self.wrong_lun(command, memory);
         }
+        if command.attribute == TaskAttribute::Aca {
+            // No ACA condition is ever established (NACA is refused), so no ACA task is valid.
+            return Err(bad_iu());
+        }
         // Unit attentions come first, except for the three commands SPC exempts.
         let exempt = matches!(
             op,
@@ -842,6 +862,35 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             Err(CdbError::InvalidField { byte, bit }) => return Err(invalid_cdb(byte, bit)),
         };
         self.execute(index, command, &repr, memory)
+    }
+
+    /// The oldest queued command that its task attribute lets start now (SAM-5 8.6): a HEAD
+    /// OF QUEUE command at once, an ORDERED one when every older command is done, a SIMPLE one
+    /// when no older ORDERED command is pending.
+    fn next_startable(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            if !matches!(slot.state, SlotState::New) {
+                continue;
+            }
+            let older = |ordered_only: bool| {
+                self.slots.iter().flatten().any(|other| {
+                    other.sequence < slot.sequence
+                        && other.active()
+                        && (!ordered_only || other.command.attribute == TaskAttribute::Ordered)
+                })
+            };
+            let allowed = match slot.command.attribute {
+                TaskAttribute::HeadOfQueue | TaskAttribute::Aca => true,
+                TaskAttribute::Ordered => !older(false),
+                TaskAttribute::Simple => !older(true),
+            };
+            if allowed && best.is_none_or(|(sequence, _)| slot.sequence < sequence) {
+                best = Some((slot.sequence, index));
+            }
+        }
+        best.map(|(_, index)| index)
     }
 
     /// The command a CDB's opcode (and service action) names, as its all-zero CDB.
@@ -2347,7 +2396,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                 *free = Some(Slot {
                     command,
                     state: SlotState::New,
+                    sequence: self.next_sequence,
                 });
+                self.next_sequence = self.next_sequence.wrapping_add(1);
                 Ok(())
             }
             None => Err(TransportSubmitError {
@@ -2374,25 +2425,27 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
         // of rounds per child, so cap the rounds.
         for _ in 0..(4 * Q + 4) {
             let mut progressed = false;
-            for index in 0..Q {
-                let state = self.slots[index].as_ref().map(|s| match s.state {
-                    SlotState::New => 0,
-                    SlotState::Aborted => 1,
-                    SlotState::Running(_) => 2,
-                });
-                let finished = match state {
-                    Some(0) => self.start(index, memory),
-                    Some(1) => self.slots[index]
-                        .take()
-                        .map(|s| CommandCompletion::status(s.command.tag, Status::TASK_ABORTED)),
-                    _ => None,
-                };
-                if state.is_some_and(|s| s < 2) {
+            for slot in self.slots.iter_mut() {
+                if matches!(
+                    slot,
+                    Some(Slot {
+                        state: SlotState::Aborted,
+                        ..
+                    })
+                ) && let Some(aborted) = slot.take()
+                {
                     progressed = true;
+                    done(CommandCompletion::status(
+                        aborted.command.tag,
+                        Status::TASK_ABORTED,
+                    ));
                 }
-                // `start` has already freed the slot of a finished command (or kept it for
-                // an IMMED job that reports early).
-                if let Some(completion) = finished {
+            }
+            // Start what the task attributes allow, oldest first. Each pass starts one command
+            // (it leaves the New state), so this ends within Q passes.
+            while let Some(index) = self.next_startable() {
+                progressed = true;
+                if let Some(completion) = self.start(index, memory) {
                     done(completion);
                 }
             }

@@ -1139,6 +1139,7 @@ fn commands_queue_and_complete_exactly_once_with_latency() {
     let read = |tag: u64| {
         let cdb = CdbBytes::new(&rw(RwKind::Read, CdbSize::Ten, tag, 1, false)).unwrap();
         Command {
+            attribute: scsi::TaskAttribute::Simple,
             tag: Tag(tag),
             nexus,
             cdb,
@@ -1188,6 +1189,7 @@ fn commands_to_another_lun_are_not_supported() {
     memory.add(MemAddr(0x1000), &mut mem).unwrap();
     let mut run = |lun_number: u64, cdb: &[u8]| {
         let command = Command {
+            attribute: scsi::TaskAttribute::Simple,
             tag: Tag(1),
             nexus: Nexus {
                 initiator: InitiatorId(1),
@@ -1298,6 +1300,7 @@ fn synchronize_cache_with_immed_reports_before_the_flush_ends() {
         lun: 0,
     };
     let command = |repr: CdbRepr| Command {
+        attribute: scsi::TaskAttribute::Simple,
         tag: Tag(1),
         nexus,
         cdb: CdbBytes::from_repr(&repr),
@@ -1679,6 +1682,7 @@ fn a_failed_background_flush_is_a_deferred_error() {
     };
     let mut run = |repr: CdbRepr| {
         let command = Command {
+            attribute: scsi::TaskAttribute::Simple,
             tag: Tag(1),
             nexus,
             cdb: CdbBytes::from_repr(&repr),
@@ -1712,4 +1716,84 @@ fn a_failed_background_flush_is_a_deferred_error() {
     assert_eq!((s.key, s.asc), (SenseKey::MEDIUM_ERROR, Asc::WRITE_ERROR));
     assert_eq!(c.sense[0], 0x71, "deferred, fixed format");
     assert!(run(CdbRepr::TestUnitReady).is_good());
+}
+
+#[test]
+fn task_attributes_order_the_task_set() {
+    use block::{Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{Command, InitiatorId, Nexus, TaskAttribute, Transport};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    let disk = RamDisk::<8>::new(&mut disk_bytes, 512)
+        .unwrap()
+        .with_latency(std::time::Duration::from_micros(10));
+    let mut lun: Lun<_, 8> = Lun::new(disk, lun_config());
+    let mut mem = vec![0u8; 8 * 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 0,
+        lun: 0,
+    };
+    let read = |tag: u64, attribute| {
+        let repr = CdbRepr::ReadWrite(
+            RwKind::Read,
+            Rw {
+                size: CdbSize::Ten,
+                lba: tag,
+                blocks: 1,
+                dpo: false,
+                fua: false,
+                bytchk: 0,
+                group: 0,
+            },
+        );
+        Command::new(Tag(tag), nexus, &repr)
+            .with_attribute(attribute)
+            .data_in(SgList::single(MemAddr(0x1000 + 512 * tag), 512).unwrap())
+    };
+    let mut log: Vec<(u64, u64)> = Vec::new();
+    // Consume the power-on unit attention.
+    lun.submit(
+        Instant(0),
+        Command::new(Tag(0), nexus, &CdbRepr::TestUnitReady),
+    )
+    .unwrap();
+    lun.poll(Instant(0), &mut memory, &mut |_| {});
+    lun.submit(Instant(0), read(1, TaskAttribute::Simple))
+        .unwrap();
+    lun.submit(Instant(0), read(2, TaskAttribute::Simple))
+        .unwrap();
+    lun.submit(Instant(0), read(3, TaskAttribute::Ordered))
+        .unwrap();
+    lun.submit(Instant(0), read(4, TaskAttribute::Simple))
+        .unwrap();
+    lun.submit(
+        Instant(0),
+        Command::new(Tag(5), nexus, &CdbRepr::TestUnitReady)
+            .with_attribute(TaskAttribute::HeadOfQueue),
+    )
+    .unwrap();
+    let mut now = Instant(0);
+    for _ in 0..16 {
+        let next = lun.poll(now, &mut memory, &mut |c| {
+            assert!(c.is_good(), "{c:?}");
+            log.push((c.tag.0, now.0))
+        });
+        match next {
+            Some(t) => now = t,
+            None if lun.outstanding() == 0 => break,
+            None => {}
+        }
+    }
+    // HEAD OF QUEUE at once; 1 and 2 together; the ORDERED 3 after them; 4 after 3.
+    assert_eq!(
+        log,
+        vec![(5, 0), (1, 10_000), (2, 10_000), (3, 20_000), (4, 30_000)]
+    );
+    // ACA is refused: no ACA condition exists.
+    let aca =
+        Command::new(Tag(6), nexus, &CdbRepr::TestUnitReady).with_attribute(TaskAttribute::Aca);
+    let (c, _) = scsi::run_to_completion(&mut lun, &mut memory, now, aca, 4, &mut |_| {}).unwrap();
+    assert_eq!(sense(&c).asc, Asc::INVALID_FIELD_IN_COMMAND_IU);
 }

@@ -69,6 +69,7 @@ struct Cmd {
     sg: Vec<(u64, u32)>,
     initiator: u64,
     port: u16,
+    attribute: scsi::TaskAttribute,
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
@@ -78,8 +79,15 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         sg(),
         prop_oneof![4 => 0u64..3, 1 => 0u64..40],
         0u16..3,
+        prop_oneof![
+            6 => Just(scsi::TaskAttribute::Simple),
+            2 => Just(scsi::TaskAttribute::Ordered),
+            1 => Just(scsi::TaskAttribute::HeadOfQueue),
+            1 => Just(scsi::TaskAttribute::Aca),
+        ],
     )
-        .prop_map(|(cdb, direction, sg, initiator, port)| Cmd {
+        .prop_map(|(cdb, direction, sg, initiator, port, attribute)| Cmd {
+            attribute,
             cdb,
             direction,
             sg,
@@ -131,6 +139,7 @@ proptest! {
                 }
                 let segments: Vec<Segment> = c.sg.iter().map(|(a, l)| Segment::new(MemAddr(BASE + a), *l)).collect();
                 let command = Command {
+                    attribute: c.attribute,
                     tag: Tag(i as u64),
                     nexus: Nexus { initiator: InitiatorId(c.initiator), target_port: c.port, lun: 0 },
                     cdb: CdbBytes::new(&c.cdb).unwrap(),
