@@ -225,15 +225,29 @@ impl PrType {
     }
 }
 
+/// A registration: of one I_T nexus (initiator and relative target port), or, registered
+/// with ALL_TG_PT, of the initiator through every target port (`port` is `None`).
 #[derive(Debug, Clone, Copy)]
 struct Registration {
     initiator: InitiatorId,
+    port: Option<u16>,
     key: u64,
+}
+
+impl Registration {
+    fn covers(&self, initiator: InitiatorId, port: u16) -> bool {
+        self.initiator == initiator && self.port.is_none_or(|p| p == port)
+    }
+
+    fn identity(&self) -> (InitiatorId, Option<u16>) {
+        (self.initiator, self.port)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct PrReservation {
-    holder: InitiatorId,
+    /// The registration that holds the reservation (ignored for all-registrants types).
+    holder: (InitiatorId, Option<u16>),
     kind: PrType,
 }
 
@@ -245,19 +259,34 @@ struct Persistent {
 }
 
 impl Persistent {
-    fn key_of(&self, initiator: InitiatorId) -> Option<u64> {
+    fn find(&self, initiator: InitiatorId, port: u16) -> Option<&Registration> {
         self.registrations
             .iter()
-            .find(|r| r.initiator == initiator)
-            .map(|r| r.key)
+            .find(|r| r.covers(initiator, port))
     }
 
-    fn is_holder(&self, initiator: InitiatorId) -> bool {
+    fn key_of(&self, initiator: InitiatorId, port: u16) -> Option<u64> {
+        self.find(initiator, port).map(|r| r.key)
+    }
+
+    fn holds(&self, registration: &Registration) -> bool {
         match self.reservation {
-            Some(r) if r.kind.all_registrants() => self.key_of(initiator).is_some(),
-            Some(r) => r.holder == initiator,
+            Some(r) if r.kind.all_registrants() => true,
+            Some(r) => r.holder == registration.identity(),
             None => false,
         }
+    }
+
+    fn is_holder(&self, initiator: InitiatorId, port: u16) -> bool {
+        self.find(initiator, port).is_some_and(|r| self.holds(r))
+    }
+
+    fn holder_key(&self) -> Option<u64> {
+        let r = self.reservation?;
+        self.registrations
+            .iter()
+            .find(|reg| reg.identity() == r.holder)
+            .map(|reg| reg.key)
     }
 }
 
@@ -706,7 +735,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
     }
 
     /// The reservation check (SPC-2 and persistent), for a command from `initiator`.
-    fn reservation_conflict(&self, initiator: InitiatorId, repr: &CdbRepr) -> bool {
+    fn reservation_conflict(&self, initiator: InitiatorId, port: u16, repr: &CdbRepr) -> bool {
         if let Some(holder) = self.spc2_holder
             && holder != initiator
         {
@@ -721,10 +750,10 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         let Some(reservation) = self.persistent.reservation else {
             return false;
         };
-        if self.persistent.is_holder(initiator) {
+        if self.persistent.is_holder(initiator, port) {
             return false;
         }
-        let registered = self.persistent.key_of(initiator).is_some();
+        let registered = self.persistent.key_of(initiator, port).is_some();
         let registrant_is_holder = reservation.kind.registrants_only() && registered;
         match Self::access_of(repr) {
             Access::Always => false,
@@ -850,7 +879,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         if let Some(fail) = self.alua_refusal(command.nexus.target_port, &class) {
             return Err(fail);
         }
-        if self.reservation_conflict(initiator, &class) {
+        if self.reservation_conflict(initiator, command.nexus.target_port, &class) {
             return Err(Fail::Status(Status::RESERVATION_CONFLICT));
         }
         let repr = match parsed {
@@ -1608,7 +1637,8 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
                 let mut params = [0u8; 24];
                 params.copy_from_slice(&data[..24]);
-                self.pr_out(initiator, action, scope, kind, &params)?;
+                let port = command.nexus.target_port;
+                self.pr_out(initiator, port, action, scope, kind, &params)?;
                 Ok(Exec::Done(residual))
             }
         }
@@ -2020,7 +2050,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                         let key = if r.kind.all_registrants() {
                             0
                         } else {
-                            pr.key_of(r.holder).unwrap_or(0)
+                            pr.holder_key().unwrap_or(0)
                         };
                         o.u64(key);
                         o.u32(0);
@@ -2032,9 +2062,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
             }
             2 => {
-                // CRH=1; no SIP_C, ATP_C, PTPL_C; TMV with every type.
+                // CRH=1, ATP_C=1; no SIP_C, PTPL_C; TMV with every type.
                 o.u16(8);
-                o.u8(0x10);
+                o.u8(0x14);
                 o.u8(0x80);
                 o.u8(0x80 | 0x40 | 0x20 | 0x08 | 0x02);
                 o.u8(0x01);
@@ -2042,21 +2072,20 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             3 => {
                 // READ FULL STATUS: one descriptor per registration, with a SAS TransportID
-                // carrying the initiator id as its SAS address. Registrations are per
-                // initiator, so ALL_TG_PT is set and the relative port is 0.
+                // carrying the initiator id as its SAS address.
                 o.u32(pr.generation);
                 o.u32((pr.registrations.len() * 48) as u32);
                 for r in pr.registrations.iter() {
-                    let holder = pr.is_holder(r.initiator);
+                    let holder = pr.holds(r);
                     o.u64(r.key);
                     o.u32(0);
-                    o.u8(0x02 | u8::from(holder));
+                    o.u8(if r.port.is_none() { 0x02 } else { 0 } | u8::from(holder));
                     o.u8(match (holder, pr.reservation) {
                         (true, Some(res)) => res.kind as u8,
                         _ => 0,
                     });
                     o.u32(0);
-                    o.u16(0);
+                    o.u16(r.port.unwrap_or(0));
                     o.u32(24);
                     o.put(&[0x06, 0, 0, 0]);
                     o.u64(r.initiator.0);
@@ -2071,6 +2100,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
     fn pr_out(
         &mut self,
         initiator: InitiatorId,
+        port: u16,
         action: u8,
         scope: u8,
         kind: u8,
@@ -2082,14 +2112,16 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         if flags & 0x08 != 0 {
             return Err(invalid_param(20, Some(3)));
         }
-        if flags & 0x04 != 0 {
-            return Err(invalid_param(20, Some(2)));
-        }
+        let all_target_ports = flags & 0x04 != 0;
         if flags & 0x01 != 0 {
             return Err(invalid_param(20, Some(0)));
         }
         let conflict = Err(Fail::Status(Status::RESERVATION_CONFLICT));
-        let registered = self.persistent.key_of(initiator);
+        let registered = self.persistent.key_of(initiator, port);
+        let me = self
+            .persistent
+            .find(initiator, port)
+            .map(Registration::identity);
         let typed = |this: &Self| -> Result<PrType, Fail> {
             let _ = this;
             if scope != 0 {
@@ -2111,6 +2143,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                             .registrations
                             .push(Registration {
                                 initiator,
+                                port: (!all_target_ports).then_some(port),
                                 key: new,
                             })
                             .is_err()
@@ -2118,13 +2151,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                             return Err(illegal(Asc::INSUFFICIENT_REGISTRATION_RESOURCES));
                         }
                     }
-                    (Some(_), 0) => self.unregister(initiator),
+                    (Some(_), 0) => self.unregister(initiator, port),
                     (Some(_), new) => {
                         if let Some(r) = self
                             .persistent
                             .registrations
                             .iter_mut()
-                            .find(|r| r.initiator == initiator)
+                            .find(|r| r.covers(initiator, port))
                         {
                             r.key = new;
                         }
@@ -2140,11 +2173,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     return conflict;
                 }
                 match self.persistent.reservation {
-                    Some(r) if r.kind == kind && self.persistent.is_holder(initiator) => Ok(()),
+                    Some(r) if r.kind == kind && self.persistent.is_holder(initiator, port) => {
+                        Ok(())
+                    }
                     Some(_) => conflict,
                     None => {
                         self.persistent.reservation = Some(PrReservation {
-                            holder: initiator,
+                            holder: me.unwrap_or((initiator, Some(port))),
                             kind,
                         });
                         Ok(())
@@ -2160,7 +2195,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 let Some(r) = self.persistent.reservation else {
                     return Ok(());
                 };
-                if !self.persistent.is_holder(initiator) {
+                if !self.persistent.is_holder(initiator, port) {
                     return Ok(());
                 }
                 if r.kind != kind {
@@ -2191,21 +2226,21 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
                 match self.persistent.reservation {
                     Some(r) if r.kind.all_registrants() && sa_key == 0 => {
-                        self.remove_registrations(action == 5, |reg| reg.initiator != initiator);
+                        self.remove_registrations(action == 5, |reg| !reg.covers(initiator, port));
                         self.persistent.reservation = Some(PrReservation {
-                            holder: initiator,
+                            holder: me.unwrap_or((initiator, Some(port))),
                             kind,
                         });
                     }
                     Some(r)
                         if !r.kind.all_registrants()
-                            && self.persistent.key_of(r.holder) == Some(sa_key) =>
+                            && self.persistent.holder_key() == Some(sa_key) =>
                     {
                         self.remove_registrations(action == 5, |reg| {
-                            reg.key == sa_key && reg.initiator != initiator
+                            reg.key == sa_key && !reg.covers(initiator, port)
                         });
                         self.persistent.reservation = Some(PrReservation {
-                            holder: initiator,
+                            holder: me.unwrap_or((initiator, Some(port))),
                             kind,
                         });
                         if r.kind != kind {
@@ -2229,12 +2264,19 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         }
     }
 
-    /// Removes the registration of `initiator`, releasing a reservation it holds.
-    fn unregister(&mut self, initiator: InitiatorId) {
-        let holder = self.persistent.is_holder(initiator);
+    /// Removes the registration of the I_T nexus, releasing a reservation it holds.
+    fn unregister(&mut self, initiator: InitiatorId, port: u16) {
+        let holder = self.persistent.is_holder(initiator, port);
+        let Some(identity) = self
+            .persistent
+            .find(initiator, port)
+            .map(Registration::identity)
+        else {
+            return;
+        };
         self.persistent
             .registrations
-            .retain(|r| r.initiator != initiator);
+            .retain(|r| r.identity() != identity);
         if let Some(r) = self.persistent.reservation {
             let release = if r.kind.all_registrants() {
                 self.persistent.registrations.is_empty()

@@ -1448,9 +1448,10 @@ fn read_full_status_and_nexus_loss() {
     let d1 = &mem[8..56];
     let d2 = &mem[56..104];
     assert_eq!(&d1[..8], &0xAu64.to_be_bytes());
-    assert_eq!((d1[12], d1[13]), (0x02, 0));
+    assert_eq!((d1[12], d1[13]), (0x00, 0), "registered through one port");
+    assert_eq!(&d1[18..20], &1u16.to_be_bytes());
     assert_eq!(&d2[..8], &0xBu64.to_be_bytes());
-    assert_eq!((d2[12], d2[13]), (0x03, 5), "holder of a WE RO reservation");
+    assert_eq!((d2[12], d2[13]), (0x01, 5), "holder of a WE RO reservation");
     assert_eq!(&d2[20..24], &24u32.to_be_bytes());
     assert_eq!(d2[24], 0x06, "SAS TransportID");
     assert_eq!(&d2[28..36], &2u64.to_be_bytes());
@@ -1796,4 +1797,109 @@ fn task_attributes_order_the_task_set() {
         Command::new(Tag(6), nexus, &CdbRepr::TestUnitReady).with_attribute(TaskAttribute::Aca);
     let (c, _) = scsi::run_to_completion(&mut lun, &mut memory, now, aca, 4, &mut |_| {}).unwrap();
     assert_eq!(sense(&c).asc, Asc::INVALID_FIELD_IN_COMMAND_IU);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pr_out_on(
+    lun: &mut TestLun<'_>,
+    mem: &mut [u8],
+    initiator: u64,
+    port: u16,
+    action: u8,
+    kind: u8,
+    key: u64,
+    sa_key: u64,
+    all_tg_pt: bool,
+) -> scsi::CommandCompletion {
+    let cdb = bytes(CdbRepr::PersistentReserveOut {
+        action,
+        scope: 0,
+        kind,
+        parameter_list_length: 24,
+    });
+    mem[..24].fill(0);
+    mem[..8].copy_from_slice(&key.to_be_bytes());
+    mem[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    mem[20] = if all_tg_pt { 0x04 } else { 0 };
+    exec_on(lun, mem, initiator, port, &cdb, DataDirection::ToDevice, 24)
+}
+
+#[test]
+fn registrations_belong_to_an_i_t_nexus_unless_all_target_ports() {
+    rig!(lun, mem, 64);
+    for i in 1..=2 {
+        clear_ua(&mut lun, &mut mem, i);
+    }
+    let write = rw(RwKind::Write, CdbSize::Ten, 0, 1, false);
+    // Initiator 1 registers through port 1 only and reserves WRITE EXCLUSIVE, REGISTRANTS ONLY.
+    assert!(pr_out_on(&mut lun, &mut mem, 1, 1, 0, 0, 0, 0xA, false).is_good());
+    assert!(pr_out_on(&mut lun, &mut mem, 1, 1, 1, 5, 0xA, 0, false).is_good());
+    assert!(
+        exec_on(
+            &mut lun,
+            &mut mem,
+            1,
+            1,
+            &write,
+            DataDirection::ToDevice,
+            512
+        )
+        .is_good()
+    );
+    // Through port 2 the same initiator is another, unregistered, I_T nexus.
+    let c = exec_on(
+        &mut lun,
+        &mut mem,
+        1,
+        2,
+        &write,
+        DataDirection::ToDevice,
+        512,
+    );
+    assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+    // Initiator 2 registers with ALL_TG_PT: a registrant through every port.
+    assert!(pr_out_on(&mut lun, &mut mem, 2, 1, 0, 0, 0, 0xB, true).is_good());
+    assert!(
+        exec_on(
+            &mut lun,
+            &mut mem,
+            2,
+            2,
+            &write,
+            DataDirection::ToDevice,
+            512
+        )
+        .is_good()
+    );
+    assert!(
+        exec_on(
+            &mut lun,
+            &mut mem,
+            2,
+            3,
+            &write,
+            DataDirection::ToDevice,
+            512
+        )
+        .is_good()
+    );
+    // And may unregister through another port.
+    assert!(pr_out_on(&mut lun, &mut mem, 2, 3, 0, 0, 0xB, 0, false).is_good());
+    let c = exec_on(
+        &mut lun,
+        &mut mem,
+        2,
+        1,
+        &write,
+        DataDirection::ToDevice,
+        512,
+    );
+    assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+    // REPORT CAPABILITIES says ALL_TG_PT is supported (ATP_C).
+    let caps = bytes(CdbRepr::PersistentReserveIn {
+        action: 2,
+        allocation_length: 8,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &caps, DataDirection::FromDevice, 8).is_good());
+    assert_eq!(mem[2] & 0x04, 0x04);
 }
