@@ -29,7 +29,7 @@
 //! | 0x35 | SYNCHRONIZE CACHE(10) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends`, `lun::a_failed_background_flush_is_a_deferred_error` |
 //! | 0x41 | WRITE SAME(10) | yes, with UNMAP | `lun::unmap_and_write_same` |
 //! | 0x42 | UNMAP | if the device has `UNMAP` | `lun::unmap_and_write_same`, `lun::compare_and_write_is_an_invalid_opcode_without_device_support` |
-//! | 0x55 | MODE SELECT(10) | yes | `roundtrip`, `never_panic` |
+//! | 0x55 | MODE SELECT(10) | yes | `lun::mode_select_10_and_write_same_without_a_data_buffer` |
 //! | 0x56 | RESERVE(10) | yes (logical unit) | `roundtrip`, `never_panic` |
 //! | 0x57 | RELEASE(10) | yes | `lun::spc2_reservations` |
 //! | 0x5A | MODE SENSE(10) | yes, LLBAA | `lun::mode_sense_all_pages_with_block_descriptor` |
@@ -41,7 +41,7 @@
 //! | 0x8E | WRITE AND VERIFY(16) | yes (a FUA write) | `never_panic` |
 //! | 0x8F | VERIFY(16) | yes; BYTCHK 01b/11b through the device's compare-and-write | `lun::verify_write_and_verify_write6_and_prevent_allow` |
 //! | 0x91 | SYNCHRONIZE CACHE(16) | yes (Flush), IMMED | `lun::synchronize_cache_is_a_flush`, `lun::synchronize_cache_with_immed_reports_before_the_flush_ends` |
-//! | 0x93 | WRITE SAME(16) | yes, with UNMAP and NDOB | `lun::unmap_and_write_same` |
+//! | 0x93 | WRITE SAME(16) | yes, with UNMAP and NDOB | `lun::unmap_and_write_same`, `lun::mode_select_10_and_write_same_without_a_data_buffer` |
 //! | 0x9E/0x10 | READ CAPACITY(16) | yes (LBPME, LBPRZ) | `lun::read_capacity_16_reports_thin_provisioning` |
 //! | 0x9E/0x12 | GET LBA STATUS | yes: extents the LU unmapped are deallocated, the rest "mapped or unknown" (`BlockDevice` has no query); REPORT TYPE 0–3 | `lun::get_lba_status_reports_what_the_lu_unmapped`, `lun::get_lba_status_report_types_filter_the_runs`, `oracle::get_lba_status_shows_deallocated_extents` |
 //! | 0xA0 | REPORT LUNS | yes (the configured list) | `lun::report_luns_and_supported_opcodes` |

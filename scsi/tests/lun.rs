@@ -1903,3 +1903,89 @@ fn registrations_belong_to_an_i_t_nexus_unless_all_target_ports() {
     assert!(exec(&mut lun, &mut mem, 1, &caps, DataDirection::FromDevice, 8).is_good());
     assert_eq!(mem[2] & 0x04, 0x04);
 }
+
+#[test]
+fn mode_select_10_and_write_same_without_a_data_buffer() {
+    rig!(lun, mem, 64);
+    clear_ua(&mut lun, &mut mem, 1);
+    let ms = bytes(CdbRepr::ModeSense {
+        ten: true,
+        llbaa: false,
+        dbd: false,
+        page_control: 0,
+        page_code: 0x0A,
+        subpage_code: 0,
+        allocation_length: 255,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &ms, DataDirection::FromDevice, 255).is_good());
+    let len = u16::from_be_bytes([mem[0], mem[1]]) as usize + 2;
+    assert_eq!(
+        len,
+        8 + 8 + 12,
+        "header, short block descriptor, control page"
+    );
+    mem[0] = 0;
+    mem[1] = 0;
+    mem[16 + 2] |= 0x04;
+    let sel = bytes(CdbRepr::ModeSelect {
+        ten: true,
+        pf: true,
+        sp: false,
+        parameter_list_length: len as u16,
+    });
+    assert!(
+        exec(
+            &mut lun,
+            &mut mem,
+            1,
+            &sel,
+            DataDirection::ToDevice,
+            len as u32
+        )
+        .is_good()
+    );
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &[0x02, 0, 0, 0, 0, 0],
+        DataDirection::None,
+        0,
+    );
+    assert_eq!(c.sense[0], 0x72, "descriptor format now");
+    // Saving pages is refused.
+    let sel = bytes(CdbRepr::ModeSelect {
+        ten: true,
+        pf: true,
+        sp: true,
+        parameter_list_length: len as u16,
+    });
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &sel,
+        DataDirection::ToDevice,
+        len as u32,
+    );
+    assert_eq!(sense(&c).asc, Asc::INVALID_FIELD_IN_CDB);
+    // WRITE SAME (16) with NDOB zeroes the range without a buffer.
+    mem[..4096].fill(0xAA);
+    let w = rw(RwKind::Write, CdbSize::Ten, 0, 8, false);
+    assert!(exec(&mut lun, &mut mem, 1, &w, DataDirection::ToDevice, 4096).is_good());
+    let ws = bytes(CdbRepr::WriteSame {
+        sixteen: true,
+        lba: 2,
+        blocks: 3,
+        unmap: false,
+        anchor: false,
+        ndob: true,
+        group: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &ws, DataDirection::None, 0).is_good());
+    let r = rw(RwKind::Read, CdbSize::Ten, 0, 8, false);
+    assert!(exec(&mut lun, &mut mem, 1, &r, DataDirection::FromDevice, 4096).is_good());
+    assert!(mem[..1024].iter().all(|b| *b == 0xAA));
+    assert!(mem[1024..2560].iter().all(|b| *b == 0));
+    assert!(mem[2560..4096].iter().all(|b| *b == 0xAA));
+}
