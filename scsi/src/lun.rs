@@ -2122,8 +2122,8 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             .persistent
             .find(initiator, port)
             .map(Registration::identity);
-        let typed = |this: &Self| -> Result<PrType, Fail> {
-            let _ = this;
+        // SCOPE and TYPE matter to RESERVE, RELEASE and PREEMPT only.
+        let typed = || -> Result<PrType, Fail> {
             if scope != 0 {
                 return Err(invalid_cdb(2, Some(7)));
             }
@@ -2168,7 +2168,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             // RESERVE.
             1 => {
-                let kind = typed(self)?;
+                let kind = typed()?;
                 if registered != Some(key) {
                     return conflict;
                 }
@@ -2188,7 +2188,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             // RELEASE.
             2 => {
-                let kind = typed(self)?;
+                let kind = typed()?;
                 if registered != Some(key) {
                     return conflict;
                 }
@@ -2220,7 +2220,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             // PREEMPT, PREEMPT AND ABORT.
             4 | 5 => {
-                let kind = typed(self)?;
+                let kind = typed()?;
                 if registered != Some(key) {
                     return conflict;
                 }
