@@ -64,7 +64,8 @@
 //! - Residuals: data-in shorter than the buffer is an underflow; a READ whose buffer is shorter
 //!   than the transfer reads the whole blocks that fit and reports an overflow. A WRITE whose
 //!   buffer differs from the transfer is refused (INVALID FIELD IN COMMAND INFORMATION UNIT),
-//!   as Linux does.
+//!   and a parameter list longer than its buffer is INVALID FIELD IN CDB at the PARAMETER LIST
+//!   LENGTH field, as Linux does; a longer buffer is an underflow.
 //! - Device errors map to sense: medium errors to MEDIUM ERROR with the LBA, miscompares to
 //!   MISCOMPARE with the offset of the first differing byte, a lost device to LOGICAL UNIT NOT
 //!   SUPPORTED, busy/queue full to BUSY/TASK SET FULL.

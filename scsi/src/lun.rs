@@ -1007,9 +1007,14 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
     }
 
     /// Fetches up to `parameter_length` bytes of the data-out buffer into `buf`.
+    ///
+    /// A parameter list longer than the buffer is refused with INVALID FIELD IN CDB pointing
+    /// at the PARAMETER LIST LENGTH field (`length_field`), as Linux refuses overflowing
+    /// control CDBs.
     fn data_out<'b>(
         command: &Command<SG>,
         parameter_length: usize,
+        length_field: u16,
         memory: &mut dyn Memory,
         buf: &'b mut [u8],
     ) -> Result<(&'b [u8], Residual), Fail> {
@@ -1018,6 +1023,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             return Err(bad_iu());
         }
         let wanted = parameter_length as u64;
+        if wanted > sg_len {
+            return Err(invalid_cdb(length_field, None));
+        }
         let n = wanted.min(sg_len);
         if n > buf.len() as u64 {
             return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
@@ -1025,12 +1033,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         let part = command.sg.slice(0, n).map_err(|_| data_phase())?;
         let out = &mut buf[..n as usize];
         block::gather(memory, &part, out).map_err(|_| data_phase())?;
-        let residual = if wanted > sg_len {
-            Residual::Overflow(wanted - sg_len)
-        } else if sg_len > n {
-            Residual::Underflow(sg_len - n)
-        } else {
-            Residual::None
+        let residual = match sg_len - n {
+            0 => Residual::None,
+            extra => Residual::Underflow(extra),
         };
         Ok((out, residual))
     }
@@ -1210,6 +1215,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 let (data, residual) = Self::data_out(
                     command,
                     usize::from(parameter_list_length),
+                    if ten { 7 } else { 4 },
                     memory,
                     &mut pbuf,
                 )?;
@@ -1413,7 +1419,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 let max_len = 8 + 16 * usize::from(self.config.max_unmap_descriptors);
                 let plen = usize::from(parameter_list_length);
                 let (data, residual) =
-                    Self::data_out(command, plen.min(PARAMETER_MAX), memory, &mut pbuf)?;
+                    Self::data_out(command, plen.min(PARAMETER_MAX), 7, memory, &mut pbuf)?;
                 if data.len() < 8 {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
@@ -1566,7 +1572,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 if plen > 4 + 4 * MAX_PORT_GROUPS {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
-                let (data, residual) = Self::data_out(command, plen, memory, &mut pbuf)?;
+                let (data, residual) = Self::data_out(command, plen, 6, memory, &mut pbuf)?;
                 if data.len() < plen || !plen.is_multiple_of(4) {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
@@ -1631,7 +1637,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
                 let mut pbuf = [0u8; PARAMETER_MAX];
-                let (data, residual) = Self::data_out(command, 24, memory, &mut pbuf)?;
+                let (data, residual) = Self::data_out(command, 24, 5, memory, &mut pbuf)?;
                 if data.len() < 24 {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }

@@ -1989,3 +1989,44 @@ fn mode_select_10_and_write_same_without_a_data_buffer() {
     assert!(mem[1024..2560].iter().all(|b| *b == 0));
     assert!(mem[2560..4096].iter().all(|b| *b == 0xAA));
 }
+
+#[test]
+fn a_parameter_list_longer_than_the_buffer_is_an_invalid_cdb_field() {
+    rig!(lun, mem, 64);
+    clear_ua(&mut lun, &mut mem, 1);
+    let unmap = bytes(CdbRepr::Unmap {
+        anchor: false,
+        group: 0,
+        parameter_list_length: 40,
+    });
+    let c = exec(&mut lun, &mut mem, 1, &unmap, DataDirection::ToDevice, 24);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: true,
+            bit: None,
+            byte: 7
+        })
+    );
+    let pr = bytes(CdbRepr::PersistentReserveOut {
+        action: 0,
+        scope: 0,
+        kind: 0,
+        parameter_list_length: 24,
+    });
+    let c = exec(&mut lun, &mut mem, 1, &pr, DataDirection::ToDevice, 16);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: true,
+            bit: None,
+            byte: 5
+        })
+    );
+    // A longer buffer is an underflow.
+    mem[..32].fill(0);
+    mem[8..16].copy_from_slice(&7u64.to_be_bytes());
+    let c = exec(&mut lun, &mut mem, 1, &pr, DataDirection::ToDevice, 32);
+    assert!(c.is_good());
+    assert_eq!(c.residual, Residual::Underflow(8));
+}
