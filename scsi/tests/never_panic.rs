@@ -12,12 +12,18 @@ use scsi::{
     Status, Transport,
 };
 
-/// 1000 cases by default; `SCSI_FUZZ_CASES=N` runs more (the fuzz entry point for CI).
+/// 1000 cases by default, 200 000 under `SOAK=1` (`cargo xtask soak`); `SCSI_FUZZ_CASES=N`
+/// chooses any number (the fuzz entry point).
 fn cases() -> u32 {
+    let default = if std::env::var_os("SOAK").is_some() {
+        200_000
+    } else {
+        1000
+    };
     std::env::var("SCSI_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(default)
 }
 
 const BASE: u64 = 0x10_0000;
