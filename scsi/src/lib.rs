@@ -34,7 +34,7 @@
 //! | 0x57 | RELEASE(10) | yes | `lun::spc2_reservations` |
 //! | 0x5A | MODE SENSE(10) | yes, LLBAA | `lun::mode_sense_all_pages_with_block_descriptor` |
 //! | 0x5E | PERSISTENT RESERVE IN | READ KEYS, READ RESERVATION, REPORT CAPABILITIES, READ FULL STATUS (SAS TransportIDs) | `lun::persistent_reservations_register_reserve_preempt_release_clear` |
-//! | 0x5F | PERSISTENT RESERVE OUT | REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT AND ABORT, REGISTER AND IGNORE; all six types; ALL_TG_PT; no SPEC_I_PT, APTPL | `lun::persistent_reservations_register_reserve_preempt_release_clear`, `lun::preempting_with_another_type_releases_for_the_other_registrants`, `lun::preempt_and_abort_aborts_the_queued_commands_of_the_preempted`, `lun::registrations_belong_to_an_i_t_nexus_unless_all_target_ports` |
+//! | 0x5F | PERSISTENT RESERVE OUT | REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT AND ABORT, REGISTER AND IGNORE; all six types; ALL_TG_PT; SPEC_I_PT with SAS TransportIDs; no APTPL | `lun::persistent_reservations_register_reserve_preempt_release_clear`, `lun::preempting_with_another_type_releases_for_the_other_registrants`, `lun::preempt_and_abort_aborts_the_queued_commands_of_the_preempted`, `lun::registrations_belong_to_an_i_t_nexus_unless_all_target_ports`, `lun::register_with_specified_initiator_ports` |
 //! | 0x88 | READ(16) | yes | `lun::read_write_round_trip_with_fua_and_residuals` |
 //! | 0x89 | COMPARE AND WRITE | if the device has `COMPARE_AND_WRITE` | `lun::compare_and_write_success_and_miscompare_offset` |
 //! | 0x8A | WRITE(16) | yes | `never_panic` |
@@ -83,7 +83,9 @@
 //! - Task attributes (SAM-5 8.6): HEAD OF QUEUE starts at once, ORDERED after every older
 //!   command completes, SIMPLE after every older ORDERED one; otherwise oldest first
 //!   (`lun::task_attributes_order_the_task_set`).
-//! - Not supported yet: SPEC_I_PT and APTPL in PERSISTENT RESERVE OUT, REGISTER AND MOVE,
+//! - Initiators are named by SAS TransportIDs (READ FULL STATUS, SPEC_I_PT): the SAS address
+//!   is the `InitiatorId`.
+//! - Not supported yet: APTPL in PERSISTENT RESERVE OUT, REGISTER AND MOVE,
 //!   anchored LBAs, protection information, ACA (an ACA task is refused with INVALID FIELD IN
 //!   COMMAND INFORMATION UNIT).
 

@@ -42,6 +42,8 @@ pub const MAX_PORTS_PER_GROUP: usize = 8;
 pub const MAX_REPORTED_LUNS: usize = 16;
 /// UNMAP block descriptors per command.
 pub const MAX_UNMAP_DESCRIPTORS: usize = 16;
+/// TransportIDs of one PERSISTENT RESERVE OUT with SPEC_I_PT.
+pub const MAX_TRANSPORT_IDS: usize = (PARAMETER_MAX - 28) / 24;
 /// Bytes of the serial number.
 pub const MAX_SERIAL_LEN: usize = 32;
 /// The largest data-in payload the LU builds.
@@ -1633,18 +1635,15 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 kind,
                 parameter_list_length,
             } => {
-                if parameter_list_length != 24 {
+                // 24 bytes, or with SPEC_I_PT 28 and the TransportIDs (checked in pr_out).
+                let plen = parameter_list_length as usize;
+                if !(24..=PARAMETER_MAX).contains(&plen) {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
                 let mut pbuf = [0u8; PARAMETER_MAX];
-                let (data, residual) = Self::data_out(command, 24, 5, memory, &mut pbuf)?;
-                if data.len() < 24 {
-                    return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
-                }
-                let mut params = [0u8; 24];
-                params.copy_from_slice(&data[..24]);
+                let (data, residual) = Self::data_out(command, plen, 5, memory, &mut pbuf)?;
                 let port = command.nexus.target_port;
-                self.pr_out(initiator, port, action, scope, kind, &params)?;
+                self.pr_out(initiator, port, action, scope, kind, data)?;
                 Ok(Exec::Done(residual))
             }
         }
@@ -2068,9 +2067,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
             }
             2 => {
-                // CRH=1, ATP_C=1; no SIP_C, PTPL_C; TMV with every type.
+                // CRH=1, SIP_C=1, ATP_C=1; no PTPL_C; TMV with every type.
                 o.u16(8);
-                o.u8(0x14);
+                o.u8(0x1C);
                 o.u8(0x80);
                 o.u8(0x80 | 0x40 | 0x20 | 0x08 | 0x02);
                 o.u8(0x01);
@@ -2110,17 +2109,47 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         action: u8,
         scope: u8,
         kind: u8,
-        params: &[u8; 24],
+        params: &[u8],
     ) -> Result<(), Fail> {
-        let key = be64(&params[0..8]);
-        let sa_key = be64(&params[8..16]);
-        let flags = params[20];
-        if flags & 0x08 != 0 {
-            return Err(invalid_param(20, Some(3)));
-        }
+        let length_error = illegal(Asc::PARAMETER_LIST_LENGTH_ERROR);
+        let base = params.get(..24).ok_or(length_error)?;
+        let key = be64(&base[0..8]);
+        let sa_key = be64(&base[8..16]);
+        let flags = base[20];
+        let specify_initiator_ports = flags & 0x08 != 0;
         let all_target_ports = flags & 0x04 != 0;
         if flags & 0x01 != 0 {
             return Err(invalid_param(20, Some(0)));
+        }
+        // SPEC_I_PT: only for REGISTER, which then also registers the initiators of the
+        // TransportIDs that follow (SAS TransportIDs: the SAS address is the initiator id).
+        let mut specified: heapless::Vec<InitiatorId, MAX_TRANSPORT_IDS> = heapless::Vec::new();
+        if specify_initiator_ports {
+            if action != 0 {
+                return Err(invalid_param(20, Some(3)));
+            }
+            let extra = params.get(24..28).ok_or(length_error)?;
+            let extra = u32::from_be_bytes([extra[0], extra[1], extra[2], extra[3]]) as usize;
+            if params.len() != 28usize.saturating_add(extra) || !extra.is_multiple_of(24) {
+                return Err(length_error);
+            }
+            for (i, id) in params[28..].chunks_exact(24).enumerate() {
+                let at = (28 + 24 * i) as u16;
+                if id[0] != 0x06 {
+                    // Not a SAS TransportID in format 00b: not an initiator this LU knows.
+                    return Err(invalid_param(at, None));
+                }
+                let mut address = [0u8; 8];
+                address.copy_from_slice(&id[4..12]);
+                if specified
+                    .push(InitiatorId(u64::from_be_bytes(address)))
+                    .is_err()
+                {
+                    return Err(invalid_param(at, None));
+                }
+            }
+        } else if params.len() != 24 {
+            return Err(length_error);
         }
         let conflict = Err(Fail::Status(Status::RESERVATION_CONFLICT));
         let registered = self.persistent.key_of(initiator, port);
@@ -2140,6 +2169,16 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             0 | 6 => {
                 if action == 0 && registered.unwrap_or(0) != key {
                     return conflict;
+                }
+                if specify_initiator_ports {
+                    return self.register_specified(
+                        initiator,
+                        port,
+                        sa_key,
+                        all_target_ports,
+                        &specified,
+                        registered.is_some(),
+                    );
                 }
                 match (registered, sa_key) {
                     (None, 0) => return Ok(()),
@@ -2268,6 +2307,46 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             _ => Err(invalid_cdb(1, Some(4))),
         }
+    }
+
+    /// REGISTER with SPEC_I_PT: the issuing I_T nexus and every specified initiator (through
+    /// the same target port, or all with ALL_TG_PT) are registered with `key`, all or none.
+    fn register_specified(
+        &mut self,
+        initiator: InitiatorId,
+        port: u16,
+        key: u64,
+        all_target_ports: bool,
+        specified: &[InitiatorId],
+        already_registered: bool,
+    ) -> Result<(), Fail> {
+        if already_registered || key == 0 {
+            // SPC-4 6.16.4: SPEC_I_PT registers new I_T nexuses with a nonzero key only.
+            return Err(invalid_param(20, Some(3)));
+        }
+        let registered_port = (!all_target_ports).then_some(port);
+        let mut new: heapless::Vec<Registration, { MAX_TRANSPORT_IDS + 1 }> = heapless::Vec::new();
+        for id in core::iter::once(&initiator).chain(specified) {
+            if new.iter().any(|r| r.initiator == *id) {
+                continue;
+            }
+            if self.persistent.find(*id, port).is_some() {
+                return Err(Fail::Status(Status::RESERVATION_CONFLICT));
+            }
+            let _ = new.push(Registration {
+                initiator: *id,
+                port: registered_port,
+                key,
+            });
+        }
+        if self.persistent.registrations.len() + new.len() > MAX_REGISTRATIONS {
+            return Err(illegal(Asc::INSUFFICIENT_REGISTRATION_RESOURCES));
+        }
+        for r in new {
+            let _ = self.persistent.registrations.push(r);
+        }
+        self.persistent.generation = self.persistent.generation.wrapping_add(1);
+        Ok(())
     }
 
     /// Removes the registration of the I_T nexus, releasing a reservation it holds.

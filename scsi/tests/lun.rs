@@ -2030,3 +2030,78 @@ fn a_parameter_list_longer_than_the_buffer_is_an_invalid_cdb_field() {
     assert!(c.is_good());
     assert_eq!(c.residual, Residual::Underflow(8));
 }
+
+#[test]
+fn register_with_specified_initiator_ports() {
+    rig!(lun, mem, 64);
+    for i in [1, 5, 6] {
+        clear_ua(&mut lun, &mut mem, i);
+    }
+    let sas = |address: u64| {
+        let mut id = [0u8; 24];
+        id[0] = 0x06;
+        id[4..12].copy_from_slice(&address.to_be_bytes());
+        id
+    };
+    let send = |lun: &mut TestLun<'_>,
+                mem: &mut [u8],
+                action: u8,
+                ids: &[[u8; 24]],
+                extra_len: Option<u32>| {
+        let len = 28 + 24 * ids.len();
+        mem[..len].fill(0);
+        mem[8..16].copy_from_slice(&0x77u64.to_be_bytes());
+        mem[20] = 0x08;
+        mem[24..28].copy_from_slice(&extra_len.unwrap_or(24 * ids.len() as u32).to_be_bytes());
+        for (i, id) in ids.iter().enumerate() {
+            mem[28 + 24 * i..52 + 24 * i].copy_from_slice(id);
+        }
+        let cdb = bytes(CdbRepr::PersistentReserveOut {
+            action,
+            scope: 0,
+            kind: 1,
+            parameter_list_length: len as u32,
+        });
+        exec(lun, mem, 1, &cdb, DataDirection::ToDevice, len as u32)
+    };
+    // A wrong ADDITIONAL PARAMETER DATA LENGTH, an iSCSI TransportID, SPEC_I_PT on RESERVE.
+    let c = send(&mut lun, &mut mem, 0, &[sas(5)], Some(48));
+    assert_eq!(sense(&c).asc, Asc::PARAMETER_LIST_LENGTH_ERROR);
+    let mut iscsi = sas(5);
+    iscsi[0] = 0x05;
+    let c = send(&mut lun, &mut mem, 0, &[sas(6), iscsi], None);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: false,
+            bit: None,
+            byte: 52
+        })
+    );
+    let c = send(&mut lun, &mut mem, 1, &[sas(5)], None);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: false,
+            bit: Some(3),
+            byte: 20
+        })
+    );
+    // Nothing was registered by the refused commands.
+    let rk = bytes(CdbRepr::PersistentReserveIn {
+        action: 0,
+        allocation_length: 64,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &rk, DataDirection::FromDevice, 64).is_good());
+    assert_eq!(&mem[4..8], &0u32.to_be_bytes());
+    // Register 1, 5 and 6 at once; 5 may then reserve with the key.
+    assert!(send(&mut lun, &mut mem, 0, &[sas(5), sas(6)], None).is_good());
+    assert!(exec(&mut lun, &mut mem, 1, &rk, DataDirection::FromDevice, 64).is_good());
+    assert_eq!(&mem[4..8], &24u32.to_be_bytes());
+    assert!(pr_out(&mut lun, &mut mem, 5, 1, 1, 0x77, 0).is_good());
+    // Specifying an initiator already registered is a conflict.
+    let c = pr_out(&mut lun, &mut mem, 1, 0, 0, 0x77, 0);
+    assert!(c.is_good(), "1 unregisters");
+    let c = send(&mut lun, &mut mem, 0, &[sas(6)], None);
+    assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+}
