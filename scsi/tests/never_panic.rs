@@ -129,7 +129,16 @@ proptest! {
         ];
         let config = LunConfig::new("V", "P", "R", "S", NaaId::registered(1, 2)).with_alua(3, &groups);
         let mut lun: Lun<_, 8> = Lun::new(device, config);
+        // Parameter lists and data come from memory: fill it with noise, mostly small
+        // values so that lengths and LBAs inside parameter lists are often plausible.
         let mut mem = vec![0u8; MEM_LEN];
+        let mut x = seed | 1;
+        for b in mem.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = if x % 4 == 0 { x as u8 } else { (x as u8) & 0x07 };
+        }
         let mut memory = MemoryRegions::<1>::new();
         memory.add(MemAddr(BASE), &mut mem).unwrap();
 
