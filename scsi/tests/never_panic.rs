@@ -156,7 +156,7 @@ proptest! {
                 let command = Command {
                     attribute: c.attribute,
                     tag: Tag(i as u64),
-                    nexus: Nexus { initiator: InitiatorId(c.initiator), target_port: c.port, lun: 0 },
+                    nexus: Nexus { initiator: InitiatorId(c.initiator), target_port: c.port, lun: u64::from(c.port == 2 && c.initiator == 2) },
                     cdb: CdbBytes::new(&c.cdb).unwrap(),
                     direction: c.direction,
                     sg: SgList::from_segments(&segments).unwrap(),
