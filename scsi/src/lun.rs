@@ -8,7 +8,7 @@
 use block::{
     BlockCount, BlockDevice, BlockError, BlockRequest, Completion, DEFAULT_SG_CAPACITY,
     DeviceFeatures, ErrorKind, Geometry, Instant, Lba, Memory, Operation, RequestFlags, SgList,
-    Tag,
+    SubmitErrorKind, Tag,
 };
 
 use crate::cdb::{
@@ -2597,9 +2597,45 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                         job.at_device = Some(at_device);
                         progressed = true;
                     }
-                    Err(refused) => {
+                    Err(refused) if refused.kind == SubmitErrorKind::QueueFull => {
+                        // Back-pressure: retry at a later round or poll.
                         job.queued = Some(refused.request);
                         break;
+                    }
+                    Err(_) => {
+                        // The device refused the slot's tag: a bug below, not the initiator's.
+                        if let Some(slot) = self.slots[index].take() {
+                            progressed = true;
+                            done(self.complete(
+                                slot.command.tag,
+                                Err(Fail::Sense(SenseRepr::new(
+                                    SenseKey::HARDWARE_ERROR,
+                                    Asc::INTERNAL_TARGET_FAILURE,
+                                ))),
+                            ));
+                        }
+                    }
+                }
+            }
+            // Safety net: a running command with nothing queued or at the device would never
+            // complete; end it as an internal failure rather than lose it.
+            for index in 0..Q {
+                let stuck = matches!(
+                    &self.slots[index],
+                    Some(Slot { state: SlotState::Running(job), .. })
+                        if !job.in_flight && job.queued.is_none()
+                );
+                if stuck && let Some(slot) = self.slots[index].take() {
+                    progressed = true;
+                    let early = matches!(&slot.state, SlotState::Running(job) if job.early);
+                    if !early {
+                        done(self.complete(
+                            slot.command.tag,
+                            Err(Fail::Sense(SenseRepr::new(
+                                SenseKey::HARDWARE_ERROR,
+                                Asc::INTERNAL_TARGET_FAILURE,
+                            ))),
+                        ));
                     }
                 }
             }
@@ -2618,6 +2654,10 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                 break;
             }
         }
-        next
+        // Work refused by a full device and nothing below to wait for: ask to be polled again.
+        let waiting = self.slots.iter().flatten().any(|s| {
+            matches!(&s.state, SlotState::Running(job) if !job.in_flight && job.queued.is_some())
+        });
+        if waiting { next.or(Some(now)) } else { next }
     }
 }

@@ -2105,3 +2105,63 @@ fn register_with_specified_initiator_ports() {
     let c = send(&mut lun, &mut mem, 0, &[sas(6)], None);
     assert_eq!(c.status, Status::RESERVATION_CONFLICT);
 }
+
+#[test]
+fn a_full_device_queue_is_back_pressure_not_failure() {
+    use block::{Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{Command, InitiatorId, Nexus, Transport};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    // One slot below, four above.
+    let disk = RamDisk::<1>::new(&mut disk_bytes, 512)
+        .unwrap()
+        .with_latency(std::time::Duration::from_micros(5));
+    let mut lun: Lun<_, 4> = Lun::new(disk, lun_config());
+    let mut mem = vec![0u8; 4 * 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 0,
+        lun: 0,
+    };
+    lun.submit(
+        Instant(0),
+        Command::new(Tag(9), nexus, &CdbRepr::TestUnitReady),
+    )
+    .unwrap();
+    lun.poll(Instant(0), &mut memory, &mut |_| {});
+    for tag in 0..4u64 {
+        let repr = CdbRepr::ReadWrite(
+            RwKind::Read,
+            Rw {
+                size: CdbSize::Ten,
+                lba: tag,
+                blocks: 1,
+                dpo: false,
+                fua: false,
+                bytchk: 0,
+                group: 0,
+            },
+        );
+        let command = Command::new(Tag(tag), nexus, &repr)
+            .data_in(SgList::single(MemAddr(0x1000 + 512 * tag), 512).unwrap());
+        lun.submit(Instant(0), command).unwrap();
+    }
+    let mut done = Vec::new();
+    let mut now = Instant(0);
+    for _ in 0..32 {
+        let next = lun.poll(now, &mut memory, &mut |c| {
+            assert!(c.is_good(), "{c:?}");
+            done.push((c.tag.0, now.0));
+        });
+        match next {
+            Some(t) => now = t,
+            None => break,
+        }
+    }
+    assert_eq!(
+        done,
+        vec![(0, 5_000), (1, 10_000), (2, 15_000), (3, 20_000)]
+    );
+    assert_eq!(lun.outstanding(), 0);
+}
