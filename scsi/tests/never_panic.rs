@@ -112,7 +112,7 @@ proptest! {
         reset_at in proptest::option::of(0usize..24),
     ) {
         let mut disk_bytes = vec![0u8; 64 * 512];
-        let disk = RamDisk::<16>::new(&mut disk_bytes, 512).unwrap().with_max_transfer(32);
+        let disk = RamDisk::<4>::new(&mut disk_bytes, 512).unwrap().with_max_transfer(32);
         let faults = FaultConfig {
             fail_ppm: 50_000,
             fail_kind: ErrorKind::MediumError,
@@ -122,7 +122,7 @@ proptest! {
             tear_ppm: 0,
             lose_after_submissions: None,
         };
-        let device = ExactlyOnce::<_, 16>::new(FaultInjector::<_, 16>::new(disk, seed, faults));
+        let device = ExactlyOnce::<_, 16>::new(FaultInjector::<_, 4>::new(disk, seed, faults));
         let groups = [
             scsi::PortGroup::new(1, scsi::AccessState::ActiveOptimized, &[1]),
             scsi::PortGroup::new(2, scsi::AccessState::Standby, &[2]),
