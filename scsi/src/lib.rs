@@ -134,4 +134,30 @@ mod tests {
             );
         }
     }
+
+    /// Every test the command table names exists.
+    #[test]
+    fn tests_named_in_the_table_exist() {
+        let docs: std::string::String = include_str!("lib.rs")
+            .lines()
+            .filter(|l| l.starts_with("//!"))
+            .collect();
+        let sources = [
+            ("`lun::", include_str!("../tests/lun.rs")),
+            ("`oracle::", include_str!("../tests/sg3_oracle.rs")),
+        ];
+        for (prefix, source) in sources {
+            for (at, _) in docs.match_indices(prefix) {
+                let rest = &docs[at + prefix.len()..];
+                let name = &rest[..rest.find('`').unwrap_or(0)];
+                if name.ends_with('*') || name.is_empty() {
+                    continue;
+                }
+                assert!(
+                    source.contains(&format!("fn {name}(")),
+                    "{prefix}{name}` is in the table but not a test"
+                );
+            }
+        }
+    }
 }
