@@ -605,6 +605,19 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         self.broadcast(None, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
     }
 
+    /// Queues UNIT ATTENTION `attention` for `initiator`, or for every known initiator when
+    /// `None` (for a simulated array's fault injection, or a change the LU cannot see).
+    pub fn raise_unit_attention(&mut self, initiator: Option<InitiatorId>, attention: Asc) {
+        match initiator {
+            Some(id) => {
+                // Make sure the initiator is known, with its power-on attention first.
+                let _ = self.unit_attention(id, false);
+                self.attention_for(id, attention);
+            }
+            None => self.broadcast(None, attention),
+        }
+    }
+
     /// The I_T nexus of `initiator` was lost (logout, link down): its SPC-2 reservation is
     /// released and it gets UNIT ATTENTION, I_T NEXUS LOSS OCCURRED. Persistent reservations
     /// and registrations survive, as SPC requires.

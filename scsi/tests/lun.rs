@@ -2165,3 +2165,31 @@ fn a_full_device_queue_is_back_pressure_not_failure() {
     );
     assert_eq!(lun.outstanding(), 0);
 }
+
+#[test]
+fn injected_unit_attentions_reach_their_initiators() {
+    rig!(lun, mem, 64);
+    clear_ua(&mut lun, &mut mem, 1);
+    clear_ua(&mut lun, &mut mem, 2);
+    lun.raise_unit_attention(Some(scsi::InitiatorId(1)), Asc::MODE_PARAMETERS_CHANGED);
+    lun.raise_unit_attention(None, Asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+    assert_eq!(
+        sense(&exec(&mut lun, &mut mem, 1, &TUR, DataDirection::None, 0)).asc,
+        Asc::MODE_PARAMETERS_CHANGED
+    );
+    assert_eq!(
+        sense(&exec(&mut lun, &mut mem, 1, &TUR, DataDirection::None, 0)).asc,
+        Asc::ASYMMETRIC_ACCESS_STATE_CHANGED
+    );
+    assert!(exec(&mut lun, &mut mem, 1, &TUR, DataDirection::None, 0).is_good());
+    assert_eq!(
+        sense(&exec(&mut lun, &mut mem, 2, &TUR, DataDirection::None, 0)).asc,
+        Asc::ASYMMETRIC_ACCESS_STATE_CHANGED
+    );
+    // A new initiator still sees power on first.
+    lun.raise_unit_attention(Some(scsi::InitiatorId(9)), Asc::CAPACITY_DATA_HAS_CHANGED);
+    assert_eq!(
+        lun.pending_unit_attentions(scsi::InitiatorId(9)),
+        &[Asc::POWER_ON_OCCURRED, Asc::CAPACITY_DATA_HAS_CHANGED]
+    );
+}
