@@ -38,6 +38,7 @@ fn read10(c: &mut Criterion) {
     };
     let run = |lun: &mut Lun<_, 16>, memory: &mut MemoryRegions<'_, 1>| {
         let command = Command {
+            attribute: scsi::TaskAttribute::Simple,
             tag: Tag(1),
             nexus,
             cdb,

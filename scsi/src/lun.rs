@@ -7,12 +7,14 @@
 
 use block::{
     BlockCount, BlockDevice, BlockError, BlockRequest, Completion, DEFAULT_SG_CAPACITY,
-    DeviceFeatures, ErrorKind, Geometry, Instant, Lba, Memory, RequestFlags, SgList, Tag,
+    DeviceFeatures, ErrorKind, Geometry, Instant, Lba, Memory, Operation, RequestFlags, SgList,
+    SubmitErrorKind, Tag,
 };
 
 use crate::cdb::{
     self, Cdb, CdbError, CdbRepr, CdbSize, CommandSpec, RwKind, has_service_action, lookup, opcode,
 };
+use crate::provisioning::Deallocated;
 use crate::response::{
     self, AccessState, BlockDeviceCharacteristics, BlockLimits, DeviceIdentification, InquiryData,
     LbaStatusDescriptor, LogicalBlockProvisioning, ModeParameters, ModeSenseData, NaaId, Out,
@@ -21,7 +23,7 @@ use crate::response::{
 use crate::sense::{SenseFormat, SenseRepr};
 use crate::status::{Asc, SenseKey, Status};
 use crate::transport::{
-    Command, CommandCompletion, DataDirection, InitiatorId, Residual, Transport,
+    Command, CommandCompletion, DataDirection, InitiatorId, Residual, TaskAttribute, Transport,
     TransportSubmitError, TransportSubmitErrorKind,
 };
 
@@ -40,10 +42,14 @@ pub const MAX_PORTS_PER_GROUP: usize = 8;
 pub const MAX_REPORTED_LUNS: usize = 16;
 /// UNMAP block descriptors per command.
 pub const MAX_UNMAP_DESCRIPTORS: usize = 16;
+/// TransportIDs of one PERSISTENT RESERVE OUT with SPEC_I_PT.
+pub const MAX_TRANSPORT_IDS: usize = (PARAMETER_MAX - 28) / 24;
 /// Bytes of the serial number.
 pub const MAX_SERIAL_LEN: usize = 32;
 /// The largest data-in payload the LU builds.
 const RESPONSE_MAX: usize = 2048;
+/// GET LBA STATUS descriptors per response.
+const MAX_LBA_STATUS_DESCRIPTORS: usize = (RESPONSE_MAX - 8) / 16;
 /// The largest parameter list the LU accepts.
 const PARAMETER_MAX: usize = 8 + 16 * MAX_UNMAP_DESCRIPTORS;
 
@@ -221,15 +227,29 @@ impl PrType {
     }
 }
 
+/// A registration: of one I_T nexus (initiator and relative target port), or, registered
+/// with ALL_TG_PT, of the initiator through every target port (`port` is `None`).
 #[derive(Debug, Clone, Copy)]
 struct Registration {
     initiator: InitiatorId,
+    port: Option<u16>,
     key: u64,
+}
+
+impl Registration {
+    fn covers(&self, initiator: InitiatorId, port: u16) -> bool {
+        self.initiator == initiator && self.port.is_none_or(|p| p == port)
+    }
+
+    fn identity(&self) -> (InitiatorId, Option<u16>) {
+        (self.initiator, self.port)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct PrReservation {
-    holder: InitiatorId,
+    /// The registration that holds the reservation (ignored for all-registrants types).
+    holder: (InitiatorId, Option<u16>),
     kind: PrType,
 }
 
@@ -241,19 +261,34 @@ struct Persistent {
 }
 
 impl Persistent {
-    fn key_of(&self, initiator: InitiatorId) -> Option<u64> {
+    fn find(&self, initiator: InitiatorId, port: u16) -> Option<&Registration> {
         self.registrations
             .iter()
-            .find(|r| r.initiator == initiator)
-            .map(|r| r.key)
+            .find(|r| r.covers(initiator, port))
     }
 
-    fn is_holder(&self, initiator: InitiatorId) -> bool {
+    fn key_of(&self, initiator: InitiatorId, port: u16) -> Option<u64> {
+        self.find(initiator, port).map(|r| r.key)
+    }
+
+    fn holds(&self, registration: &Registration) -> bool {
         match self.reservation {
-            Some(r) if r.kind.all_registrants() => self.key_of(initiator).is_some(),
-            Some(r) => r.holder == initiator,
+            Some(r) if r.kind.all_registrants() => true,
+            Some(r) => r.holder == registration.identity(),
             None => false,
         }
+    }
+
+    fn is_holder(&self, initiator: InitiatorId, port: u16) -> bool {
+        self.find(initiator, port).is_some_and(|r| self.holds(r))
+    }
+
+    fn holder_key(&self) -> Option<u64> {
+        let r = self.reservation?;
+        self.registrations
+            .iter()
+            .find(|reg| reg.identity() == r.holder)
+            .map(|reg| reg.key)
     }
 }
 
@@ -261,6 +296,8 @@ impl Persistent {
 struct InitiatorState {
     id: InitiatorId,
     attentions: heapless::Vec<Asc, MAX_UNIT_ATTENTIONS>,
+    /// A deferred error (a background flush failed) to report on the next command.
+    deferred: Option<SenseRepr>,
 }
 
 /// How a command relates to reservations.
@@ -319,6 +356,8 @@ struct Job<const SG: usize> {
     /// GOOD status was already returned (SYNCHRONIZE CACHE with IMMED): the job finishes
     /// silently and its slot no longer holds the initiator's tag.
     early: bool,
+    /// The operation and range of the child at the device, for the provisioning knowledge.
+    at_device: Option<(Operation, u64, u32)>,
 }
 
 // Slots are fixed-size by design (no heap): the size difference is the point.
@@ -334,6 +373,20 @@ enum SlotState<const SG: usize> {
 struct Slot<const SG: usize> {
     command: Command<SG>,
     state: SlotState<SG>,
+    /// Arrival order, for task attributes.
+    sequence: u64,
+}
+
+impl<const SG: usize> Slot<SG> {
+    /// Whether the command still counts as in the task set (not finished, not an IMMED flush
+    /// that already reported, not aborted).
+    fn active(&self) -> bool {
+        match &self.state {
+            SlotState::New => true,
+            SlotState::Aborted => false,
+            SlotState::Running(job) => !job.early,
+        }
+    }
 }
 
 /// Why a command fails before or without reaching the device.
@@ -459,6 +512,8 @@ pub struct Lun<D, const Q: usize = 16, const SG: usize = DEFAULT_SG_CAPACITY> {
     mode: ModeParameters,
     stopped: bool,
     block_count: u64,
+    deallocated: Deallocated,
+    next_sequence: u64,
 }
 
 impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
@@ -486,6 +541,8 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             mode,
             stopped: false,
             block_count: geometry.block_count,
+            deallocated: Deallocated::default(),
+            next_sequence: 0,
         }
     }
 
@@ -548,6 +605,19 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         self.broadcast(None, Asc::REPORTED_LUNS_DATA_HAS_CHANGED);
     }
 
+    /// Queues UNIT ATTENTION `attention` for `initiator`, or for every known initiator when
+    /// `None` (for a simulated array's fault injection, or a change the LU cannot see).
+    pub fn raise_unit_attention(&mut self, initiator: Option<InitiatorId>, attention: Asc) {
+        match initiator {
+            Some(id) => {
+                // Make sure the initiator is known, with its power-on attention first.
+                let _ = self.unit_attention(id, false);
+                self.attention_for(id, attention);
+            }
+            None => self.broadcast(None, attention),
+        }
+    }
+
     /// The I_T nexus of `initiator` was lost (logout, link down): its SPC-2 reservation is
     /// released and it gets UNIT ATTENTION, I_T NEXUS LOSS OCCURRED. Persistent reservations
     /// and registrations survive, as SPC requires.
@@ -556,6 +626,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             self.spc2_holder = None;
         }
         self.attention_for(initiator, Asc::I_T_NEXUS_LOSS_OCCURRED);
+    }
+
+    fn take_deferred(&mut self, initiator: InitiatorId) -> Option<SenseRepr> {
+        self.initiators
+            .iter_mut()
+            .find(|i| i.id == initiator)
+            .and_then(|i| i.deferred.take())
     }
 
     /// Unit attentions pending for `initiator`, oldest first.
@@ -605,6 +682,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             let _ = self.initiators.push(InitiatorState {
                 id: initiator,
                 attentions,
+                deferred: None,
             });
         }
         let state = self.initiators.iter_mut().find(|i| i.id == initiator)?;
@@ -672,7 +750,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
     }
 
     /// The reservation check (SPC-2 and persistent), for a command from `initiator`.
-    fn reservation_conflict(&self, initiator: InitiatorId, repr: &CdbRepr) -> bool {
+    fn reservation_conflict(&self, initiator: InitiatorId, port: u16, repr: &CdbRepr) -> bool {
         if let Some(holder) = self.spc2_holder
             && holder != initiator
         {
@@ -687,10 +765,10 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         let Some(reservation) = self.persistent.reservation else {
             return false;
         };
-        if self.persistent.is_holder(initiator) {
+        if self.persistent.is_holder(initiator, port) {
             return false;
         }
-        let registered = self.persistent.key_of(initiator).is_some();
+        let registered = self.persistent.key_of(initiator, port).is_some();
         let registrant_is_holder = reservation.kind.registrants_only() && registered;
         match Self::access_of(repr) {
             Access::Always => false,
@@ -776,6 +854,10 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         if command.nexus.lun != self.config.lun {
             return self.wrong_lun(command, memory);
         }
+        if command.attribute == TaskAttribute::Aca {
+            // No ACA condition is ever established (NACA is refused), so no ACA task is valid.
+            return Err(bad_iu());
+        }
         // Unit attentions come first, except for the three commands SPC exempts.
         let exempt = matches!(
             op,
@@ -783,6 +865,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         );
         if !exempt && let Some(asc) = self.unit_attention(initiator, true) {
             return Err(Fail::Sense(SenseRepr::new(SenseKey::UNIT_ATTENTION, asc)));
+        }
+        if !exempt && let Some(deferred) = self.take_deferred(initiator) {
+            return Err(Fail::Sense(deferred));
         }
         let parsed = Cdb::new_checked(bytes).and_then(|cdb| {
             let repr = CdbRepr::parse(&cdb)?;
@@ -809,7 +894,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         if let Some(fail) = self.alua_refusal(command.nexus.target_port, &class) {
             return Err(fail);
         }
-        if self.reservation_conflict(initiator, &class) {
+        if self.reservation_conflict(initiator, command.nexus.target_port, &class) {
             return Err(Fail::Status(Status::RESERVATION_CONFLICT));
         }
         let repr = match parsed {
@@ -821,6 +906,35 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             Err(CdbError::InvalidField { byte, bit }) => return Err(invalid_cdb(byte, bit)),
         };
         self.execute(index, command, &repr, memory)
+    }
+
+    /// The oldest queued command that its task attribute lets start now (SAM-5 8.6): a HEAD
+    /// OF QUEUE command at once, an ORDERED one when every older command is done, a SIMPLE one
+    /// when no older ORDERED command is pending.
+    fn next_startable(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            if !matches!(slot.state, SlotState::New) {
+                continue;
+            }
+            let older = |ordered_only: bool| {
+                self.slots.iter().flatten().any(|other| {
+                    other.sequence < slot.sequence
+                        && other.active()
+                        && (!ordered_only || other.command.attribute == TaskAttribute::Ordered)
+                })
+            };
+            let allowed = match slot.command.attribute {
+                TaskAttribute::HeadOfQueue | TaskAttribute::Aca => true,
+                TaskAttribute::Ordered => !older(false),
+                TaskAttribute::Simple => !older(true),
+            };
+            if allowed && best.is_none_or(|(sequence, _)| slot.sequence < sequence) {
+                best = Some((slot.sequence, index));
+            }
+        }
+        best.map(|(_, index)| index)
     }
 
     /// The command a CDB's opcode (and service action) names, as its all-zero CDB.
@@ -908,9 +1022,14 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
     }
 
     /// Fetches up to `parameter_length` bytes of the data-out buffer into `buf`.
+    ///
+    /// A parameter list longer than the buffer is refused with INVALID FIELD IN CDB pointing
+    /// at the PARAMETER LIST LENGTH field (`length_field`), as Linux refuses overflowing
+    /// control CDBs.
     fn data_out<'b>(
         command: &Command<SG>,
         parameter_length: usize,
+        length_field: u16,
         memory: &mut dyn Memory,
         buf: &'b mut [u8],
     ) -> Result<(&'b [u8], Residual), Fail> {
@@ -919,6 +1038,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             return Err(bad_iu());
         }
         let wanted = parameter_length as u64;
+        if wanted > sg_len {
+            return Err(invalid_cdb(length_field, None));
+        }
         let n = wanted.min(sg_len);
         if n > buf.len() as u64 {
             return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
@@ -926,12 +1048,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         let part = command.sg.slice(0, n).map_err(|_| data_phase())?;
         let out = &mut buf[..n as usize];
         block::gather(memory, &part, out).map_err(|_| data_phase())?;
-        let residual = if wanted > sg_len {
-            Residual::Overflow(wanted - sg_len)
-        } else if sg_len > n {
-            Residual::Underflow(sg_len - n)
-        } else {
-            Residual::None
+        let residual = match sg_len - n {
+            0 => Residual::None,
+            extra => Residual::Underflow(extra),
         };
         Ok((out, residual))
     }
@@ -961,6 +1080,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             residual,
             writing,
             early: false,
+            at_device: None,
         })
     }
 
@@ -987,8 +1107,11 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 desc,
                 allocation_length,
             } => {
+                let deferred = self.take_deferred(initiator);
                 let sense = match self.unit_attention(initiator, true) {
                     Some(asc) => SenseRepr::new(SenseKey::UNIT_ATTENTION, asc),
+                    None if deferred.is_some() => deferred
+                        .unwrap_or(SenseRepr::new(SenseKey::NO_SENSE, Asc::NO_ADDITIONAL_SENSE)),
                     None if self.stopped => {
                         SenseRepr::new(SenseKey::NOT_READY, Asc::INITIALIZING_COMMAND_REQUIRED)
                     }
@@ -1107,6 +1230,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 let (data, residual) = Self::data_out(
                     command,
                     usize::from(parameter_list_length),
+                    if ten { 7 } else { 4 },
                     memory,
                     &mut pbuf,
                 )?;
@@ -1283,6 +1407,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     residual,
                     writing: true,
                     early: false,
+                    at_device: None,
                 };
                 job.queued = self.next_child(tag, &mut job.kind);
                 Ok(Exec::Start(job))
@@ -1309,7 +1434,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 let max_len = 8 + 16 * usize::from(self.config.max_unmap_descriptors);
                 let plen = usize::from(parameter_list_length);
                 let (data, residual) =
-                    Self::data_out(command, plen.min(PARAMETER_MAX), memory, &mut pbuf)?;
+                    Self::data_out(command, plen.min(PARAMETER_MAX), 7, memory, &mut pbuf)?;
                 if data.len() < 8 {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
@@ -1345,24 +1470,45 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                     residual,
                     writing: true,
                     early: false,
+                    at_device: None,
                 }))
             }
             CdbRepr::GetLbaStatus {
                 lba,
                 allocation_length,
-                ..
+                report_type,
             } => {
                 self.ready()?;
                 if lba >= self.block_count {
                     return Err(lba_out_of_range(lba));
                 }
-                let remaining = self.block_count - lba;
-                let descriptor = LbaStatusDescriptor {
-                    lba,
-                    blocks: u32::try_from(remaining).unwrap_or(u32::MAX),
-                    status: 0,
-                };
-                let len = response::lba_status(&[descriptor], &mut buf);
+                // As many descriptors as the allocation length (at least one) and the
+                // response buffer hold.
+                let wanted = (allocation_length as usize).saturating_sub(8) / 16;
+                let max = wanted.clamp(1, MAX_LBA_STATUS_DESCRIPTORS);
+                let mut descriptors: heapless::Vec<
+                    LbaStatusDescriptor,
+                    MAX_LBA_STATUS_DESCRIPTORS,
+                > = heapless::Vec::new();
+                // REPORT TYPE: 0 all, 1 nonzero status, 2 mapped, 3 deallocated. The runs
+                // alternate and are bounded by the tracker's table, so scanning all is cheap.
+                let runs = self
+                    .deallocated
+                    .runs(lba, self.block_count, usize::MAX)
+                    .filter(|(_, _, deallocated)| match report_type {
+                        1 | 3 => *deallocated,
+                        2 => !*deallocated,
+                        _ => true,
+                    })
+                    .take(max);
+                for (start, blocks, deallocated) in runs {
+                    let _ = descriptors.push(LbaStatusDescriptor {
+                        lba: start,
+                        blocks,
+                        status: u8::from(deallocated),
+                    });
+                }
+                let len = response::lba_status(&descriptors, &mut buf);
                 Self::data_in(command, upto(&buf, len), allocation_length as usize, memory)
                     .map(Exec::Done)
             }
@@ -1441,7 +1587,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 if plen > 4 + 4 * MAX_PORT_GROUPS {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
-                let (data, residual) = Self::data_out(command, plen, memory, &mut pbuf)?;
+                let (data, residual) = Self::data_out(command, plen, 6, memory, &mut pbuf)?;
                 if data.len() < plen || !plen.is_multiple_of(4) {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
@@ -1502,17 +1648,15 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 kind,
                 parameter_list_length,
             } => {
-                if parameter_list_length != 24 {
+                // 24 bytes, or with SPEC_I_PT 28 and the TransportIDs (checked in pr_out).
+                let plen = parameter_list_length as usize;
+                if !(24..=PARAMETER_MAX).contains(&plen) {
                     return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
                 }
                 let mut pbuf = [0u8; PARAMETER_MAX];
-                let (data, residual) = Self::data_out(command, 24, memory, &mut pbuf)?;
-                if data.len() < 24 {
-                    return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
-                }
-                let mut params = [0u8; 24];
-                params.copy_from_slice(&data[..24]);
-                self.pr_out(initiator, action, scope, kind, &params)?;
+                let (data, residual) = Self::data_out(command, plen, 5, memory, &mut pbuf)?;
+                let port = command.nexus.target_port;
+                self.pr_out(initiator, port, action, scope, kind, data)?;
                 Ok(Exec::Done(residual))
             }
         }
@@ -1737,6 +1881,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             residual: Residual::None,
             writing: false,
             early: false,
+            at_device: None,
         }))
     }
 
@@ -1923,7 +2068,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                         let key = if r.kind.all_registrants() {
                             0
                         } else {
-                            pr.key_of(r.holder).unwrap_or(0)
+                            pr.holder_key().unwrap_or(0)
                         };
                         o.u64(key);
                         o.u32(0);
@@ -1935,9 +2080,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
             }
             2 => {
-                // CRH=1; no SIP_C, ATP_C, PTPL_C; TMV with every type.
+                // CRH=1, SIP_C=1, ATP_C=1; no PTPL_C; TMV with every type.
                 o.u16(8);
-                o.u8(0x10);
+                o.u8(0x1C);
                 o.u8(0x80);
                 o.u8(0x80 | 0x40 | 0x20 | 0x08 | 0x02);
                 o.u8(0x01);
@@ -1945,21 +2090,20 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             3 => {
                 // READ FULL STATUS: one descriptor per registration, with a SAS TransportID
-                // carrying the initiator id as its SAS address. Registrations are per
-                // initiator, so ALL_TG_PT is set and the relative port is 0.
+                // carrying the initiator id as its SAS address.
                 o.u32(pr.generation);
                 o.u32((pr.registrations.len() * 48) as u32);
                 for r in pr.registrations.iter() {
-                    let holder = pr.is_holder(r.initiator);
+                    let holder = pr.holds(r);
                     o.u64(r.key);
                     o.u32(0);
-                    o.u8(0x02 | u8::from(holder));
+                    o.u8(if r.port.is_none() { 0x02 } else { 0 } | u8::from(holder));
                     o.u8(match (holder, pr.reservation) {
                         (true, Some(res)) => res.kind as u8,
                         _ => 0,
                     });
                     o.u32(0);
-                    o.u16(0);
+                    o.u16(r.port.unwrap_or(0));
                     o.u32(24);
                     o.put(&[0x06, 0, 0, 0]);
                     o.u64(r.initiator.0);
@@ -1974,27 +2118,60 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
     fn pr_out(
         &mut self,
         initiator: InitiatorId,
+        port: u16,
         action: u8,
         scope: u8,
         kind: u8,
-        params: &[u8; 24],
+        params: &[u8],
     ) -> Result<(), Fail> {
-        let key = be64(&params[0..8]);
-        let sa_key = be64(&params[8..16]);
-        let flags = params[20];
-        if flags & 0x08 != 0 {
-            return Err(invalid_param(20, Some(3)));
-        }
-        if flags & 0x04 != 0 {
-            return Err(invalid_param(20, Some(2)));
-        }
+        let length_error = illegal(Asc::PARAMETER_LIST_LENGTH_ERROR);
+        let base = params.get(..24).ok_or(length_error)?;
+        let key = be64(&base[0..8]);
+        let sa_key = be64(&base[8..16]);
+        let flags = base[20];
+        let specify_initiator_ports = flags & 0x08 != 0;
+        let all_target_ports = flags & 0x04 != 0;
         if flags & 0x01 != 0 {
             return Err(invalid_param(20, Some(0)));
         }
+        // SPEC_I_PT: only for REGISTER, which then also registers the initiators of the
+        // TransportIDs that follow (SAS TransportIDs: the SAS address is the initiator id).
+        let mut specified: heapless::Vec<InitiatorId, MAX_TRANSPORT_IDS> = heapless::Vec::new();
+        if specify_initiator_ports {
+            if action != 0 {
+                return Err(invalid_param(20, Some(3)));
+            }
+            let extra = params.get(24..28).ok_or(length_error)?;
+            let extra = u32::from_be_bytes([extra[0], extra[1], extra[2], extra[3]]) as usize;
+            if params.len() != 28usize.saturating_add(extra) || !extra.is_multiple_of(24) {
+                return Err(length_error);
+            }
+            for (i, id) in params[28..].chunks_exact(24).enumerate() {
+                let at = (28 + 24 * i) as u16;
+                if id[0] != 0x06 {
+                    // Not a SAS TransportID in format 00b: not an initiator this LU knows.
+                    return Err(invalid_param(at, None));
+                }
+                let mut address = [0u8; 8];
+                address.copy_from_slice(&id[4..12]);
+                if specified
+                    .push(InitiatorId(u64::from_be_bytes(address)))
+                    .is_err()
+                {
+                    return Err(invalid_param(at, None));
+                }
+            }
+        } else if params.len() != 24 {
+            return Err(length_error);
+        }
         let conflict = Err(Fail::Status(Status::RESERVATION_CONFLICT));
-        let registered = self.persistent.key_of(initiator);
-        let typed = |this: &Self| -> Result<PrType, Fail> {
-            let _ = this;
+        let registered = self.persistent.key_of(initiator, port);
+        let me = self
+            .persistent
+            .find(initiator, port)
+            .map(Registration::identity);
+        // SCOPE and TYPE matter to RESERVE, RELEASE and PREEMPT only.
+        let typed = || -> Result<PrType, Fail> {
             if scope != 0 {
                 return Err(invalid_cdb(2, Some(7)));
             }
@@ -2006,6 +2183,16 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 if action == 0 && registered.unwrap_or(0) != key {
                     return conflict;
                 }
+                if specify_initiator_ports {
+                    return self.register_specified(
+                        initiator,
+                        port,
+                        sa_key,
+                        all_target_ports,
+                        &specified,
+                        registered.is_some(),
+                    );
+                }
                 match (registered, sa_key) {
                     (None, 0) => return Ok(()),
                     (None, new) => {
@@ -2014,6 +2201,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                             .registrations
                             .push(Registration {
                                 initiator,
+                                port: (!all_target_ports).then_some(port),
                                 key: new,
                             })
                             .is_err()
@@ -2021,13 +2209,13 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                             return Err(illegal(Asc::INSUFFICIENT_REGISTRATION_RESOURCES));
                         }
                     }
-                    (Some(_), 0) => self.unregister(initiator),
+                    (Some(_), 0) => self.unregister(initiator, port),
                     (Some(_), new) => {
                         if let Some(r) = self
                             .persistent
                             .registrations
                             .iter_mut()
-                            .find(|r| r.initiator == initiator)
+                            .find(|r| r.covers(initiator, port))
                         {
                             r.key = new;
                         }
@@ -2038,16 +2226,18 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             // RESERVE.
             1 => {
-                let kind = typed(self)?;
+                let kind = typed()?;
                 if registered != Some(key) {
                     return conflict;
                 }
                 match self.persistent.reservation {
-                    Some(r) if r.kind == kind && self.persistent.is_holder(initiator) => Ok(()),
+                    Some(r) if r.kind == kind && self.persistent.is_holder(initiator, port) => {
+                        Ok(())
+                    }
                     Some(_) => conflict,
                     None => {
                         self.persistent.reservation = Some(PrReservation {
-                            holder: initiator,
+                            holder: me.unwrap_or((initiator, Some(port))),
                             kind,
                         });
                         Ok(())
@@ -2056,14 +2246,14 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             // RELEASE.
             2 => {
-                let kind = typed(self)?;
+                let kind = typed()?;
                 if registered != Some(key) {
                     return conflict;
                 }
                 let Some(r) = self.persistent.reservation else {
                     return Ok(());
                 };
-                if !self.persistent.is_holder(initiator) {
+                if !self.persistent.is_holder(initiator, port) {
                     return Ok(());
                 }
                 if r.kind != kind {
@@ -2088,27 +2278,27 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
             }
             // PREEMPT, PREEMPT AND ABORT.
             4 | 5 => {
-                let kind = typed(self)?;
+                let kind = typed()?;
                 if registered != Some(key) {
                     return conflict;
                 }
                 match self.persistent.reservation {
                     Some(r) if r.kind.all_registrants() && sa_key == 0 => {
-                        self.remove_registrations(action == 5, |reg| reg.initiator != initiator);
+                        self.remove_registrations(action == 5, |reg| !reg.covers(initiator, port));
                         self.persistent.reservation = Some(PrReservation {
-                            holder: initiator,
+                            holder: me.unwrap_or((initiator, Some(port))),
                             kind,
                         });
                     }
                     Some(r)
                         if !r.kind.all_registrants()
-                            && self.persistent.key_of(r.holder) == Some(sa_key) =>
+                            && self.persistent.holder_key() == Some(sa_key) =>
                     {
                         self.remove_registrations(action == 5, |reg| {
-                            reg.key == sa_key && reg.initiator != initiator
+                            reg.key == sa_key && !reg.covers(initiator, port)
                         });
                         self.persistent.reservation = Some(PrReservation {
-                            holder: initiator,
+                            holder: me.unwrap_or((initiator, Some(port))),
                             kind,
                         });
                         if r.kind != kind {
@@ -2132,12 +2322,59 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         }
     }
 
-    /// Removes the registration of `initiator`, releasing a reservation it holds.
-    fn unregister(&mut self, initiator: InitiatorId) {
-        let holder = self.persistent.is_holder(initiator);
+    /// REGISTER with SPEC_I_PT: the issuing I_T nexus and every specified initiator (through
+    /// the same target port, or all with ALL_TG_PT) are registered with `key`, all or none.
+    fn register_specified(
+        &mut self,
+        initiator: InitiatorId,
+        port: u16,
+        key: u64,
+        all_target_ports: bool,
+        specified: &[InitiatorId],
+        already_registered: bool,
+    ) -> Result<(), Fail> {
+        if already_registered || key == 0 {
+            // SPC-4 6.16.4: SPEC_I_PT registers new I_T nexuses with a nonzero key only.
+            return Err(invalid_param(20, Some(3)));
+        }
+        let registered_port = (!all_target_ports).then_some(port);
+        let mut new: heapless::Vec<Registration, { MAX_TRANSPORT_IDS + 1 }> = heapless::Vec::new();
+        for id in core::iter::once(&initiator).chain(specified) {
+            if new.iter().any(|r| r.initiator == *id) {
+                continue;
+            }
+            if self.persistent.find(*id, port).is_some() {
+                return Err(Fail::Status(Status::RESERVATION_CONFLICT));
+            }
+            let _ = new.push(Registration {
+                initiator: *id,
+                port: registered_port,
+                key,
+            });
+        }
+        if self.persistent.registrations.len() + new.len() > MAX_REGISTRATIONS {
+            return Err(illegal(Asc::INSUFFICIENT_REGISTRATION_RESOURCES));
+        }
+        for r in new {
+            let _ = self.persistent.registrations.push(r);
+        }
+        self.persistent.generation = self.persistent.generation.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Removes the registration of the I_T nexus, releasing a reservation it holds.
+    fn unregister(&mut self, initiator: InitiatorId, port: u16) {
+        let holder = self.persistent.is_holder(initiator, port);
+        let Some(identity) = self
+            .persistent
+            .find(initiator, port)
+            .map(Registration::identity)
+        else {
+            return;
+        };
         self.persistent
             .registrations
-            .retain(|r| r.initiator != initiator);
+            .retain(|r| r.identity() != identity);
         if let Some(r) = self.persistent.reservation {
             let release = if r.kind.all_registrants() {
                 self.persistent.registrations.is_empty()
@@ -2209,6 +2446,15 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
         };
         job.in_flight = false;
         let early = job.early;
+        if let Some((operation, lba, blocks)) = job.at_device.take() {
+            let end = lba.saturating_add(u64::from(blocks));
+            match (operation, completion.result.is_ok()) {
+                (Operation::Unmap, true) => self.deallocated.mark(lba, end),
+                (Operation::Unmap | Operation::Read | Operation::Flush, _) => {}
+                // Written (or maybe written, after an error): no longer known deallocated.
+                _ => self.deallocated.clear(lba, end),
+            }
+        }
         let finished = match completion.result {
             Err(error) => {
                 let writing = job.writing;
@@ -2243,10 +2489,26 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Lun<D, Q, SG> {
                 }
             }
         };
-        if finished.is_some() {
-            self.slots[index] = None;
+        let freed = if finished.is_some() {
+            self.slots[index].take()
+        } else {
+            None
+        };
+        let failure = finished
+            .as_ref()
+            .filter(|c| !c.is_good())
+            .and_then(|c| c.sense_repr());
+        if early && let (Some(slot), Some(sense)) = (freed, failure) {
+            // An IMMED job already reported GOOD: its failure becomes a deferred error for the
+            // initiator's next command.
+            let initiator = slot.command.nexus.initiator;
+            if let Some(state) = self.initiators.iter_mut().find(|i| i.id == initiator) {
+                state.deferred = Some(SenseRepr {
+                    deferred: true,
+                    ..sense
+                });
+            }
         }
-        // An IMMED job already reported GOOD; what the device said is not reported again.
         finished.filter(|_| !early)
     }
 }
@@ -2274,7 +2536,9 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                 *free = Some(Slot {
                     command,
                     state: SlotState::New,
+                    sequence: self.next_sequence,
                 });
+                self.next_sequence = self.next_sequence.wrapping_add(1);
                 Ok(())
             }
             None => Err(TransportSubmitError {
@@ -2293,6 +2557,7 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
         let block_count = self.device.geometry().block_count;
         if block_count != self.block_count {
             self.block_count = block_count;
+            self.deallocated.forget();
             self.broadcast(None, Asc::CAPACITY_DATA_HAS_CHANGED);
         }
         let mut next = None;
@@ -2300,25 +2565,27 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
         // of rounds per child, so cap the rounds.
         for _ in 0..(4 * Q + 4) {
             let mut progressed = false;
-            for index in 0..Q {
-                let state = self.slots[index].as_ref().map(|s| match s.state {
-                    SlotState::New => 0,
-                    SlotState::Aborted => 1,
-                    SlotState::Running(_) => 2,
-                });
-                let finished = match state {
-                    Some(0) => self.start(index, memory),
-                    Some(1) => self.slots[index]
-                        .take()
-                        .map(|s| CommandCompletion::status(s.command.tag, Status::TASK_ABORTED)),
-                    _ => None,
-                };
-                if state.is_some_and(|s| s < 2) {
+            for slot in self.slots.iter_mut() {
+                if matches!(
+                    slot,
+                    Some(Slot {
+                        state: SlotState::Aborted,
+                        ..
+                    })
+                ) && let Some(aborted) = slot.take()
+                {
                     progressed = true;
+                    done(CommandCompletion::status(
+                        aborted.command.tag,
+                        Status::TASK_ABORTED,
+                    ));
                 }
-                // `start` has already freed the slot of a finished command (or kept it for
-                // an IMMED job that reports early).
-                if let Some(completion) = finished {
+            }
+            // Start what the task attributes allow, oldest first. Each pass starts one command
+            // (it leaves the New state), so this ends within Q passes.
+            while let Some(index) = self.next_startable() {
+                progressed = true;
+                if let Some(completion) = self.start(index, memory) {
                     done(completion);
                 }
             }
@@ -2336,14 +2603,52 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                 let Some(request) = job.queued.take() else {
                     continue;
                 };
+                let at_device = (request.operation, request.lba.0, request.blocks.0);
                 match self.device.submit(now, request) {
                     Ok(()) => {
                         job.in_flight = true;
+                        job.at_device = Some(at_device);
                         progressed = true;
                     }
-                    Err(refused) => {
+                    Err(refused) if refused.kind == SubmitErrorKind::QueueFull => {
+                        // Back-pressure: retry at a later round or poll.
                         job.queued = Some(refused.request);
                         break;
+                    }
+                    Err(_) => {
+                        // The device refused the slot's tag: a bug below, not the initiator's.
+                        if let Some(slot) = self.slots[index].take() {
+                            progressed = true;
+                            done(self.complete(
+                                slot.command.tag,
+                                Err(Fail::Sense(SenseRepr::new(
+                                    SenseKey::HARDWARE_ERROR,
+                                    Asc::INTERNAL_TARGET_FAILURE,
+                                ))),
+                            ));
+                        }
+                    }
+                }
+            }
+            // Safety net: a running command with nothing queued or at the device would never
+            // complete; end it as an internal failure rather than lose it.
+            for index in 0..Q {
+                let stuck = matches!(
+                    &self.slots[index],
+                    Some(Slot { state: SlotState::Running(job), .. })
+                        if !job.in_flight && job.queued.is_none()
+                );
+                if stuck && let Some(slot) = self.slots[index].take() {
+                    progressed = true;
+                    let early = matches!(&slot.state, SlotState::Running(job) if job.early);
+                    if !early {
+                        done(self.complete(
+                            slot.command.tag,
+                            Err(Fail::Sense(SenseRepr::new(
+                                SenseKey::HARDWARE_ERROR,
+                                Asc::INTERNAL_TARGET_FAILURE,
+                            ))),
+                        ));
                     }
                 }
             }
@@ -2362,6 +2667,10 @@ impl<D: BlockDevice<SG>, const Q: usize, const SG: usize> Transport<SG> for Lun<
                 break;
             }
         }
-        next
+        // Work refused by a full device and nothing below to wait for: ask to be polled again.
+        let waiting = self.slots.iter().flatten().any(|s| {
+            matches!(&s.state, SlotState::Running(job) if !job.in_flight && job.queued.is_some())
+        });
+        if waiting { next.or(Some(now)) } else { next }
     }
 }

@@ -94,11 +94,28 @@ impl fmt::Debug for CdbBytes {
     }
 }
 
+/// The task attribute of a command (SAM-5 8.6): how it may be reordered with others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TaskAttribute {
+    /// May run in any order with other SIMPLE commands, after older ORDERED ones.
+    #[default]
+    Simple,
+    /// Runs after every older command has completed, and before any newer one starts.
+    Ordered,
+    /// Runs at once, ahead of everything queued.
+    HeadOfQueue,
+    /// Runs only in an ACA condition (not supported by [`crate::Lun`]).
+    Aca,
+}
+
 /// One command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command<const SG: usize = DEFAULT_SG_CAPACITY> {
     /// Caller-chosen identifier, handed back in the completion.
     pub tag: Tag,
+    /// The task attribute.
+    pub attribute: TaskAttribute,
     /// The I_T_L nexus.
     pub nexus: Nexus,
     /// The CDB.
@@ -114,11 +131,18 @@ impl<const SG: usize> Command<SG> {
     pub fn new(tag: Tag, nexus: Nexus, repr: &CdbRepr) -> Self {
         Self {
             tag,
+            attribute: TaskAttribute::Simple,
             nexus,
             cdb: CdbBytes::from_repr(repr),
             direction: DataDirection::None,
             sg: SgList::new(),
         }
+    }
+
+    /// The same command with task attribute `attribute`.
+    pub fn with_attribute(mut self, attribute: TaskAttribute) -> Self {
+        self.attribute = attribute;
+        self
     }
 
     /// The same command with a data-in buffer.

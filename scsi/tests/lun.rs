@@ -1139,6 +1139,7 @@ fn commands_queue_and_complete_exactly_once_with_latency() {
     let read = |tag: u64| {
         let cdb = CdbBytes::new(&rw(RwKind::Read, CdbSize::Ten, tag, 1, false)).unwrap();
         Command {
+            attribute: scsi::TaskAttribute::Simple,
             tag: Tag(tag),
             nexus,
             cdb,
@@ -1188,6 +1189,7 @@ fn commands_to_another_lun_are_not_supported() {
     memory.add(MemAddr(0x1000), &mut mem).unwrap();
     let mut run = |lun_number: u64, cdb: &[u8]| {
         let command = Command {
+            attribute: scsi::TaskAttribute::Simple,
             tag: Tag(1),
             nexus: Nexus {
                 initiator: InitiatorId(1),
@@ -1298,6 +1300,7 @@ fn synchronize_cache_with_immed_reports_before_the_flush_ends() {
         lun: 0,
     };
     let command = |repr: CdbRepr| Command {
+        attribute: scsi::TaskAttribute::Simple,
         tag: Tag(1),
         nexus,
         cdb: CdbBytes::from_repr(&repr),
@@ -1445,9 +1448,10 @@ fn read_full_status_and_nexus_loss() {
     let d1 = &mem[8..56];
     let d2 = &mem[56..104];
     assert_eq!(&d1[..8], &0xAu64.to_be_bytes());
-    assert_eq!((d1[12], d1[13]), (0x02, 0));
+    assert_eq!((d1[12], d1[13]), (0x00, 0), "registered through one port");
+    assert_eq!(&d1[18..20], &1u16.to_be_bytes());
     assert_eq!(&d2[..8], &0xBu64.to_be_bytes());
-    assert_eq!((d2[12], d2[13]), (0x03, 5), "holder of a WE RO reservation");
+    assert_eq!((d2[12], d2[13]), (0x01, 5), "holder of a WE RO reservation");
     assert_eq!(&d2[20..24], &24u32.to_be_bytes());
     assert_eq!(d2[24], 0x06, "SAS TransportID");
     assert_eq!(&d2[28..36], &2u64.to_be_bytes());
@@ -1545,4 +1549,647 @@ fn alua_and_reservations_are_checked_before_the_cdb_fields() {
         512,
     );
     assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+}
+
+#[test]
+fn get_lba_status_reports_what_the_lu_unmapped() {
+    // A device that unmaps but has no write-zeroes: WRITE SAME with UNMAP becomes an unmap.
+    rig!(
+        lun,
+        mem,
+        64,
+        lun_config(),
+        DeviceFeatures::UNMAP | DeviceFeatures::UNMAP_READS_ZERO
+    );
+    clear_ua(&mut lun, &mut mem, 1);
+    let mut p = [0u8; 24];
+    p[0..2].copy_from_slice(&22u16.to_be_bytes());
+    p[2..4].copy_from_slice(&16u16.to_be_bytes());
+    p[8..16].copy_from_slice(&8u64.to_be_bytes());
+    p[16..20].copy_from_slice(&8u32.to_be_bytes());
+    mem[..24].copy_from_slice(&p);
+    let unmap = bytes(CdbRepr::Unmap {
+        anchor: false,
+        group: 0,
+        parameter_list_length: 24,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &unmap, DataDirection::ToDevice, 24).is_good());
+    mem[..512].fill(0);
+    let ws = bytes(CdbRepr::WriteSame {
+        sixteen: true,
+        lba: 40,
+        blocks: 4,
+        unmap: true,
+        anchor: false,
+        ndob: false,
+        group: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &ws, DataDirection::ToDevice, 512).is_good());
+    // Writing block 10 maps it again.
+    let w = rw(RwKind::Write, CdbSize::Ten, 10, 1, false);
+    assert!(exec(&mut lun, &mut mem, 1, &w, DataDirection::ToDevice, 512).is_good());
+    let gls = bytes(CdbRepr::GetLbaStatus {
+        lba: 0,
+        allocation_length: 1024,
+        report_type: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &gls, DataDirection::FromDevice, 1024).is_good());
+    let runs: Vec<_> = scsi::response::parse_lba_status(&mem[..1024])
+        .unwrap()
+        .map(|d| (d.lba, d.blocks, d.status))
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            (0, 8, 0),
+            (8, 2, 1),
+            (10, 1, 0),
+            (11, 5, 1),
+            (16, 24, 0),
+            (40, 4, 1),
+            (44, 20, 0)
+        ]
+    );
+    // An allocation length for one descriptor gets the first run only.
+    let gls = bytes(CdbRepr::GetLbaStatus {
+        lba: 9,
+        allocation_length: 24,
+        report_type: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &gls, DataDirection::FromDevice, 24).is_good());
+    let runs: Vec<_> = scsi::response::parse_lba_status(&mem[..24])
+        .unwrap()
+        .map(|d| (d.lba, d.blocks, d.status))
+        .collect();
+    assert_eq!(runs, vec![(9, 1, 1)]);
+}
+
+#[test]
+fn get_lba_status_report_types_filter_the_runs() {
+    rig!(lun, mem, 64, lun_config(), DeviceFeatures::UNMAP);
+    clear_ua(&mut lun, &mut mem, 1);
+    let mut p = [0u8; 40];
+    p[0..2].copy_from_slice(&38u16.to_be_bytes());
+    p[2..4].copy_from_slice(&32u16.to_be_bytes());
+    p[8..16].copy_from_slice(&8u64.to_be_bytes());
+    p[16..20].copy_from_slice(&8u32.to_be_bytes());
+    p[24..32].copy_from_slice(&32u64.to_be_bytes());
+    p[32..36].copy_from_slice(&4u32.to_be_bytes());
+    mem[..40].copy_from_slice(&p);
+    let unmap = bytes(CdbRepr::Unmap {
+        anchor: false,
+        group: 0,
+        parameter_list_length: 40,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &unmap, DataDirection::ToDevice, 40).is_good());
+    let mut query = |report_type| {
+        let gls = bytes(CdbRepr::GetLbaStatus {
+            lba: 0,
+            allocation_length: 1024,
+            report_type,
+        });
+        assert!(exec(&mut lun, &mut mem, 1, &gls, DataDirection::FromDevice, 1024).is_good());
+        scsi::response::parse_lba_status(&mem[..1024])
+            .unwrap()
+            .map(|d| (d.lba, d.blocks, d.status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(query(3), vec![(8, 8, 1), (32, 4, 1)]);
+    assert_eq!(query(2), vec![(0, 8, 0), (16, 16, 0), (36, 28, 0)]);
+    assert_eq!(query(0).len(), 5);
+}
+
+#[test]
+fn a_failed_background_flush_is_a_deferred_error() {
+    use block::testing::{FaultConfig, FaultInjector};
+    use block::{ErrorKind, Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{CdbBytes, Command, InitiatorId, Nexus, Transport};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    let disk = RamDisk::<4>::new(&mut disk_bytes, 512).unwrap();
+    let always_fail = FaultConfig {
+        fail_ppm: 1_000_000,
+        fail_kind: ErrorKind::MediumError,
+        ..FaultConfig::default()
+    };
+    let device = FaultInjector::<_, 4>::new(disk, 1, always_fail);
+    let mut lun: Lun<_, 4> = Lun::new(device, lun_config());
+    let mut mem = vec![0u8; 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 0,
+        lun: 0,
+    };
+    let mut run = |repr: CdbRepr| {
+        let command = Command {
+            attribute: scsi::TaskAttribute::Simple,
+            tag: Tag(1),
+            nexus,
+            cdb: CdbBytes::from_repr(&repr),
+            direction: DataDirection::None,
+            sg: SgList::new(),
+        };
+        let (c, _) =
+            scsi::run_to_completion(&mut lun, &mut memory, Instant(0), command, 8, &mut |_| {})
+                .unwrap();
+        // Let background work finish.
+        for _ in 0..4 {
+            lun.poll(Instant(0), &mut memory, &mut |c| panic!("{c:?}"));
+        }
+        c
+    };
+    assert_eq!(
+        sense(&run(CdbRepr::TestUnitReady)).asc,
+        Asc::POWER_ON_OCCURRED
+    );
+    let sc = CdbRepr::SynchronizeCache {
+        sixteen: false,
+        immed: true,
+        lba: 0,
+        blocks: 0,
+        group: 0,
+    };
+    assert!(run(sc).is_good());
+    let c = run(CdbRepr::TestUnitReady);
+    let s = sense(&c);
+    assert!(s.deferred);
+    assert_eq!((s.key, s.asc), (SenseKey::MEDIUM_ERROR, Asc::WRITE_ERROR));
+    assert_eq!(c.sense[0], 0x71, "deferred, fixed format");
+    assert!(run(CdbRepr::TestUnitReady).is_good());
+}
+
+#[test]
+fn task_attributes_order_the_task_set() {
+    use block::{Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{Command, InitiatorId, Nexus, TaskAttribute, Transport};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    let disk = RamDisk::<8>::new(&mut disk_bytes, 512)
+        .unwrap()
+        .with_latency(std::time::Duration::from_micros(10));
+    let mut lun: Lun<_, 8> = Lun::new(disk, lun_config());
+    let mut mem = vec![0u8; 8 * 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 0,
+        lun: 0,
+    };
+    let read = |tag: u64, attribute| {
+        let repr = CdbRepr::ReadWrite(
+            RwKind::Read,
+            Rw {
+                size: CdbSize::Ten,
+                lba: tag,
+                blocks: 1,
+                dpo: false,
+                fua: false,
+                bytchk: 0,
+                group: 0,
+            },
+        );
+        Command::new(Tag(tag), nexus, &repr)
+            .with_attribute(attribute)
+            .data_in(SgList::single(MemAddr(0x1000 + 512 * tag), 512).unwrap())
+    };
+    let mut log: Vec<(u64, u64)> = Vec::new();
+    // Consume the power-on unit attention.
+    lun.submit(
+        Instant(0),
+        Command::new(Tag(0), nexus, &CdbRepr::TestUnitReady),
+    )
+    .unwrap();
+    lun.poll(Instant(0), &mut memory, &mut |_| {});
+    lun.submit(Instant(0), read(1, TaskAttribute::Simple))
+        .unwrap();
+    lun.submit(Instant(0), read(2, TaskAttribute::Simple))
+        .unwrap();
+    lun.submit(Instant(0), read(3, TaskAttribute::Ordered))
+        .unwrap();
+    lun.submit(Instant(0), read(4, TaskAttribute::Simple))
+        .unwrap();
+    lun.submit(
+        Instant(0),
+        Command::new(Tag(5), nexus, &CdbRepr::TestUnitReady)
+            .with_attribute(TaskAttribute::HeadOfQueue),
+    )
+    .unwrap();
+    let mut now = Instant(0);
+    for _ in 0..16 {
+        let next = lun.poll(now, &mut memory, &mut |c| {
+            assert!(c.is_good(), "{c:?}");
+            log.push((c.tag.0, now.0))
+        });
+        match next {
+            Some(t) => now = t,
+            None if lun.outstanding() == 0 => break,
+            None => {}
+        }
+    }
+    // HEAD OF QUEUE at once; 1 and 2 together; the ORDERED 3 after them; 4 after 3.
+    assert_eq!(
+        log,
+        vec![(5, 0), (1, 10_000), (2, 10_000), (3, 20_000), (4, 30_000)]
+    );
+    // ACA is refused: no ACA condition exists.
+    let aca =
+        Command::new(Tag(6), nexus, &CdbRepr::TestUnitReady).with_attribute(TaskAttribute::Aca);
+    let (c, _) = scsi::run_to_completion(&mut lun, &mut memory, now, aca, 4, &mut |_| {}).unwrap();
+    assert_eq!(sense(&c).asc, Asc::INVALID_FIELD_IN_COMMAND_IU);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pr_out_on(
+    lun: &mut TestLun<'_>,
+    mem: &mut [u8],
+    initiator: u64,
+    port: u16,
+    action: u8,
+    kind: u8,
+    key: u64,
+    sa_key: u64,
+    all_tg_pt: bool,
+) -> scsi::CommandCompletion {
+    let cdb = bytes(CdbRepr::PersistentReserveOut {
+        action,
+        scope: 0,
+        kind,
+        parameter_list_length: 24,
+    });
+    mem[..24].fill(0);
+    mem[..8].copy_from_slice(&key.to_be_bytes());
+    mem[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    mem[20] = if all_tg_pt { 0x04 } else { 0 };
+    exec_on(lun, mem, initiator, port, &cdb, DataDirection::ToDevice, 24)
+}
+
+#[test]
+fn registrations_belong_to_an_i_t_nexus_unless_all_target_ports() {
+    rig!(lun, mem, 64);
+    for i in 1..=2 {
+        clear_ua(&mut lun, &mut mem, i);
+    }
+    let write = rw(RwKind::Write, CdbSize::Ten, 0, 1, false);
+    // Initiator 1 registers through port 1 only and reserves WRITE EXCLUSIVE, REGISTRANTS ONLY.
+    assert!(pr_out_on(&mut lun, &mut mem, 1, 1, 0, 0, 0, 0xA, false).is_good());
+    assert!(pr_out_on(&mut lun, &mut mem, 1, 1, 1, 5, 0xA, 0, false).is_good());
+    assert!(
+        exec_on(
+            &mut lun,
+            &mut mem,
+            1,
+            1,
+            &write,
+            DataDirection::ToDevice,
+            512
+        )
+        .is_good()
+    );
+    // Through port 2 the same initiator is another, unregistered, I_T nexus.
+    let c = exec_on(
+        &mut lun,
+        &mut mem,
+        1,
+        2,
+        &write,
+        DataDirection::ToDevice,
+        512,
+    );
+    assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+    // Initiator 2 registers with ALL_TG_PT: a registrant through every port.
+    assert!(pr_out_on(&mut lun, &mut mem, 2, 1, 0, 0, 0, 0xB, true).is_good());
+    assert!(
+        exec_on(
+            &mut lun,
+            &mut mem,
+            2,
+            2,
+            &write,
+            DataDirection::ToDevice,
+            512
+        )
+        .is_good()
+    );
+    assert!(
+        exec_on(
+            &mut lun,
+            &mut mem,
+            2,
+            3,
+            &write,
+            DataDirection::ToDevice,
+            512
+        )
+        .is_good()
+    );
+    // And may unregister through another port.
+    assert!(pr_out_on(&mut lun, &mut mem, 2, 3, 0, 0, 0xB, 0, false).is_good());
+    let c = exec_on(
+        &mut lun,
+        &mut mem,
+        2,
+        1,
+        &write,
+        DataDirection::ToDevice,
+        512,
+    );
+    assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+    // REPORT CAPABILITIES says ALL_TG_PT is supported (ATP_C).
+    let caps = bytes(CdbRepr::PersistentReserveIn {
+        action: 2,
+        allocation_length: 8,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &caps, DataDirection::FromDevice, 8).is_good());
+    assert_eq!(mem[2] & 0x04, 0x04);
+}
+
+#[test]
+fn mode_select_10_and_write_same_without_a_data_buffer() {
+    rig!(lun, mem, 64);
+    clear_ua(&mut lun, &mut mem, 1);
+    let ms = bytes(CdbRepr::ModeSense {
+        ten: true,
+        llbaa: false,
+        dbd: false,
+        page_control: 0,
+        page_code: 0x0A,
+        subpage_code: 0,
+        allocation_length: 255,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &ms, DataDirection::FromDevice, 255).is_good());
+    let len = u16::from_be_bytes([mem[0], mem[1]]) as usize + 2;
+    assert_eq!(
+        len,
+        8 + 8 + 12,
+        "header, short block descriptor, control page"
+    );
+    mem[0] = 0;
+    mem[1] = 0;
+    mem[16 + 2] |= 0x04;
+    let sel = bytes(CdbRepr::ModeSelect {
+        ten: true,
+        pf: true,
+        sp: false,
+        parameter_list_length: len as u16,
+    });
+    assert!(
+        exec(
+            &mut lun,
+            &mut mem,
+            1,
+            &sel,
+            DataDirection::ToDevice,
+            len as u32
+        )
+        .is_good()
+    );
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &[0x02, 0, 0, 0, 0, 0],
+        DataDirection::None,
+        0,
+    );
+    assert_eq!(c.sense[0], 0x72, "descriptor format now");
+    // Saving pages is refused.
+    let sel = bytes(CdbRepr::ModeSelect {
+        ten: true,
+        pf: true,
+        sp: true,
+        parameter_list_length: len as u16,
+    });
+    let c = exec(
+        &mut lun,
+        &mut mem,
+        1,
+        &sel,
+        DataDirection::ToDevice,
+        len as u32,
+    );
+    assert_eq!(sense(&c).asc, Asc::INVALID_FIELD_IN_CDB);
+    // WRITE SAME (16) with NDOB zeroes the range without a buffer.
+    mem[..4096].fill(0xAA);
+    let w = rw(RwKind::Write, CdbSize::Ten, 0, 8, false);
+    assert!(exec(&mut lun, &mut mem, 1, &w, DataDirection::ToDevice, 4096).is_good());
+    let ws = bytes(CdbRepr::WriteSame {
+        sixteen: true,
+        lba: 2,
+        blocks: 3,
+        unmap: false,
+        anchor: false,
+        ndob: true,
+        group: 0,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &ws, DataDirection::None, 0).is_good());
+    let r = rw(RwKind::Read, CdbSize::Ten, 0, 8, false);
+    assert!(exec(&mut lun, &mut mem, 1, &r, DataDirection::FromDevice, 4096).is_good());
+    assert!(mem[..1024].iter().all(|b| *b == 0xAA));
+    assert!(mem[1024..2560].iter().all(|b| *b == 0));
+    assert!(mem[2560..4096].iter().all(|b| *b == 0xAA));
+}
+
+#[test]
+fn a_parameter_list_longer_than_the_buffer_is_an_invalid_cdb_field() {
+    rig!(lun, mem, 64);
+    clear_ua(&mut lun, &mut mem, 1);
+    let unmap = bytes(CdbRepr::Unmap {
+        anchor: false,
+        group: 0,
+        parameter_list_length: 40,
+    });
+    let c = exec(&mut lun, &mut mem, 1, &unmap, DataDirection::ToDevice, 24);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: true,
+            bit: None,
+            byte: 7
+        })
+    );
+    let pr = bytes(CdbRepr::PersistentReserveOut {
+        action: 0,
+        scope: 0,
+        kind: 0,
+        parameter_list_length: 24,
+    });
+    let c = exec(&mut lun, &mut mem, 1, &pr, DataDirection::ToDevice, 16);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: true,
+            bit: None,
+            byte: 5
+        })
+    );
+    // A longer buffer is an underflow.
+    mem[..32].fill(0);
+    mem[8..16].copy_from_slice(&7u64.to_be_bytes());
+    let c = exec(&mut lun, &mut mem, 1, &pr, DataDirection::ToDevice, 32);
+    assert!(c.is_good());
+    assert_eq!(c.residual, Residual::Underflow(8));
+}
+
+#[test]
+fn register_with_specified_initiator_ports() {
+    rig!(lun, mem, 64);
+    for i in [1, 5, 6] {
+        clear_ua(&mut lun, &mut mem, i);
+    }
+    let sas = |address: u64| {
+        let mut id = [0u8; 24];
+        id[0] = 0x06;
+        id[4..12].copy_from_slice(&address.to_be_bytes());
+        id
+    };
+    let send = |lun: &mut TestLun<'_>,
+                mem: &mut [u8],
+                action: u8,
+                ids: &[[u8; 24]],
+                extra_len: Option<u32>| {
+        let len = 28 + 24 * ids.len();
+        mem[..len].fill(0);
+        mem[8..16].copy_from_slice(&0x77u64.to_be_bytes());
+        mem[20] = 0x08;
+        mem[24..28].copy_from_slice(&extra_len.unwrap_or(24 * ids.len() as u32).to_be_bytes());
+        for (i, id) in ids.iter().enumerate() {
+            mem[28 + 24 * i..52 + 24 * i].copy_from_slice(id);
+        }
+        let cdb = bytes(CdbRepr::PersistentReserveOut {
+            action,
+            scope: 0,
+            kind: 1,
+            parameter_list_length: len as u32,
+        });
+        exec(lun, mem, 1, &cdb, DataDirection::ToDevice, len as u32)
+    };
+    // A wrong ADDITIONAL PARAMETER DATA LENGTH, an iSCSI TransportID, SPEC_I_PT on RESERVE.
+    let c = send(&mut lun, &mut mem, 0, &[sas(5)], Some(48));
+    assert_eq!(sense(&c).asc, Asc::PARAMETER_LIST_LENGTH_ERROR);
+    let mut iscsi = sas(5);
+    iscsi[0] = 0x05;
+    let c = send(&mut lun, &mut mem, 0, &[sas(6), iscsi], None);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: false,
+            bit: None,
+            byte: 52
+        })
+    );
+    let c = send(&mut lun, &mut mem, 1, &[sas(5)], None);
+    assert_eq!(
+        sense(&c).key_specific,
+        Some(SenseKeySpecific::FieldPointer {
+            in_cdb: false,
+            bit: Some(3),
+            byte: 20
+        })
+    );
+    // Nothing was registered by the refused commands.
+    let rk = bytes(CdbRepr::PersistentReserveIn {
+        action: 0,
+        allocation_length: 64,
+    });
+    assert!(exec(&mut lun, &mut mem, 1, &rk, DataDirection::FromDevice, 64).is_good());
+    assert_eq!(&mem[4..8], &0u32.to_be_bytes());
+    // Register 1, 5 and 6 at once; 5 may then reserve with the key.
+    assert!(send(&mut lun, &mut mem, 0, &[sas(5), sas(6)], None).is_good());
+    assert!(exec(&mut lun, &mut mem, 1, &rk, DataDirection::FromDevice, 64).is_good());
+    assert_eq!(&mem[4..8], &24u32.to_be_bytes());
+    assert!(pr_out(&mut lun, &mut mem, 5, 1, 1, 0x77, 0).is_good());
+    // Specifying an initiator already registered is a conflict.
+    let c = pr_out(&mut lun, &mut mem, 1, 0, 0, 0x77, 0);
+    assert!(c.is_good(), "1 unregisters");
+    let c = send(&mut lun, &mut mem, 0, &[sas(6)], None);
+    assert_eq!(c.status, Status::RESERVATION_CONFLICT);
+}
+
+#[test]
+fn a_full_device_queue_is_back_pressure_not_failure() {
+    use block::{Instant, MemAddr, MemoryRegions, SgList, Tag};
+    use scsi::{Command, InitiatorId, Nexus, Transport};
+    let mut disk_bytes = vec![0u8; 64 * 512];
+    // One slot below, four above.
+    let disk = RamDisk::<1>::new(&mut disk_bytes, 512)
+        .unwrap()
+        .with_latency(std::time::Duration::from_micros(5));
+    let mut lun: Lun<_, 4> = Lun::new(disk, lun_config());
+    let mut mem = vec![0u8; 4 * 512];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(MemAddr(0x1000), &mut mem).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 0,
+        lun: 0,
+    };
+    lun.submit(
+        Instant(0),
+        Command::new(Tag(9), nexus, &CdbRepr::TestUnitReady),
+    )
+    .unwrap();
+    lun.poll(Instant(0), &mut memory, &mut |_| {});
+    for tag in 0..4u64 {
+        let repr = CdbRepr::ReadWrite(
+            RwKind::Read,
+            Rw {
+                size: CdbSize::Ten,
+                lba: tag,
+                blocks: 1,
+                dpo: false,
+                fua: false,
+                bytchk: 0,
+                group: 0,
+            },
+        );
+        let command = Command::new(Tag(tag), nexus, &repr)
+            .data_in(SgList::single(MemAddr(0x1000 + 512 * tag), 512).unwrap());
+        lun.submit(Instant(0), command).unwrap();
+    }
+    let mut done = Vec::new();
+    let mut now = Instant(0);
+    for _ in 0..32 {
+        let next = lun.poll(now, &mut memory, &mut |c| {
+            assert!(c.is_good(), "{c:?}");
+            done.push((c.tag.0, now.0));
+        });
+        match next {
+            Some(t) => now = t,
+            None => break,
+        }
+    }
+    assert_eq!(
+        done,
+        vec![(0, 5_000), (1, 10_000), (2, 15_000), (3, 20_000)]
+    );
+    assert_eq!(lun.outstanding(), 0);
+}
+
+#[test]
+fn injected_unit_attentions_reach_their_initiators() {
+    rig!(lun, mem, 64);
+    clear_ua(&mut lun, &mut mem, 1);
+    clear_ua(&mut lun, &mut mem, 2);
+    lun.raise_unit_attention(Some(scsi::InitiatorId(1)), Asc::MODE_PARAMETERS_CHANGED);
+    lun.raise_unit_attention(None, Asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+    assert_eq!(
+        sense(&exec(&mut lun, &mut mem, 1, &TUR, DataDirection::None, 0)).asc,
+        Asc::MODE_PARAMETERS_CHANGED
+    );
+    assert_eq!(
+        sense(&exec(&mut lun, &mut mem, 1, &TUR, DataDirection::None, 0)).asc,
+        Asc::ASYMMETRIC_ACCESS_STATE_CHANGED
+    );
+    assert!(exec(&mut lun, &mut mem, 1, &TUR, DataDirection::None, 0).is_good());
+    assert_eq!(
+        sense(&exec(&mut lun, &mut mem, 2, &TUR, DataDirection::None, 0)).asc,
+        Asc::ASYMMETRIC_ACCESS_STATE_CHANGED
+    );
+    // A new initiator still sees power on first.
+    lun.raise_unit_attention(Some(scsi::InitiatorId(9)), Asc::CAPACITY_DATA_HAS_CHANGED);
+    assert_eq!(
+        lun.pending_unit_attentions(scsi::InitiatorId(9)),
+        &[Asc::POWER_ON_OCCURRED, Asc::CAPACITY_DATA_HAS_CHANGED]
+    );
 }

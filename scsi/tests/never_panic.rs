@@ -12,12 +12,18 @@ use scsi::{
     Status, Transport,
 };
 
-/// 1000 cases by default; `SCSI_FUZZ_CASES=N` runs more (the fuzz entry point for CI).
+/// 1000 cases by default, 200 000 under `SOAK=1` (`cargo xtask soak`); `SCSI_FUZZ_CASES=N`
+/// chooses any number (the fuzz entry point).
 fn cases() -> u32 {
+    let default = if std::env::var_os("SOAK").is_some() {
+        200_000
+    } else {
+        1000
+    };
     std::env::var("SCSI_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(default)
 }
 
 const BASE: u64 = 0x10_0000;
@@ -69,6 +75,7 @@ struct Cmd {
     sg: Vec<(u64, u32)>,
     initiator: u64,
     port: u16,
+    attribute: scsi::TaskAttribute,
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
@@ -78,8 +85,15 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         sg(),
         prop_oneof![4 => 0u64..3, 1 => 0u64..40],
         0u16..3,
+        prop_oneof![
+            6 => Just(scsi::TaskAttribute::Simple),
+            2 => Just(scsi::TaskAttribute::Ordered),
+            1 => Just(scsi::TaskAttribute::HeadOfQueue),
+            1 => Just(scsi::TaskAttribute::Aca),
+        ],
     )
-        .prop_map(|(cdb, direction, sg, initiator, port)| Cmd {
+        .prop_map(|(cdb, direction, sg, initiator, port, attribute)| Cmd {
+            attribute,
             cdb,
             direction,
             sg,
@@ -98,7 +112,7 @@ proptest! {
         reset_at in proptest::option::of(0usize..24),
     ) {
         let mut disk_bytes = vec![0u8; 64 * 512];
-        let disk = RamDisk::<16>::new(&mut disk_bytes, 512).unwrap().with_max_transfer(32);
+        let disk = RamDisk::<4>::new(&mut disk_bytes, 512).unwrap().with_max_transfer(32);
         let faults = FaultConfig {
             fail_ppm: 50_000,
             fail_kind: ErrorKind::MediumError,
@@ -108,14 +122,23 @@ proptest! {
             tear_ppm: 0,
             lose_after_submissions: None,
         };
-        let device = ExactlyOnce::<_, 16>::new(FaultInjector::<_, 16>::new(disk, seed, faults));
+        let device = ExactlyOnce::<_, 16>::new(FaultInjector::<_, 4>::new(disk, seed, faults));
         let groups = [
             scsi::PortGroup::new(1, scsi::AccessState::ActiveOptimized, &[1]),
             scsi::PortGroup::new(2, scsi::AccessState::Standby, &[2]),
         ];
         let config = LunConfig::new("V", "P", "R", "S", NaaId::registered(1, 2)).with_alua(3, &groups);
         let mut lun: Lun<_, 8> = Lun::new(device, config);
+        // Parameter lists and data come from memory: fill it with noise, mostly small
+        // values so that lengths and LBAs inside parameter lists are often plausible.
         let mut mem = vec![0u8; MEM_LEN];
+        let mut x = seed | 1;
+        for b in mem.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = if x % 4 == 0 { x as u8 } else { (x as u8) & 0x07 };
+        }
         let mut memory = MemoryRegions::<1>::new();
         memory.add(MemAddr(BASE), &mut mem).unwrap();
 
@@ -131,8 +154,9 @@ proptest! {
                 }
                 let segments: Vec<Segment> = c.sg.iter().map(|(a, l)| Segment::new(MemAddr(BASE + a), *l)).collect();
                 let command = Command {
+                    attribute: c.attribute,
                     tag: Tag(i as u64),
-                    nexus: Nexus { initiator: InitiatorId(c.initiator), target_port: c.port, lun: 0 },
+                    nexus: Nexus { initiator: InitiatorId(c.initiator), target_port: c.port, lun: u64::from(c.port == 2 && c.initiator == 2) },
                     cdb: CdbBytes::new(&c.cdb).unwrap(),
                     direction: c.direction,
                     sg: SgList::from_segments(&segments).unwrap(),

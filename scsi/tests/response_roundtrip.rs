@@ -2,6 +2,15 @@
 //! parses back to the same values.
 
 use proptest::prelude::*;
+
+/// 500 cases, 50 times more under `SOAK=1` (`cargo xtask soak`).
+fn cases() -> u32 {
+    if std::env::var_os("SOAK").is_some() {
+        500 * 50
+    } else {
+        500
+    }
+}
 use scsi::response::{
     self, AccessState, BlockLimits, DeviceIdentification, InquiryData, LbaStatusDescriptor,
     LogicalBlockProvisioning, NaaId, ReadCapacity10Data, ReadCapacity16Data,
@@ -20,7 +29,7 @@ fn state() -> impl Strategy<Value = AccessState> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn inquiry(q in 0u8..8, t in 0u8..32, flags in any::<[bool; 7]>(), version in any::<u8>(), tpgs in 0u8..4,

@@ -1,6 +1,15 @@
 //! Round trips: `parse(emit(x)) == x` for every CDB and for sense data in both formats.
 
 use proptest::prelude::*;
+
+/// 2000 cases, 50 times more under `SOAK=1` (`cargo xtask soak`).
+fn cases() -> u32 {
+    if std::env::var_os("SOAK").is_some() {
+        2000 * 50
+    } else {
+        2000
+    }
+}
 use scsi::cdb::{Cdb, CdbRepr, CdbSize, Rw, RwKind};
 use scsi::{Asc, Sense, SenseFormat, SenseKey, SenseKeySpecific, SenseRepr};
 
@@ -326,7 +335,7 @@ fn sense(format: SenseFormat) -> impl Strategy<Value = SenseRepr> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn every_cdb_round_trips(repr in cdb()) {

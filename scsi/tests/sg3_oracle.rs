@@ -155,6 +155,14 @@ fn standard_inquiry_decodes_to_the_configured_identity() {
     ] {
         assert_shows(&out, expected);
     }
+    let out = decode("sg_inq", &data, &["--descriptors"]);
+    for expected in [
+        "SAM-5 (no version claimed)",
+        "SPC-4 (no version claimed)",
+        "SBC-3 (no version claimed)",
+    ] {
+        assert_shows(&out, expected);
+    }
 }
 
 #[test]
@@ -411,4 +419,70 @@ fn every_command_we_know_has_the_name_sg3_utils_gives_it() {
         let out = tool("sg_decode_sense", &args);
         assert_eq!(out.trim().to_ascii_uppercase(), spec.name, "{cdb:02x?}");
     }
+}
+
+#[test]
+fn sense_from_a_lun_in_descriptor_format_carries_a_64_bit_lba() {
+    let mut config = lun_config();
+    config.descriptor_sense = true;
+    let mut disk_bytes = vec![0u8; 16 * 512];
+    let disk = RamDisk::<16>::new(&mut disk_bytes, 512).unwrap();
+    let mut lun: TestLun<'_> = Lun::new(Recorder::new(disk), config);
+    let mut mem = vec![0u8; 4096];
+    clear_ua(&mut lun, &mut mem, 1);
+    let read = bytes(CdbRepr::ReadWrite(
+        RwKind::Read,
+        Rw {
+            size: CdbSize::Sixteen,
+            lba: 0x1_0000_0000,
+            blocks: 1,
+            dpo: false,
+            fua: false,
+            bytchk: 0,
+            group: 0,
+        },
+    ));
+    let c = exec(&mut lun, &mut mem, 1, &read, DataDirection::FromDevice, 512);
+    let out = decode_sense(sense_of(&c));
+    assert_shows(
+        &out,
+        "Descriptor format, current; Sense key: Illegal Request",
+    );
+    assert_shows(&out, "Logical block address out of range");
+    assert_shows(&out, "Information: 0x0000000100000000");
+}
+
+#[test]
+fn get_lba_status_shows_deallocated_extents() {
+    let unmap_8_to_16 = |lun: &mut TestLun<'_>, mem: &mut [u8]| {
+        let mut p = [0u8; 24];
+        p[0..2].copy_from_slice(&22u16.to_be_bytes());
+        p[2..4].copy_from_slice(&16u16.to_be_bytes());
+        p[8..16].copy_from_slice(&8u64.to_be_bytes());
+        p[16..20].copy_from_slice(&8u32.to_be_bytes());
+        mem[..24].copy_from_slice(&p);
+        let unmap = bytes(CdbRepr::Unmap {
+            anchor: false,
+            group: 0,
+            parameter_list_length: 24,
+        });
+        assert!(exec(lun, mem, 1, &unmap, DataDirection::ToDevice, 24).is_good());
+    };
+    let cdb = bytes(CdbRepr::GetLbaStatus {
+        lba: 4,
+        allocation_length: 4096,
+        report_type: 0,
+    });
+    let (data, c) = answer(THIN, &cdb, &unmap_8_to_16);
+    assert!(c.is_good());
+    let out = decode("sg_get_lba_status", &data, &["--maxlen=4096"]);
+    assert_shows(
+        &out,
+        "[1] LBA: 0x0000000000000004 blocks: 4 mapped (or unknown)",
+    );
+    assert_shows(&out, "[2] LBA: 0x0000000000000008 blocks: 8 deallocated");
+    assert_shows(
+        &out,
+        "[3] LBA: 0x0000000000000010 blocks: 112 mapped (or unknown)",
+    );
 }

@@ -80,6 +80,7 @@ pub(crate) fn exec_on<T: Transport>(
         SgList::single(MemAddr(BASE), len).unwrap()
     };
     let command = Command {
+        attribute: scsi::TaskAttribute::Simple,
         tag: Tag(7),
         nexus: Nexus {
             initiator: InitiatorId(initiator),
