@@ -4,6 +4,8 @@
 //! - `no-std`: builds every library crate for `thumbv7em-none-eabihf` without `std` or `alloc`.
 //! - `bench [crate]`: the criterion benchmarks.
 //! - `soak`: the long tests (`SOAK=1`), in release mode.
+//! - `fuzz <crate> [target] [seconds]`: the crate's fuzz target (cargo-fuzz, nightly), or for
+//!   `scsi` its never-panic property test with many cases.
 
 use std::env;
 use std::fs;
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         Some("no-std") => no_std(),
         Some("bench") => bench(args.get(1).map(String::as_str), &args[2.min(args.len())..]),
         Some("soak") => soak(),
+        Some("fuzz") => fuzz(&args[1.min(args.len())..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())
@@ -46,7 +49,10 @@ fn print_help() {
          ci              fmt --check, clippy -D warnings, all tests, loom models, no-std, rustdoc\n\
          no-std          build every library crate for {NO_STD_TARGET} without std or alloc\n\
          bench [crate]   run the criterion benchmarks (of one crate, or all); extra args go to criterion\n\
-         soak            run the long tests (SOAK=1) in release mode"
+         soak            run the long tests (SOAK=1) in release mode\n\
+         fuzz CRATE [TARGET] [SECONDS]\n\
+         \x20               run a crate's cargo-fuzz target for SECONDS (default 60; needs nightly and\n\
+         \x20               cargo-fuzz); `fuzz scsi [CASES]` runs the never-panic test with CASES cases"
     );
 }
 
@@ -283,5 +289,82 @@ fn soak() -> Result<()> {
     command
         .args(["test", "--release", "--workspace", "--all-features"])
         .env("SOAK", "1");
+    run(command)
+}
+
+/// Runs a crate's fuzzing: `scsi` feeds its never-panic property test arbitrary commands (stable
+/// Rust); the crates with a `fuzz/` cargo-fuzz project run their libFuzzer target (nightly).
+fn fuzz(args: &[String]) -> Result<()> {
+    let Some(krate) = args.first() else {
+        return Err("usage: cargo xtask fuzz CRATE [TARGET] [SECONDS]".into());
+    };
+    if krate == "scsi" {
+        let cases = args.get(1).map(String::as_str).unwrap_or("100000");
+        cases
+            .parse::<u64>()
+            .map_err(|_| format!("`{cases}` is not a number of cases"))?;
+        let mut command = cargo();
+        command
+            .args(["test", "--release", "-p", "scsi", "--test", "never_panic"])
+            .env("SCSI_FUZZ_CASES", cases);
+        return run(command);
+    }
+    let dir = workspace_root().join(krate).join("fuzz");
+    let manifest = dir.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).map_err(|_| {
+        format!(
+            "{krate} has no cargo-fuzz project ({} is missing)",
+            manifest.display()
+        )
+    })?;
+    // The targets are the `[[bin]]` names of the fuzz project.
+    let mut targets: Vec<String> = text
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|section| {
+            section.lines().find_map(|l| {
+                let value = l
+                    .trim()
+                    .strip_prefix("name")?
+                    .trim_start()
+                    .strip_prefix('=')?;
+                Some(value.trim().trim_matches('"').to_string())
+            })
+        })
+        .collect();
+    targets.sort();
+    let target = match args.get(1) {
+        Some(t) if targets.contains(t) => t.clone(),
+        Some(t) => {
+            return Err(format!(
+                "{krate} has no fuzz target `{t}`; it has: {}",
+                targets.join(", ")
+            ));
+        }
+        None => targets
+            .first()
+            .cloned()
+            .ok_or(format!("{krate} has no fuzz targets"))?,
+    };
+    let seconds = args.get(2).map(String::as_str).unwrap_or("60");
+    seconds
+        .parse::<u64>()
+        .map_err(|_| format!("`{seconds}` is not a number of seconds"))?;
+    let has_cargo_fuzz = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        return Err("fuzzing needs a nightly toolchain and cargo-fuzz: `rustup toolchain install nightly && cargo install cargo-fuzz`".into());
+    }
+    let mut command = Command::new("cargo");
+    command.current_dir(&dir).args([
+        "+nightly",
+        "fuzz",
+        "run",
+        &target,
+        "--",
+        &format!("-max_total_time={seconds}"),
+    ]);
     run(command)
 }
