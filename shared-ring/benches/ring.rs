@@ -1,0 +1,3 @@
+//! Criterion benchmarks of the shared ring against its peers (written next).
+
+fn main() {}
