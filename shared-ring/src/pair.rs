@@ -205,3 +205,14 @@ impl<Req: Copy, Cmp: Copy, const RN: usize, const CN: usize> Default
         Self::new()
     }
 }
+
+impl<Req: Copy, Cmp: Copy, const RN: usize, const CN: usize> core::fmt::Debug
+    for RingPair<Req, Cmp, RN, CN>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RingPair")
+            .field("requests", &self.requests)
+            .field("completions", &self.completions)
+            .finish()
+    }
+}
