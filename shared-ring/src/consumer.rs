@@ -24,6 +24,10 @@ pub enum Wakeup {
 /// It keeps its own index privately and a cached copy of the producer's index, which it reloads
 /// only when the ring looks empty. Dropping it gives the end back, so that [`Ring::consumer`]
 /// can hand it out again.
+///
+/// The handle is aligned to 128 bytes: its private index changes with every operation, and
+/// must not share a cache line with the other end's handle wherever the two are placed.
+#[repr(align(128))]
 pub struct Consumer<'a, T: Copy, const N: usize> {
     ring: &'a Ring<T, N>,
     /// The authoritative head: the shared copy is only ever written.
