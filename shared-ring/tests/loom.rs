@@ -19,7 +19,10 @@ fn ring<const N: usize>() -> &'static Ring<u32, N> {
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
+    // Bounded by default to keep the run short; `LOOM_MAX_PREEMPTIONS` overrides.
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        builder.preemption_bound = Some(5);
+    }
     builder.check(f);
 }
 
