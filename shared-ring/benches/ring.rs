@@ -6,6 +6,7 @@
 //! `cargo bench -p shared-ring --bench ring -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::{black_box, spin_loop};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -178,6 +179,27 @@ impl<T: Item> Queue<T> for Ringbuf {
     }
 }
 
+thread_local! {
+    static SPINS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Waiting for the other thread, the same for every queue: spin, and yield the core at every
+/// 128th failed poll, so that a thread descheduled on a shared 2-core machine does not leave its
+/// partner spinning through a whole time slice.
+#[inline]
+fn wait() {
+    SPINS.with(|spins| {
+        let n = spins.get() + 1;
+        if n >= 128 {
+            spins.set(0);
+            thread::yield_now();
+        } else {
+            spins.set(n);
+            spin_loop();
+        }
+    });
+}
+
 /// Runs `produce` on this thread and `consume` on another, and times both to the end.
 fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() -> u64 + Send) -> Duration {
     thread::scope(|s| {
@@ -199,7 +221,7 @@ fn single<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>) {
                         let mut v = T::make(i);
                         while let Err(back) = Q::push(&mut tx, v) {
                             v = back;
-                            spin_loop();
+                            wait();
                         }
                     }
                 },
@@ -212,7 +234,7 @@ fn single<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>) {
                                 sum = sum.wrapping_add(v.key());
                                 n += 1;
                             }
-                            None => spin_loop(),
+                            None => wait(),
                         }
                     }
                     sum
@@ -238,7 +260,7 @@ fn batch_shared<T: Item>(group: &mut BenchmarkGroup<'_, WallTime>) {
                         chunk.commit_silent();
                         i += n;
                         if n == 0 {
-                            spin_loop();
+                            wait();
                         }
                     }
                 },
@@ -248,7 +270,7 @@ fn batch_shared<T: Item>(group: &mut BenchmarkGroup<'_, WallTime>) {
                     while n < iters {
                         let chunk = rx.read_chunk(BATCH).unwrap();
                         if chunk.is_empty() {
-                            spin_loop();
+                            wait();
                             continue;
                         }
                         for v in chunk.iter() {
@@ -274,7 +296,7 @@ fn batch_rtrb<T: Item>(group: &mut BenchmarkGroup<'_, WallTime>) {
                     while i < iters {
                         let n = BATCH.min((iters - i) as usize).min(tx.slots());
                         if n == 0 {
-                            spin_loop();
+                            wait();
                             continue;
                         }
                         let chunk = tx.write_chunk_uninit(n).unwrap();
@@ -288,7 +310,7 @@ fn batch_rtrb<T: Item>(group: &mut BenchmarkGroup<'_, WallTime>) {
                     while n < iters {
                         let k = BATCH.min(rx.slots());
                         if k == 0 {
-                            spin_loop();
+                            wait();
                             continue;
                         }
                         let chunk = rx.read_chunk(k).unwrap();
@@ -323,7 +345,7 @@ fn batch_ringbuf<T: Item>(group: &mut BenchmarkGroup<'_, WallTime>) {
                         while done < n {
                             let m = tx.push_slice(&buf[done..n]);
                             if m == 0 {
-                                spin_loop();
+                                wait();
                             }
                             done += m;
                         }
@@ -337,7 +359,7 @@ fn batch_ringbuf<T: Item>(group: &mut BenchmarkGroup<'_, WallTime>) {
                     while n < iters {
                         let k = rx.pop_slice(&mut buf);
                         if k == 0 {
-                            spin_loop();
+                            wait();
                             continue;
                         }
                         for v in &buf[..k] {
@@ -363,11 +385,12 @@ fn ping_pong<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>) {
                         let mut v = loop {
                             match Q::pop(&mut ping_rx) {
                                 Some(v) => break v,
-                                None => spin_loop(),
+                                None => wait(),
                             }
                         };
                         while let Err(back) = Q::push(&mut pong_tx, v) {
                             v = back;
+                            wait();
                         }
                     }
                 });
@@ -376,6 +399,7 @@ fn ping_pong<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>) {
                     let mut v = T::make(i);
                     while let Err(back) = Q::push(&mut ping_tx, v) {
                         v = back;
+                        wait();
                     }
                     loop {
                         match Q::pop(&mut pong_rx) {
@@ -383,7 +407,7 @@ fn ping_pong<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>) {
                                 black_box(v);
                                 break;
                             }
-                            None => spin_loop(),
+                            None => wait(),
                         }
                     }
                 }
