@@ -5,8 +5,8 @@
 //! Every measurement reports time per item (throughput) or per round trip (ping-pong). Run:
 //! `cargo bench -p shared-ring --bench ring -- --warm-up-time 1 --measurement-time 3`
 
-use std::hint::{black_box, spin_loop};
 use std::cell::Cell;
+use std::hint::{black_box, spin_loop};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -254,9 +254,7 @@ fn batch_shared<T: Item>(group: &mut BenchmarkGroup<'_, WallTime>) {
                     while i < iters {
                         let mut chunk = tx.write_chunk(BATCH.min((iters - i) as usize)).unwrap();
                         let n = chunk.capacity() as u64;
-                        for k in 0..n {
-                            let _ = chunk.push(T::make(i + k));
-                        }
+                        chunk.fill_from_iter((i..i + n).map(T::make));
                         chunk.commit_silent();
                         i += n;
                         if n == 0 {

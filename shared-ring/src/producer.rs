@@ -294,6 +294,29 @@ impl<T: Copy, const N: usize> WriteChunk<'_, '_, T, N> {
         n
     }
 
+    /// Fills reserved slots from `items`, in order, until either runs out, and returns how
+    /// many were filled. Writes each contiguous run of slots in a tight loop.
+    pub fn fill_from_iter<I: IntoIterator<Item = T>>(&mut self, items: I) -> usize {
+        let start = self.start.wrapping_add(self.written);
+        let (first, before_end, after) = Ring::<T, N>::contiguous(start, self.len - self.written);
+        let base = self.producer.ring.slots_base();
+        let mut items = items.into_iter();
+        let mut filled = 0;
+        'runs: for (position, count) in [(first, before_end), (0, after)] {
+            for k in 0..count {
+                let Some(item) = items.next() else {
+                    break 'runs;
+                };
+                // SAFETY: slot `position + k` is in bounds (`contiguous` splits the reserved
+                // range at the end of the array) and is a reserved, free slot (see `push`).
+                unsafe { base.add(position + k).write(item) };
+                filled += 1;
+            }
+        }
+        self.written += filled as u32;
+        filled
+    }
+
     fn publish(&mut self) {
         self.producer.ring.stamp_written(self.start, self.written);
         let tail = self.start.wrapping_add(self.written);

@@ -157,12 +157,18 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let mut chunk = tx.write_chunk(max).unwrap();
                 prop_assert_eq!(chunk.capacity(), max.min(free));
                 let mut pushed = Vec::new();
-                for k in 0..fill {
-                    let v = 1000 + k as u32;
-                    if chunk.push(v).is_ok() {
-                        pushed.push(v);
-                    } else {
-                        prop_assert_eq!(chunk.remaining(), 0);
+                if fill % 2 == 0 {
+                    let n = chunk.fill_from_iter((0..fill as u32).map(|k| 1000 + k));
+                    prop_assert_eq!(n, fill.min(chunk.capacity()));
+                    pushed.extend((0..n as u32).map(|k| 1000 + k));
+                } else {
+                    for k in 0..fill {
+                        let v = 1000 + k as u32;
+                        if chunk.push(v).is_ok() {
+                            pushed.push(v);
+                        } else {
+                            prop_assert_eq!(chunk.remaining(), 0);
+                        }
                     }
                 }
                 prop_assert_eq!(chunk.len(), pushed.len());
