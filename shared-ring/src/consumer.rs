@@ -25,6 +25,12 @@ pub enum Wakeup {
 /// only when the ring looks empty. Dropping it gives the end back, so that [`Ring::consumer`]
 /// can hand it out again.
 ///
+/// ```compile_fail
+/// static RING: shared_ring::Ring<u32, 4> = shared_ring::Ring::new();
+/// let (_tx, rx) = RING.split().unwrap();
+/// let second_consumer = rx.clone(); // not Clone: there is only ever one consumer
+/// ```
+///
 /// The handle is aligned to 128 bytes: its private index changes with every operation, and
 /// must not share a cache line with the other end's handle wherever the two are placed.
 #[repr(align(128))]

@@ -31,6 +31,12 @@ impl Notify {
 /// only when the ring looks full. Dropping it gives the end back, so that [`Ring::producer`]
 /// can hand it out again.
 ///
+/// ```compile_fail
+/// static RING: shared_ring::Ring<u32, 4> = shared_ring::Ring::new();
+/// let (tx, _rx) = RING.split().unwrap();
+/// let second_producer = tx.clone(); // not Clone: there is only ever one producer
+/// ```
+///
 /// The handle is aligned to 128 bytes: its private index changes with every operation, and
 /// must not share a cache line with the other end's handle wherever the two are placed.
 #[repr(align(128))]

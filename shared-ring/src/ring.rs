@@ -99,7 +99,7 @@ impl<T: Copy, const N: usize> Ring<T, N> {
     const MASK: u32 = (N as u32).wrapping_sub(1);
 
     /// Compile-time checks of the parameters; evaluated by every constructor.
-    const VALID: () = {
+    pub(crate) const VALID: () = {
         assert!(
             N.is_power_of_two(),
             "shared-ring capacity must be a power of two"
