@@ -126,14 +126,17 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
         if self.head == self.tail_cache && self.refresh()? == 0 {
             return Err(PopError::Empty);
         }
-        self.ring.stamp_check(self.head, 1);
+        let (ring, head) = (self.ring, self.head);
+        ring.stamp_check(head, 1);
         // SAFETY: `head != tail_cache`, and the tail was checked to be at most N ahead of the
         // head, so slot `head` was published by the producer (its Release store of the tail,
         // our Acquire load) and is not written again until we publish a later head. The index
         // is masked into bounds. `T: Copy`, so reading it out leaves nothing to drop.
-        let item = unsafe { self.ring.slot_ptr(self.head).read() };
-        self.head = self.head.wrapping_add(1);
-        self.ring.head.0.store(self.head, Ordering::Release);
+        let item = unsafe { ring.slot_ptr(head).read() };
+        // Publish first, then update the private copy.
+        let head = head.wrapping_add(1);
+        ring.head.0.store(head, Ordering::Release);
+        self.head = head;
         Ok(item)
     }
 

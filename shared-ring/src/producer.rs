@@ -151,14 +151,18 @@ impl<'a, T: Copy, const N: usize> Producer<'a, T, N> {
                 Ok(_) => {}
             }
         }
+        // Work on locals: the slot write goes through a raw pointer, which the compiler cannot
+        // prove distinct from `self`, so fields read after it would be reloaded.
+        let (ring, tail) = (self.ring, self.tail);
         // SAFETY: `tail - head_cache < N` and the real head is at or after `head_cache`, so
         // slot `tail` is free: the consumer released it (its Release store of head, our Acquire
         // load) or never had it. `slot_ptr` masks the index into bounds, and no other producer
         // exists (claim bit), so nothing else writes or reads this slot now.
-        unsafe { self.ring.slot_ptr(self.tail).write(item) };
-        self.ring.stamp_written(self.tail, 1);
-        self.tail = self.tail.wrapping_add(1);
-        self.ring.tail.0.store(self.tail, Ordering::Release);
+        unsafe { ring.slot_ptr(tail).write(item) };
+        ring.stamp_written(tail, 1);
+        let tail = tail.wrapping_add(1);
+        ring.tail.0.store(tail, Ordering::Release);
+        self.tail = tail;
         Ok(())
     }
 
