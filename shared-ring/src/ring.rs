@@ -15,9 +15,9 @@ use crate::sync::{AtomicU32, Ordering};
 #[repr(C, align(128))]
 pub(crate) struct Line<T>(pub(crate) T);
 
-/// The header at offset 0 of every ring. All fields are atomics so that a peer attaching while
-/// the creator initialises reads a consistent (if possibly not yet valid) value; `magic` is
-/// written last, with `Release`.
+/// The header at offset 0 of every ring. All fields are atomics, since the peer (possibly
+/// untrusted) reads them from shared memory; `magic` is written last, with `Release`, so a peer
+/// that synchronises with that store sees the whole header.
 #[repr(C)]
 pub(crate) struct Header {
     pub(crate) magic: AtomicU32,
@@ -173,8 +173,7 @@ impl<T: Copy, const N: usize> Ring<T, N> {
     ///
     /// # Safety
     /// `ptr` must be aligned and valid for writes of a `Self`, and nothing else may access the
-    /// memory during the call except through atomic loads of the header (a peer polling for the
-    /// magic number).
+    /// memory during the call.
     unsafe fn write_fields(ptr: *mut Self) {
         // SAFETY: the caller guarantees `ptr` is valid and aligned for a `Self`; `&raw mut`
         // takes field addresses without creating references to uninitialised memory, and each
@@ -222,8 +221,9 @@ impl<T: Copy, const N: usize> Ring<T, N> {
     /// # Safety
     /// - `region` must be valid for reads and writes of `len` bytes for the whole lifetime
     ///   `'a`, and must not be unmapped or reused while the ring or any end taken from it lives.
-    /// - During this call, nothing else may access the region except a peer polling the header
-    ///   through [`Ring::attach_raw`].
+    /// - During this call, nothing else may access the region: the peer attaches only after
+    ///   the creator tells it (by any means that orders the two, such as starting the peer
+    ///   process or a message) that the ring is ready.
     /// - Afterwards the region may be accessed only through this crate: the ends handed out
     ///   by this ring and at most one other ring attached to the same region (in this or
     ///   another address space), each of which claims the end it uses, so that at most one
@@ -255,8 +255,9 @@ impl<T: Copy, const N: usize> Ring<T, N> {
     ///
     /// # Safety
     /// The same contract as [`Ring::init_raw`], except that the region is already initialised
-    /// by the peer (a region whose header does not match is refused, so an uninitialised or
-    /// foreign region is safe to try as long as it is readable).
+    /// by the peer, and that initialisation happened before this call (see [`Ring::init_raw`]).
+    /// A region whose header does not match is refused, so a foreign region is safe to try as
+    /// long as it is readable and nobody writes it concurrently with non-atomic writes.
     pub unsafe fn attach_raw<'a>(region: *const u8, len: usize) -> Result<&'a Self, LayoutError> {
         let () = Self::VALID;
         Self::check_region(region, len)?;
