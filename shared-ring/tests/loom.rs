@@ -184,3 +184,60 @@ fn no_lost_wakeup_bursts_and_thresholds() {
         producer.join().unwrap();
     });
 }
+
+/// A `RingPair` as an adapter uses it: the driver submits two requests and sleeps for their
+/// completions, the device sleeps for requests and completes each; both directions use the
+/// wake-up protocol, and neither side may sleep forever.
+#[test]
+fn ring_pair_requests_and_completions() {
+    model(|| {
+        let pair: &'static shared_ring::RingPair<u32, u32, 2, 2> =
+            Box::leak(Box::new(shared_ring::RingPair {
+                requests: Ring::new(),
+                completions: Ring::new(),
+            }));
+        let (mut driver, mut device) = pair.split().unwrap();
+        let request_bell = Arc::new(Doorbell::new());
+        let completion_bell = Arc::new(Doorbell::new());
+        let (device_requests, device_completions) = (request_bell.clone(), completion_bell.clone());
+        let device_thread = thread::spawn(move || {
+            let mut served = 0u32;
+            while served < 2 {
+                match device.requests.pop() {
+                    Ok(tag) => {
+                        assert_eq!(tag, served);
+                        served += 1;
+                        if device.completions.push(tag + 100).unwrap().is_needed() {
+                            device_completions.notify();
+                        }
+                    }
+                    Err(PopError::Empty) => match device.requests.request_wakeup().unwrap() {
+                        Wakeup::Armed => device_requests.wait(),
+                        Wakeup::Ready(_) => {}
+                    },
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        for tag in 0..2u32 {
+            if driver.requests.push(tag).unwrap().is_needed() {
+                request_bell.notify();
+            }
+        }
+        let mut completed = 0u32;
+        while completed < 2 {
+            match driver.completions.pop() {
+                Ok(status) => {
+                    assert_eq!(status, completed + 100);
+                    completed += 1;
+                }
+                Err(PopError::Empty) => match driver.completions.request_wakeup().unwrap() {
+                    Wakeup::Armed => completion_bell.wait(),
+                    Wakeup::Ready(_) => {}
+                },
+                Err(e) => panic!("{e}"),
+            }
+        }
+        device_thread.join().unwrap();
+    });
+}
