@@ -1,0 +1,431 @@
+//! What both benchmark binaries share: the element types, the queues under test behind one
+//! trait, and the measured loops (each returns the wall time of `iters` items or round trips).
+
+use std::cell::Cell;
+use std::hint::{black_box, spin_loop};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
+use shared_ring::{PushError, Ring};
+
+pub(crate) const CAP: usize = 1024;
+pub(crate) const BATCH: usize = 32;
+
+/// A benchmark element: `i` in the first word, the rest filler.
+pub(crate) trait Item: Copy + Send + 'static {
+    const NAME: &'static str;
+    fn make(i: u64) -> Self;
+    fn key(&self) -> u64;
+}
+
+impl Item for [u64; 2] {
+    const NAME: &'static str = "16B";
+    fn make(i: u64) -> Self {
+        [i, !i]
+    }
+    fn key(&self) -> u64 {
+        self[0]
+    }
+}
+
+impl Item for [u64; 8] {
+    const NAME: &'static str = "64B";
+    fn make(i: u64) -> Self {
+        [i, 1, 2, 3, 4, 5, 6, !i]
+    }
+    fn key(&self) -> u64 {
+        self[0]
+    }
+}
+
+/// An SPSC queue under test, by its single-item operations.
+pub(crate) trait Queue<T: Item> {
+    const NAME: &'static str;
+    type Tx: Send;
+    type Rx: Send;
+    fn make() -> (Self::Tx, Self::Rx);
+    fn push(tx: &mut Self::Tx, v: T) -> Result<(), T>;
+    fn pop(rx: &mut Self::Rx) -> Option<T>;
+}
+
+fn leak_ring<T: Item>() -> &'static Ring<T, CAP> {
+    Box::leak(Box::new(Ring::new()))
+}
+
+/// This crate, `push_silent` (no doorbell decision, like the peers).
+pub(crate) struct Shared;
+impl<T: Item> Queue<T> for Shared {
+    const NAME: &'static str = "shared-ring";
+    type Tx = shared_ring::Producer<'static, T, CAP>;
+    type Rx = shared_ring::Consumer<'static, T, CAP>;
+    fn make() -> (Self::Tx, Self::Rx) {
+        leak_ring().split().unwrap()
+    }
+    #[inline]
+    fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
+        tx.push_silent(v).map_err(PushError::into_inner)
+    }
+    #[inline]
+    fn pop(rx: &mut Self::Rx) -> Option<T> {
+        rx.pop().ok()
+    }
+}
+
+/// This crate, `push` with a doorbell decision per item (a `SeqCst` fence each).
+pub(crate) struct SharedNotify;
+impl<T: Item> Queue<T> for SharedNotify {
+    const NAME: &'static str = "shared-ring push+notify";
+    type Tx = shared_ring::Producer<'static, T, CAP>;
+    type Rx = shared_ring::Consumer<'static, T, CAP>;
+    fn make() -> (Self::Tx, Self::Rx) {
+        leak_ring().split().unwrap()
+    }
+    #[inline]
+    fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
+        match tx.push(v) {
+            Ok(notify) => {
+                let _ = black_box(notify);
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+    #[inline]
+    fn pop(rx: &mut Self::Rx) -> Option<T> {
+        rx.pop().ok()
+    }
+}
+
+pub(crate) struct Rtrb;
+impl<T: Item> Queue<T> for Rtrb {
+    const NAME: &'static str = "rtrb";
+    type Tx = rtrb::Producer<T>;
+    type Rx = rtrb::Consumer<T>;
+    fn make() -> (Self::Tx, Self::Rx) {
+        rtrb::RingBuffer::new(CAP)
+    }
+    #[inline]
+    fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
+        tx.push(v).map_err(|rtrb::PushError::Full(v)| v)
+    }
+    #[inline]
+    fn pop(rx: &mut Self::Rx) -> Option<T> {
+        rx.pop().ok()
+    }
+}
+
+pub(crate) struct Heapless;
+impl<T: Item> Queue<T> for Heapless {
+    const NAME: &'static str = "heapless::spsc";
+    type Tx = heapless::spsc::Producer<'static, T>;
+    type Rx = heapless::spsc::Consumer<'static, T>;
+    fn make() -> (Self::Tx, Self::Rx) {
+        let queue: &'static mut heapless::spsc::Queue<T, CAP> =
+            Box::leak(Box::new(heapless::spsc::Queue::new()));
+        queue.split()
+    }
+    #[inline]
+    fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
+        tx.enqueue(v)
+    }
+    #[inline]
+    fn pop(rx: &mut Self::Rx) -> Option<T> {
+        rx.dequeue()
+    }
+}
+
+pub(crate) struct Crossbeam;
+impl<T: Item> Queue<T> for Crossbeam {
+    const NAME: &'static str = "crossbeam ArrayQueue";
+    type Tx = Arc<crossbeam_queue::ArrayQueue<T>>;
+    type Rx = Arc<crossbeam_queue::ArrayQueue<T>>;
+    fn make() -> (Self::Tx, Self::Rx) {
+        let queue = Arc::new(crossbeam_queue::ArrayQueue::new(CAP));
+        (queue.clone(), queue)
+    }
+    #[inline]
+    fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
+        tx.push(v)
+    }
+    #[inline]
+    fn pop(rx: &mut Self::Rx) -> Option<T> {
+        rx.pop()
+    }
+}
+
+pub(crate) struct Ringbuf;
+impl<T: Item> Queue<T> for Ringbuf {
+    const NAME: &'static str = "ringbuf";
+    type Tx = ringbuf::HeapProd<T>;
+    type Rx = ringbuf::HeapCons<T>;
+    fn make() -> (Self::Tx, Self::Rx) {
+        ringbuf::HeapRb::new(CAP).split()
+    }
+    #[inline]
+    fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
+        tx.try_push(v)
+    }
+    #[inline]
+    fn pop(rx: &mut Self::Rx) -> Option<T> {
+        rx.try_pop()
+    }
+}
+
+thread_local! {
+    static SPINS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Waiting for the other thread, the same for every queue: spin, and yield the core at every
+/// 128th failed poll, so that a thread descheduled on a shared 2-core machine does not leave its
+/// partner spinning through a whole time slice.
+#[inline]
+pub(crate) fn wait() {
+    SPINS.with(|spins| {
+        let n = spins.get() + 1;
+        if n >= 128 {
+            spins.set(0);
+            thread::yield_now();
+        } else {
+            spins.set(n);
+            spin_loop();
+        }
+    });
+}
+
+/// Runs `produce` on this thread and `consume` on another, and times both to the end.
+pub(crate) fn two_threads(
+    produce: impl FnOnce() + Send,
+    consume: impl FnOnce() -> u64 + Send,
+) -> Duration {
+    thread::scope(|s| {
+        let consumer = s.spawn(consume);
+        let start = Instant::now();
+        produce();
+        black_box(consumer.join().unwrap());
+        start.elapsed()
+    })
+}
+
+/// Single items: the producer pushes `iters` items, the consumer pops them.
+pub(crate) fn single<T: Item, Q: Queue<T>>(tx: &mut Q::Tx, rx: &mut Q::Rx, iters: u64) -> Duration {
+    two_threads(
+        || {
+            for i in 0..iters {
+                let mut v = T::make(i);
+                while let Err(back) = Q::push(tx, v) {
+                    v = back;
+                    wait();
+                }
+            }
+        },
+        || {
+            let mut sum = 0u64;
+            let mut n = 0;
+            while n < iters {
+                match Q::pop(rx) {
+                    Some(v) => {
+                        sum = sum.wrapping_add(v.key());
+                        n += 1;
+                    }
+                    None => wait(),
+                }
+            }
+            sum
+        },
+    )
+}
+
+/// Batches of up to 32 through this crate's chunks.
+pub(crate) fn batch_shared<T: Item>(
+    tx: &mut <Shared as Queue<T>>::Tx,
+    rx: &mut <Shared as Queue<T>>::Rx,
+    iters: u64,
+) -> Duration {
+    two_threads(
+        || {
+            let mut i = 0;
+            while i < iters {
+                let mut chunk = tx.write_chunk(BATCH.min((iters - i) as usize)).unwrap();
+                let n = chunk.capacity() as u64;
+                chunk.fill_from_iter((i..i + n).map(T::make));
+                chunk.commit_silent();
+                i += n;
+                if n == 0 {
+                    wait();
+                }
+            }
+        },
+        || {
+            let mut sum = 0u64;
+            let mut n = 0;
+            while n < iters {
+                let chunk = rx.read_chunk(BATCH).unwrap();
+                if chunk.is_empty() {
+                    wait();
+                    continue;
+                }
+                for v in chunk.iter() {
+                    sum = sum.wrapping_add(v.key());
+                }
+                n += chunk.len() as u64;
+                chunk.release();
+            }
+            sum
+        },
+    )
+}
+
+/// Batches of up to 32 through rtrb's chunks.
+pub(crate) fn batch_rtrb<T: Item>(
+    tx: &mut rtrb::Producer<T>,
+    rx: &mut rtrb::Consumer<T>,
+    iters: u64,
+) -> Duration {
+    two_threads(
+        || {
+            let mut i = 0;
+            while i < iters {
+                let n = BATCH.min((iters - i) as usize).min(tx.slots());
+                if n == 0 {
+                    wait();
+                    continue;
+                }
+                let chunk = tx.write_chunk_uninit(n).unwrap();
+                chunk.fill_from_iter((i..i + n as u64).map(T::make));
+                i += n as u64;
+            }
+        },
+        || {
+            let mut sum = 0u64;
+            let mut n = 0;
+            while n < iters {
+                let k = BATCH.min(rx.slots());
+                if k == 0 {
+                    wait();
+                    continue;
+                }
+                let chunk = rx.read_chunk(k).unwrap();
+                let (a, b) = chunk.as_slices();
+                for v in a.iter().chain(b) {
+                    sum = sum.wrapping_add(v.key());
+                }
+                chunk.commit_all();
+                n += k as u64;
+            }
+            sum
+        },
+    )
+}
+
+/// Batches of up to 32 through ringbuf's slice copies.
+pub(crate) fn batch_ringbuf<T: Item>(
+    tx: &mut ringbuf::HeapProd<T>,
+    rx: &mut ringbuf::HeapCons<T>,
+    iters: u64,
+) -> Duration {
+    two_threads(
+        || {
+            let mut i = 0;
+            let mut buf = [T::make(0); BATCH];
+            while i < iters {
+                let n = BATCH.min((iters - i) as usize);
+                for (k, slot) in buf[..n].iter_mut().enumerate() {
+                    *slot = T::make(i + k as u64);
+                }
+                let mut done = 0;
+                while done < n {
+                    let m = tx.push_slice(&buf[done..n]);
+                    if m == 0 {
+                        wait();
+                    }
+                    done += m;
+                }
+                i += n as u64;
+            }
+        },
+        || {
+            let mut sum = 0u64;
+            let mut n = 0;
+            let mut buf = [T::make(0); BATCH];
+            while n < iters {
+                let k = rx.pop_slice(&mut buf);
+                if k == 0 {
+                    wait();
+                    continue;
+                }
+                for v in &buf[..k] {
+                    sum = sum.wrapping_add(v.key());
+                }
+                n += k as u64;
+            }
+            sum
+        },
+    )
+}
+
+/// The two queues of a ping-pong: there and back.
+pub(crate) struct PingPong<T: Item, Q: Queue<T>> {
+    ping_tx: Q::Tx,
+    ping_rx: Q::Rx,
+    pong_tx: Q::Tx,
+    pong_rx: Q::Rx,
+}
+
+impl<T: Item, Q: Queue<T>> PingPong<T, Q> {
+    pub(crate) fn new() -> Self {
+        let (ping_tx, ping_rx) = Q::make();
+        let (pong_tx, pong_rx) = Q::make();
+        Self {
+            ping_tx,
+            ping_rx,
+            pong_tx,
+            pong_rx,
+        }
+    }
+
+    /// `iters` round trips of one item.
+    pub(crate) fn run(&mut self, iters: u64) -> Duration {
+        let Self {
+            ping_tx,
+            ping_rx,
+            pong_tx,
+            pong_rx,
+        } = self;
+        thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..iters {
+                    let mut v = loop {
+                        match Q::pop(ping_rx) {
+                            Some(v) => break v,
+                            None => wait(),
+                        }
+                    };
+                    while let Err(back) = Q::push(pong_tx, v) {
+                        v = back;
+                        wait();
+                    }
+                }
+            });
+            let start = Instant::now();
+            for i in 0..iters {
+                let mut v = T::make(i);
+                while let Err(back) = Q::push(ping_tx, v) {
+                    v = back;
+                    wait();
+                }
+                loop {
+                    match Q::pop(pong_rx) {
+                        Some(v) => {
+                            black_box(v);
+                            break;
+                        }
+                        None => wait(),
+                    }
+                }
+            }
+            start.elapsed()
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! The same measurements as `ring.rs`, interleaved: every round measures every contestant once,
+//! in turn, and the report gives the median and the best of the rounds per contestant. On a
+//! shared virtual machine, where the speed of cross-core traffic changes from minute to minute,
+//! this compares contestants under the same conditions better than criterion's one-after-another
+//! order. Run: `cargo bench -p shared-ring --bench interleaved` (`ROUNDS=n` to change the
+//! number of rounds, 7 by default).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify, batch_ringbuf,
+    batch_rtrb, batch_shared, single,
+};
+
+type Run = Box<dyn FnMut(u64) -> Duration>;
+
+fn single_run<T: Item, Q: Queue<T>>() -> (String, Run)
+where
+    Q::Tx: 'static,
+    Q::Rx: 'static,
+{
+    let (mut tx, mut rx) = Q::make();
+    (
+        format!("single/{}", Q::NAME),
+        Box::new(move |n| single::<T, Q>(&mut tx, &mut rx, n)),
+    )
+}
+
+fn ping_pong_run<T: Item, Q: Queue<T> + 'static>() -> (String, Run)
+where
+    Q::Tx: 'static,
+    Q::Rx: 'static,
+{
+    let mut queues = PingPong::<T, Q>::new();
+    (
+        format!("ping_pong/{}", Q::NAME),
+        Box::new(move |n| queues.run(n)),
+    )
+}
+
+fn measure<T: Item>(rounds: usize, scale: u64) {
+    let mut throughput: Vec<(String, Run)> = vec![
+        single_run::<T, Shared>(),
+        single_run::<T, SharedNotify>(),
+        single_run::<T, Rtrb>(),
+        single_run::<T, Heapless>(),
+        single_run::<T, Crossbeam>(),
+        single_run::<T, Ringbuf>(),
+    ];
+    let (mut tx, mut rx) = <Shared as Queue<T>>::make();
+    throughput.push((
+        "batch32/shared-ring chunks".into(),
+        Box::new(move |n| batch_shared::<T>(&mut tx, &mut rx, n)),
+    ));
+    let (mut tx, mut rx) = <Rtrb as Queue<T>>::make();
+    throughput.push((
+        "batch32/rtrb chunks".into(),
+        Box::new(move |n| batch_rtrb::<T>(&mut tx, &mut rx, n)),
+    ));
+    let (mut tx, mut rx) = <Ringbuf as Queue<T>>::make();
+    throughput.push((
+        "batch32/ringbuf slices".into(),
+        Box::new(move |n| batch_ringbuf::<T>(&mut tx, &mut rx, n)),
+    ));
+    let mut latency: Vec<(String, Run)> = vec![
+        ping_pong_run::<T, Shared>(),
+        ping_pong_run::<T, Rtrb>(),
+        ping_pong_run::<T, Heapless>(),
+        ping_pong_run::<T, Crossbeam>(),
+        ping_pong_run::<T, Ringbuf>(),
+    ];
+    for (runs, items) in [
+        (&mut throughput, 2_000_000 / scale),
+        (&mut latency, 100_000 / scale),
+    ] {
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+        for _ in 0..rounds {
+            for ((_, run), times) in runs.iter_mut().zip(&mut times) {
+                times.push(run(items).as_secs_f64() * 1e9 / items as f64);
+            }
+        }
+        for ((name, _), mut times) in runs.iter().zip(times) {
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            println!("| {} | {name} | {median:.2} | {:.2} |", T::NAME, times[0]);
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) run one short round
+    // as a smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (rounds, scale) = if benching {
+        (
+            std::env::var("ROUNDS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(7),
+            1,
+        )
+    } else {
+        (1, 1000)
+    };
+    println!("| size | contestant | median ns per item (per round trip) | best |");
+    println!("|---|---|---:|---:|");
+    measure::<[u64; 2]>(rounds, scale);
+    measure::<[u64; 8]>(rounds, scale);
+}
