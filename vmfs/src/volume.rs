@@ -328,14 +328,12 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             ));
         }
         fs.cache_slots = slots.min(MAX_CACHE_SLOTS as u64) as u16;
-        // System files, each found at its fixed place, then its resource header.
-        let order = [
-            (ResourceKind::FileDescriptor, format::FDC_ADDR, true),
-            (ResourceKind::PointerBlock, format::PBC_ADDR, true),
-            (ResourceKind::PointerBlock2, format::PB2_ADDR, false),
-            (ResourceKind::SubBlock, format::SBC_ADDR, true),
-        ];
-        for (kind, addr, required) in order {
+        // System files, each found at its fixed place, then its resource header. The pointer
+        // block files come first: `.fdc.sf` and `.sbc.sf` of a larger volume are themselves
+        // addressed through pointer blocks (ZLA 3; `vmfs5-span`'s 155 MiB `.fdc.sf` needs more
+        // than the 256 file blocks of 512 KiB its descriptor can address directly), and reading
+        // their resource header resolves those through `.pbc.sf`'s cluster layout.
+        for (kind, addr, required) in format::SYSTEM_FILE_OPEN_ORDER {
             let offset = format::system_fd_offset(&fs.descriptor, &fs.layout, addr)?;
             let map = match fs.read_fd_at(now, memory, offset, addr) {
                 Ok(map) => map,
@@ -875,6 +873,9 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         if kind == ResourceKind::FileDescriptor {
             return Err(bad());
         }
+        // A pointer block of a resource file that is not open (absent, or not opened yet while
+        // mounting) cannot be located: its cluster layout is unknown.
+        let file = self.sys[kind.index()].as_ref().ok_or_else(bad)?;
         let meta = &self.res[kind.index()];
         let pb_bytes = self.layout.pb_bytes();
         if (meta.resource_bytes as u64) < pb_bytes {
@@ -883,7 +884,6 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         let in_file = meta
             .offset(cluster, resource, self.layout.cluster_header_bytes)
             .ok_or_else(bad)?;
-        let file = self.sys[kind.index()].as_ref().ok_or_else(bad)?;
         if in_file
             .checked_add(pb_bytes)
             .is_none_or(|end| end > file.meta.size)
