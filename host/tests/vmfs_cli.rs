@@ -177,3 +177,67 @@ fn subcommands_read_both_versions_and_gz_devices() {
         String::from_utf8_lossy(&one_of_two.stderr).contains("incomplete: 1 of 2 devices present")
     );
 }
+
+/// Issue 8: `vmfs5-span` (LVM spanning two devices + VMFS5) mounts through the `lvm` crate and
+/// lists its system files, whichever order the devices are given in. Names and sizes as
+/// `dissect.vmfs` lists them (`debugvmfs` crashes on this volume, so it is no oracle here).
+#[test]
+fn vmfs5_span_mounts_across_two_devices_and_lists_its_system_files() {
+    let d0 = image("span/vmfs5-span-0");
+    let d1 = image("span/vmfs5-span-1");
+    let (d0, d1) = (d0.to_str().unwrap(), d1.to_str().unwrap());
+    for devices in [[d0, d1], [d1, d0]] {
+        let args = |cmd: &'static [&'static str]| {
+            let mut a: Vec<&str> = vec!["vmfs"];
+            a.extend(cmd);
+            for d in devices {
+                a.extend(["--device", d]);
+            }
+            a
+        };
+        let info: serde_json::Value =
+            serde_json::from_slice(&host(&args(&["info", "--json"]))).unwrap();
+        assert_eq!(info["label"], "vmfs5-span");
+        assert_eq!(info["vmfs"], 5);
+        let mut ls_args = args(&["ls", "--json"]);
+        ls_args.push("/");
+        let ls: serde_json::Value = serde_json::from_slice(&host(&ls_args)).unwrap();
+        let mut listed: Vec<(String, u64)> = ls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        listed.sort();
+        let mut expected: Vec<(String, u64)> = [
+            (".", 1260),
+            ("..", 1260),
+            (".fbb.sf", 131_072),
+            (".fdc.sf", 163_102_720),
+            (".pbc.sf", 134_217_728),
+            (".sbc.sf", 262_733_824),
+            (".vh.sf", 4_194_304),
+            (".pb2.sf", 1_179_648),
+            (".sdd.sf", 280),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        expected.sort();
+        assert_eq!(listed, expected);
+        let mut plain = args(&["ls"]);
+        plain.push("/");
+        let text = String::from_utf8(host(&plain)).unwrap();
+        assert_eq!(text.lines().count(), 9, "{text}");
+        let fsck: serde_json::Value =
+            serde_json::from_slice(&host(&args(&["fsck", "--json"]))).unwrap();
+        assert_eq!(fsck["problems"].as_array().unwrap().len(), 0, "{fsck}");
+        assert_eq!(fsck["files"], 6);
+        assert_eq!(fsck["directories"], 2);
+    }
+}

@@ -379,6 +379,18 @@ impl ResourceKind {
     }
 }
 
+/// The order in which mounting opens the system files that hold resources, with whether each
+/// must exist: (resource kind, descriptor address, required). Files that hold pointer blocks come
+/// before the files that may be addressed through them: ESXi addresses `.fdc.sf` and `.sbc.sf`
+/// through `.pbc.sf` pointer blocks once they outgrow the 256 direct addresses of a descriptor
+/// (the 4 GiB `vmfs5-span` fixture), as `dissect.vmfs` also opens `.pb2.sf` and `.pbc.sf` first.
+pub const SYSTEM_FILE_OPEN_ORDER: [(ResourceKind, u32, bool); 4] = [
+    (ResourceKind::PointerBlock2, PB2_ADDR, false),
+    (ResourceKind::PointerBlock, PBC_ADDR, true),
+    (ResourceKind::FileDescriptor, FDC_ADDR, true),
+    (ResourceKind::SubBlock, SBC_ADDR, true),
+];
+
 /// Decodes an on-disk address (`raw` is zero-extended on VMFS5).
 pub fn decode_addr(raw: u64, layout: &Layout) -> Result<Addr, FsError> {
     if raw == 0 {
@@ -987,5 +999,49 @@ mod tests {
             ..m
         };
         assert!(huge.offset(u64::MAX / 2, 0, 1024).is_none());
+    }
+
+    /// `vmfs5-span` (4 GiB, 512 KiB file blocks): `.fdc.sf` is 155 MiB, more than the 256
+    /// direct addresses of a descriptor reach, so ESXi gives it ZLA 3 and its first address is
+    /// the `.pbc.sf` pointer block 0x10014203 (`.sbc.sf`'s is 0x00014203). Locating it needs
+    /// `.pbc.sf`'s cluster layout (values as ESXi wrote them; offsets as `dissect.vmfs`
+    /// computes them), so `.pbc.sf` must be open before `.fdc.sf` and `.sbc.sf` are read.
+    #[test]
+    fn system_files_addressed_through_pointer_blocks() {
+        let l = v5();
+        let pbc = ResourceMeta {
+            per_cluster: 16,
+            clusters_per_group: 64,
+            group_offset: 0x1_0000,
+            resource_bytes: 4096,
+            group_bytes: 0x41_0000,
+            resources: 32240,
+            child_offset: 0,
+        };
+        for (raw, resource, in_file) in [
+            (0x1001_4203u64, 1, 0x51E_1000),
+            (0x0001_4203, 0, 0x51E_0000),
+        ] {
+            assert_eq!(
+                decode_addr(raw, &l).unwrap(),
+                Addr::Resource {
+                    kind: ResourceKind::PointerBlock,
+                    cluster: 0x508,
+                    resource,
+                }
+            );
+            assert_eq!(pbc.offset(0x508, resource, 1024), Some(in_file));
+        }
+        let position = |kind| {
+            SYSTEM_FILE_OPEN_ORDER
+                .iter()
+                .position(|(k, _, _)| *k == kind)
+                .unwrap()
+        };
+        for holder in [ResourceKind::PointerBlock, ResourceKind::PointerBlock2] {
+            for user in [ResourceKind::FileDescriptor, ResourceKind::SubBlock] {
+                assert!(position(holder) < position(user));
+            }
+        }
     }
 }

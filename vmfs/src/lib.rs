@@ -2,8 +2,8 @@
 //! [`block::BlockDevice`]: an LVM volume, or a bare device for volumes with no LVM header.
 //!
 //! - [`Vmfs::mount`] reads the file system descriptor at 0x200000, the system files
-//!   (`.fdc.sf`, `.pbc.sf`, `.pb2.sf`, `.sbc.sf`) and their resource headers, and the root
-//!   directory.
+//!   (`.pb2.sf`, `.pbc.sf`, `.fdc.sf`, `.sbc.sf`: pointer block files first, since the others
+//!   may be addressed through them) and their resource headers, and the root directory.
 //! - Paths resolve through VMFS5 directories and VMFS6 hashed directories; symbolic links and
 //!   raw device mappings ([`RdmMapping`]) read as such.
 //! - File data is read with asynchronous [`fss::FileRequest`]s, split at block boundaries into

@@ -227,6 +227,17 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         now: Instant,
         memory: &mut dyn Memory,
     ) -> Result<Self, FsError> {
+        Self::mount_ordered(device, buffer, now, memory, &format::SYSTEM_FILE_OPEN_ORDER)
+    }
+
+    /// [`Vmfs::mount`], trying the system resource files in `order` first.
+    fn mount_ordered(
+        device: D,
+        buffer: MetaBuffer,
+        now: Instant,
+        memory: &mut dyn Memory,
+        order: &[(ResourceKind, u32, bool)],
+    ) -> Result<Self, FsError> {
         let geometry = device.geometry();
         let block_bytes = geometry.block_size as u64;
         if !block_bytes.is_power_of_two() || !(512..=4096).contains(&block_bytes) {
@@ -328,27 +339,38 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             ));
         }
         fs.cache_slots = slots.min(MAX_CACHE_SLOTS as u64) as u16;
-        // System files, each found at its fixed place, then its resource header.
-        let order = [
-            (ResourceKind::FileDescriptor, format::FDC_ADDR, true),
-            (ResourceKind::PointerBlock, format::PBC_ADDR, true),
-            (ResourceKind::PointerBlock2, format::PB2_ADDR, false),
-            (ResourceKind::SubBlock, format::SBC_ADDR, true),
-        ];
-        for (kind, addr, required) in order {
-            let offset = format::system_fd_offset(&fs.descriptor, &fs.layout, addr)?;
-            let map = match fs.read_fd_at(now, memory, offset, addr) {
-                Ok(map) => map,
-                Err(e) if required => return Err(e),
-                Err(_) => continue,
-            };
-            if map.meta.desc_type != desc_type::SYSFILE {
-                return Err(FsError::corrupt("system file descriptor", offset));
+        // System files, each found at its fixed place, then its resource header. The pointer
+        // block files come first: `.fdc.sf` and `.sbc.sf` of a larger volume are themselves
+        // addressed through pointer blocks (ZLA 3; `vmfs5-span`'s 155 MiB `.fdc.sf` needs more
+        // than the 256 file blocks of 512 KiB its descriptor can address directly), and reading
+        // their resource header resolves those through `.pbc.sf`'s cluster layout. A file whose
+        // header cannot be read yet (its pointer blocks live in a file opened after it) is
+        // tried again once another has opened, so the order is a preference, not a
+        // requirement; an error that remains when no file makes progress is returned.
+        let mut state = [None::<Result<(), FsError>>; format::SYSTEM_FILE_OPEN_ORDER.len()];
+        let order = &order[..order.len().min(state.len())];
+        for _ in 0..order.len() {
+            let mut progress = false;
+            for (i, &(kind, addr, required)) in order.iter().enumerate() {
+                if matches!(state[i], Some(Ok(()))) {
+                    continue;
+                }
+                state[i] = Some(match fs.open_system_file(now, memory, kind, addr) {
+                    Ok(()) => {
+                        progress = true;
+                        Ok(())
+                    }
+                    // An optional file whose descriptor is unusable is left closed.
+                    Err((_, true)) if !required => Ok(()),
+                    Err((e, _)) => Err(e),
+                });
             }
-            let at = fs.read_file_sync(now, memory, &map, 0, RESOURCE_META_BYTES as u64)?;
-            let bytes = memory.slice(at, RESOURCE_META_BYTES).map_err(mem_err(at))?;
-            fs.res[kind.index()] = ResourceMeta::parse(bytes, fs.layout.v6, map.fd_offset)?;
-            fs.sys[kind.index()] = Some(map);
+            if !progress {
+                break;
+            }
+        }
+        for result in state.into_iter().flatten() {
+            result?;
         }
         // `.fbb.sf`: on VMFS6 its child metadata gives the small file blocks per cluster that
         // SFB addresses are resolved with.
@@ -543,6 +565,34 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             addrs,
             addr_count: count,
         })
+    }
+
+    /// Opens system resource file `addr` from its fixed-place descriptor and reads its resource
+    /// header. An error says whether it was the descriptor itself that could not be read.
+    fn open_system_file(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        kind: ResourceKind,
+        addr: u32,
+    ) -> Result<(), (FsError, bool)> {
+        let offset = format::system_fd_offset(&self.descriptor, &self.layout, addr)
+            .map_err(|e| (e, false))?;
+        let map = self
+            .read_fd_at(now, memory, offset, addr)
+            .map_err(|e| (e, true))?;
+        let mut header = |fs: &mut Self| {
+            if map.meta.desc_type != desc_type::SYSFILE {
+                return Err(FsError::corrupt("system file descriptor", offset));
+            }
+            let at = fs.read_file_sync(now, memory, &map, 0, RESOURCE_META_BYTES as u64)?;
+            let bytes = memory.slice(at, RESOURCE_META_BYTES).map_err(mem_err(at))?;
+            ResourceMeta::parse(bytes, fs.layout.v6, map.fd_offset)
+        };
+        let meta = header(self).map_err(|e| (e, false))?;
+        self.res[kind.index()] = meta;
+        self.sys[kind.index()] = Some(map);
+        Ok(())
     }
 
     /// Reads the file descriptor with address `addr` through `.fdc.sf`.
@@ -875,6 +925,9 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         if kind == ResourceKind::FileDescriptor {
             return Err(bad());
         }
+        // A pointer block of a resource file that is not open (absent, or not opened yet while
+        // mounting) cannot be located: its cluster layout is unknown.
+        let file = self.sys[kind.index()].as_ref().ok_or_else(bad)?;
         let meta = &self.res[kind.index()];
         let pb_bytes = self.layout.pb_bytes();
         if (meta.resource_bytes as u64) < pb_bytes {
@@ -883,7 +936,6 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
         let in_file = meta
             .offset(cluster, resource, self.layout.cluster_header_bytes)
             .ok_or_else(bad)?;
-        let file = self.sys[kind.index()].as_ref().ok_or_else(bad)?;
         if in_file
             .checked_add(pb_bytes)
             .is_none_or(|end| end > file.meta.size)
@@ -1440,4 +1492,96 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
 /// Offset of VMFS6 directory block `number` in the directory file.
 fn block_offset(number: u64, md: u64) -> Option<u64> {
     number.checked_mul(md)?.checked_add(DIR6_HEADER_BLOCK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use block::{FileDisk, MemoryRegions};
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::path::{Path, PathBuf};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// The `vmfs5d` fixture (VMFS5 on a bare device), decompressed once (sparse) into the
+    /// system's temporary directory.
+    fn vmfs5d() -> PathBuf {
+        let fixtures = match std::env::var_os("VMFS_REAL_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
+        };
+        let src = fixtures.join("vmfs/vmfs5d.bin.gz");
+        assert!(
+            src.is_file(),
+            "{} is missing (set VMFS_REAL_DIR)",
+            src.display()
+        );
+        let dir = std::env::temp_dir().join("vmfs-unit-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("vmfs5d.bin");
+        let done = dir.join("vmfs5d.done");
+        if out.is_file() && done.is_file() {
+            return out;
+        }
+        let tmp = dir.join(std::format!("vmfs5d.{}.tmp", std::process::id()));
+        let mut decoder = flate2::read::GzDecoder::new(std::fs::File::open(&src).unwrap());
+        let mut file = std::fs::File::create(&tmp).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = decoder.read(&mut buf[filled..]).unwrap();
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            if buf[..filled].iter().any(|&b| b != 0) {
+                file.seek(SeekFrom::Start(len)).unwrap();
+                file.write_all(&buf[..filled]).unwrap();
+            }
+            len += filled as u64;
+        }
+        file.set_len(len).unwrap();
+        drop(file);
+        std::fs::rename(&tmp, &out).unwrap();
+        std::fs::File::create(&done).unwrap();
+        out
+    }
+
+    fn mount_vmfs5d(order: &[(ResourceKind, u32, bool)]) -> Result<Vmfs<FileDisk<16>>, FsError> {
+        let disk = FileDisk::<16>::open_read_only(vmfs5d(), 512).unwrap();
+        let len = MetaBuffer::recommended_len(4);
+        let mut meta: Vec<u8> = vec![0u8; len as usize];
+        let mut memory = MemoryRegions::<1>::new();
+        memory.add(MemAddr(0x1000_0000), &mut meta).unwrap();
+        let buffer = MetaBuffer {
+            addr: MemAddr(0x1000_0000),
+            len,
+        };
+        Vmfs::mount_ordered(disk, buffer, Instant::ZERO, &mut memory, order)
+    }
+
+    /// `.sbc.sf` of `vmfs5d` is addressed through `.pbc.sf` pointer blocks: its resource header
+    /// cannot be read before `.pbc.sf` is open, and a mount that tries the files in the worst
+    /// order still opens every one of them (it tries `.sbc.sf` again once `.pbc.sf` is open).
+    #[test]
+    fn system_files_open_whatever_order_they_are_tried_in() {
+        let sbc_alone = [(ResourceKind::SubBlock, format::SBC_ADDR, true)];
+        let error = mount_vmfs5d(&sbc_alone).err().expect(".sbc.sf alone");
+        assert_eq!(error.structure(), "pointer block address");
+        let preferred = mount_vmfs5d(&format::SYSTEM_FILE_OPEN_ORDER).unwrap();
+        let mut reversed = format::SYSTEM_FILE_OPEN_ORDER;
+        reversed.reverse();
+        let fs = mount_vmfs5d(&reversed).unwrap();
+        for (kind, _, _) in format::SYSTEM_FILE_OPEN_ORDER {
+            assert!(fs.sys[kind.index()].is_some(), "{}", kind.name());
+            assert_eq!(fs.res[kind.index()], preferred.res[kind.index()]);
+        }
+        assert_eq!(fs.res[ResourceKind::SubBlock.index()].resource_bytes, 8192);
+    }
 }

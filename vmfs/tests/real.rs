@@ -1,13 +1,13 @@
 //! Reads the real ESXi-made VMFS5 and VMFS6 volumes of the shared fixtures (see
 //! `../shared/fixtures/vmfs-real/README.md`) and checks every documented file.
 //!
-//! `vmfs5` and `vmfs6` sit behind a one-device LVM header: `common::OffsetDevice` shifts the
-//! device by the header's `dataOffset` (a test-only stand-in for the `lvm` crate). `vmfs5d`
-//! has no LVM header and mounts from the bare device.
+//! `vmfs5` and `vmfs6` are one-device ESXi LVM volumes and `vmfs5-span` an LVM volume spanning
+//! two devices: all three are mounted through the real `lvm` crate (`common::open_volume`).
+//! `vmfs5d` has no LVM header and mounts from the bare device.
 
 mod common;
 
-use block::{Instant, MemAddr, Memory};
+use block::{BlockDevice, Instant, MemAddr, Memory};
 use common::*;
 use fss::{FileKind, FileSystem, FsErrorKind, Switch};
 
@@ -271,8 +271,8 @@ fn vmfs5d_mounts_from_the_bare_device_and_lists_system_files() {
     let mut buffers = Buffers::new();
     let mut memory = buffers.memory();
     let mem: &mut dyn Memory = &mut memory;
-    assert_eq!(lvm_data_offset(&image("vmfs/vmfs5d")), 0);
     let mut fs = mount("vmfs/vmfs5d", mem);
+    assert!(!fs.device().is_lvm(), "vmfs5d has no LVM header");
     assert_eq!(fs.label(), "vmfs5d");
     let names: Vec<String> = list(&mut fs, mem, "/")
         .into_iter()
@@ -288,6 +288,70 @@ fn vmfs5d_mounts_from_the_bare_device_and_lists_system_files() {
     let sbc = read_file(&mut fs, mem, ".sbc.sf");
     assert_eq!(sbc.len(), 136_708_096);
     let _ = MemAddr(0);
+}
+
+/// `vmfs5-span`: an LVM volume of 4 GiB spanning two devices, scanned, grouped and mounted by
+/// the `lvm` crate (devices given in reverse order: the volume orders its members). Its
+/// `.fdc.sf` and `.sbc.sf` are addressed through `.pbc.sf` pointer blocks, so mounting must open
+/// `.pbc.sf` first. Sizes and resource headers as `dissect.vmfs` reads them.
+#[test]
+fn vmfs5_span_mounts_through_lvm_and_lists_its_system_files() {
+    let mut buffers = Buffers::new();
+    let mut memory = buffers.memory();
+    let mem: &mut dyn Memory = &mut memory;
+    let mut fs = mount_devices(&["vmfs/span/vmfs5-span-1", "vmfs/span/vmfs5-span-0"], mem);
+    assert!(fs.device().is_lvm());
+    let geometry = fs.device().geometry();
+    assert_eq!(geometry.block_count * geometry.block_size as u64, 4 * GIB);
+    assert_eq!(fs.label(), "vmfs5-span");
+    let info = fs.info();
+    assert!(!info.vmfs6);
+    assert_eq!(info.file_block_size, 512 * 1024);
+    assert_eq!(info.file_blocks, 8192);
+
+    let mut names: Vec<String> = list(&mut fs, mem, "/")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = system_files(false)
+        .into_iter()
+        .chain([".", ".."])
+        .map(String::from)
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+
+    let sizes = [
+        (".fbb.sf", 131_072),
+        (".fdc.sf", 163_102_720),
+        (".pbc.sf", 134_217_728),
+        (".sbc.sf", 262_733_824),
+        (".vh.sf", 4_194_304),
+        (".pb2.sf", 1_179_648),
+        (".sdd.sf", 280),
+    ];
+    for (name, size) in sizes {
+        let node = fs.lookup_path(NOW, mem, name).unwrap();
+        assert_eq!(fs.stat(NOW, mem, node).unwrap().size, size, "{name}");
+    }
+    // The resource headers of the two files addressed through pointer blocks.
+    for (name, per_cluster, resource_bytes, group_bytes, resources) in [
+        (".fdc.sf", 200, 2048, 0x191_0000, 79_384),
+        (".sbc.sf", 64, 8192, 0x201_0000, 32_000),
+    ] {
+        let node = fs.lookup_path(NOW, mem, name).unwrap();
+        let handle = fs.open(NOW, mem, node).unwrap();
+        let header = read_range(&mut fs, mem, handle, 0, 512, 512);
+        let meta = vmfs::format::ResourceMeta::parse(&header, false, 0).unwrap();
+        assert_eq!(meta.per_cluster, per_cluster, "{name}");
+        assert_eq!(meta.clusters_per_group, 64, "{name}");
+        assert_eq!(meta.group_offset, 0x1_0000, "{name}");
+        assert_eq!(meta.resource_bytes, resource_bytes, "{name}");
+        assert_eq!(meta.group_bytes, group_bytes, "{name}");
+        assert_eq!(meta.resources, resources, "{name}");
+        fs.close(handle).unwrap();
+    }
 }
 
 #[test]
