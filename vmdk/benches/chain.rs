@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the chain benchmark.
+fn main() {}

@@ -1,0 +1,17 @@
+//! VMDK virtual disks for a `no_std` storage path.
+//!
+//! - [`descriptor`]: descriptor files, parsed and emitted byte-exact.
+//! - [`sparse`]: the hosted sparse extent header (`KDMV`), grain directories and tables, and
+//!   stream-optimized markers.
+//!
+//! The crate is `no_std`, never allocates, and checks every value it reads from a file.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![doc = include_str!("../README.md")]
+
+pub mod descriptor;
+mod error;
+
+pub use descriptor::{
+    Access, CreateType, Descriptor, Extent, ExtentSpec, ExtentType, NewDescriptor, write_descriptor,
+};
+pub use error::{Error, ErrorKind, Result};
