@@ -10,8 +10,12 @@
 
 pub mod descriptor;
 mod error;
+pub mod extent;
+pub mod sparse;
 
 pub use descriptor::{
     Access, CreateType, Descriptor, Extent, ExtentSpec, ExtentType, NewDescriptor, write_descriptor,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use extent::{MetaRegion, SparseExtent, format_sparse, meta_bytes_needed};
+pub use sparse::{Grain, SparseHeader};

@@ -1,0 +1,1053 @@
+//! Hosted sparse extents as block devices over the device that holds the extent file.
+//!
+//! Metadata (the header, grain directory sectors, grain tables) is read through the inner
+//! device into a metadata region of the address space that the caller provides at
+//! construction, and read back through the [`Memory`] lent to `poll`. The region holds, in
+//! order: `C` grain table cache slots, one sector of scratch, one grain of scratch (partial
+//! writes and inflated grains) and, for stream-optimized files, one compressed grain.
+//!
+//! Requests are executed at `poll` in submission order; each one's metadata lookups and data
+//! transfers are driven to completion on the inner device (the grain table cache makes the
+//! common case one data transfer per grain touched).
+
+use block::{
+    BlockCount, BlockDevice, BlockError, BlockRequest, Completion, DeviceFeatures, ErrorKind as BE,
+    Geometry, Instant, Lba, MemAddr, Memory, Operation, SgList, SubmitError, SubmitErrorKind, Tag,
+    run_to_completion,
+};
+
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::sparse::{COMPRESS_DEFLATE, GD_AT_END, Grain, HEADER_LEN, Marker, SECTOR, SparseHeader};
+
+/// How many polls a metadata or data transfer on the inner device may take.
+pub const MAX_POLLS: usize = 1 << 20;
+/// Bytes moved per step when copying between two places of the address space.
+const BOUNCE: usize = 512;
+
+/// A region of the address space lent to an extent for its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaRegion {
+    /// Its first byte.
+    pub addr: MemAddr,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+impl MetaRegion {
+    /// Splits off the first `len` bytes, or `None` if the region is shorter.
+    pub fn take(&mut self, len: u64) -> Option<MetaRegion> {
+        if len > self.len {
+            return None;
+        }
+        let head = MetaRegion {
+            addr: self.addr,
+            len,
+        };
+        self.addr = self.addr.checked_add(len)?;
+        self.len -= len;
+        Some(head)
+    }
+}
+
+/// Bytes of metadata region a sparse extent with this header and `cache_slots` GT cache slots
+/// needs.
+pub fn meta_bytes_needed(header: &SparseHeader, cache_slots: usize) -> u64 {
+    let mut n = header.gt_bytes() * cache_slots as u64 + SECTOR + header.grain_bytes();
+    if header.is_compressed() {
+        n += compressed_capacity(header);
+    }
+    n
+}
+
+fn compressed_capacity(header: &SparseHeader) -> u64 {
+    // Deflate of incompressible data grows by a few bytes per 64 KiB block; the marker adds 12.
+    header.grain_bytes() + 4096
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    gd_index: u64,
+    gt_sector: u64,
+    rgt_sector: Option<u64>,
+    used: u64,
+}
+
+/// Synchronous transfer on an inner device: `sectors` sectors at `sector` to or from `sg`.
+pub(crate) fn transfer<D: BlockDevice + ?Sized>(
+    dev: &mut D,
+    memory: &mut dyn Memory,
+    now: Instant,
+    tag: &mut u64,
+    operation: Operation,
+    sector: u64,
+    sg: SgList,
+) -> Result<()> {
+    let bytes = sg.total_len();
+    if bytes == 0 {
+        return Ok(());
+    }
+    if bytes % SECTOR != 0 {
+        return Err(err(ErrorKind::Io, sector));
+    }
+    let blocks = u32::try_from(bytes / SECTOR).map_err(|_| err(ErrorKind::BadSize, bytes))?;
+    *tag = tag.wrapping_add(1);
+    let request = match operation {
+        Operation::Write => BlockRequest::write(Tag(*tag), Lba(sector), BlockCount(blocks), sg),
+        Operation::Flush => BlockRequest::flush(Tag(*tag)),
+        _ => BlockRequest::read(Tag(*tag), Lba(sector), BlockCount(blocks), sg),
+    };
+    let driven = run_to_completion(dev, memory, now, request, MAX_POLLS, &mut |_| {})?;
+    driven.completion.result.map_err(Error::from)
+}
+
+/// Copies `len` bytes from `src` to `dst` inside the address space, through a small bounce
+/// buffer.
+pub(crate) fn copy_within(
+    memory: &mut dyn Memory,
+    src: MemAddr,
+    dst: MemAddr,
+    len: u64,
+) -> Result<()> {
+    let mut buf = [0u8; BOUNCE];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(BOUNCE as u64) as usize;
+        let s = src.checked_add(done).ok_or(err(ErrorKind::Memory, 0))?;
+        let d = dst.checked_add(done).ok_or(err(ErrorKind::Memory, 0))?;
+        memory.read(s, &mut buf[..n])?;
+        memory.write(d, &buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies `sg.total_len()` bytes starting at `src` into the places `sg` describes.
+pub(crate) fn copy_to_sg(memory: &mut dyn Memory, src: MemAddr, sg: &SgList) -> Result<()> {
+    let mut at = 0u64;
+    for s in sg.segments() {
+        copy_within(
+            memory,
+            src.checked_add(at).ok_or(err(ErrorKind::Memory, 0))?,
+            s.addr,
+            u64::from(s.len),
+        )?;
+        at += u64::from(s.len);
+    }
+    Ok(())
+}
+
+/// Copies the bytes `sg` describes to `dst` onwards.
+pub(crate) fn copy_from_sg(memory: &mut dyn Memory, sg: &SgList, dst: MemAddr) -> Result<()> {
+    let mut at = 0u64;
+    for s in sg.segments() {
+        copy_within(
+            memory,
+            s.addr,
+            dst.checked_add(at).ok_or(err(ErrorKind::Memory, 0))?,
+            u64::from(s.len),
+        )?;
+        at += u64::from(s.len);
+    }
+    Ok(())
+}
+
+/// Fills the places `sg` describes with zeros.
+pub(crate) fn zero_sg(memory: &mut dyn Memory, sg: &SgList) -> Result<()> {
+    for s in sg.segments() {
+        memory.slice_mut(s.addr, s.len as usize)?.fill(0);
+    }
+    Ok(())
+}
+
+/// Fills `len` bytes at `addr` with zeros.
+pub(crate) fn zero_range(memory: &mut dyn Memory, addr: MemAddr, len: u64) -> Result<()> {
+    let len = usize::try_from(len).map_err(|_| err(ErrorKind::Memory, 0))?;
+    memory.slice_mut(addr, len)?.fill(0);
+    Ok(())
+}
+
+/// A hosted sparse extent (monolithicSparse, twoGbMaxExtentSparse, streamOptimized, the
+/// delta disks QEMU makes) over the device `D` that holds its file, with a grain table cache of
+/// `C` slots and up to `Q` outstanding requests.
+///
+/// As a [`BlockDevice`] of 512-byte blocks it reads unallocated grains as zeros; the
+/// [`crate::VirtualDisk`] uses [`SparseExtent::grain`] and the piece-wise methods to fall
+/// through to parents instead.
+pub struct SparseExtent<D, const C: usize = 4, const Q: usize = 8> {
+    dev: D,
+    header: SparseHeader,
+    /// The grain directory's sector (from the footer for stream-optimized files).
+    gd_offset: u64,
+    file_sectors: u64,
+    next_free: u64,
+    meta: MetaRegion,
+    slots: heapless::Vec<Slot, C>,
+    clock: u64,
+    tag: u64,
+    read_only: bool,
+    marked_unclean: bool,
+    /// The grain currently inflated in the grain scratch, if any.
+    inflated: Option<u64>,
+    pending: heapless::Deque<BlockRequest, Q>,
+}
+
+impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
+    /// Opens the sparse extent held by `dev`, using `meta` (at least
+    /// [`meta_bytes_needed`] bytes, and at least one sector) for its metadata.
+    ///
+    /// Reads the header (and, for stream-optimized files, the footer), then walks every grain
+    /// table once to check that each entry points inside the file and to find where new grains
+    /// go. Stream-optimized extents open read-only.
+    pub fn open(
+        mut dev: D,
+        meta: MetaRegion,
+        memory: &mut dyn Memory,
+        now: Instant,
+        read_only: bool,
+    ) -> Result<Self> {
+        let geometry = dev.geometry();
+        if geometry.block_size as u64 != SECTOR {
+            return Err(err(ErrorKind::Unsupported, u64::from(geometry.block_size)));
+        }
+        if meta.len < SECTOR {
+            return Err(err(ErrorKind::BufferTooSmall, SECTOR));
+        }
+        let file_sectors = geometry.block_count;
+        let mut tag = 0u64;
+        let sector_sg =
+            SgList::single(meta.addr, SECTOR as u32).map_err(|_| err(ErrorKind::Memory, 0))?;
+        transfer(
+            &mut dev,
+            memory,
+            now,
+            &mut tag,
+            Operation::Read,
+            0,
+            sector_sg.clone(),
+        )?;
+        let mut bytes = [0u8; HEADER_LEN];
+        memory.read(meta.addr, &mut bytes)?;
+        let mut header = SparseHeader::parse(&bytes)?;
+        let mut read_only = read_only || geometry.features.contains(DeviceFeatures::READ_ONLY);
+        if header.gd_offset == GD_AT_END {
+            // Footer: marker, header copy, end-of-stream marker in the last three sectors.
+            let at = file_sectors
+                .checked_sub(2)
+                .ok_or(err(ErrorKind::BadHeader, file_sectors))?;
+            transfer(
+                &mut dev,
+                memory,
+                now,
+                &mut tag,
+                Operation::Read,
+                at,
+                sector_sg,
+            )?;
+            memory.read(meta.addr, &mut bytes)?;
+            let footer = SparseHeader::parse(&bytes)?;
+            if footer.gd_offset == GD_AT_END || footer.capacity != header.capacity {
+                return Err(err(ErrorKind::BadHeader, at));
+            }
+            header = footer;
+        }
+        if header.is_compressed() {
+            read_only = true;
+            if header.compress_algorithm != COMPRESS_DEFLATE {
+                return Err(err(
+                    ErrorKind::Unsupported,
+                    u64::from(header.compress_algorithm),
+                ));
+            }
+        }
+        if meta.len < meta_bytes_needed(&header, C) {
+            return Err(err(
+                ErrorKind::BufferTooSmall,
+                meta_bytes_needed(&header, C),
+            ));
+        }
+        if C == 0 {
+            return Err(err(ErrorKind::CapacityExceeded, 0));
+        }
+        let gd_end = header
+            .gd_offset
+            .checked_add(header.gd_sectors())
+            .ok_or(err(ErrorKind::BadMetadata, header.gd_offset))?;
+        if header.gd_offset == 0 || gd_end > file_sectors {
+            return Err(err(ErrorKind::BadMetadata, header.gd_offset));
+        }
+        if header.has_redundant_gd() {
+            let rgd_end = header
+                .rgd_offset
+                .checked_add(header.gd_sectors())
+                .ok_or(err(ErrorKind::BadMetadata, header.rgd_offset))?;
+            if rgd_end > file_sectors {
+                return Err(err(ErrorKind::BadMetadata, header.rgd_offset));
+            }
+        }
+        let mut extent = Self {
+            dev,
+            gd_offset: header.gd_offset,
+            header,
+            file_sectors,
+            next_free: header.overhead.max(gd_end),
+            meta,
+            slots: heapless::Vec::new(),
+            clock: 0,
+            tag,
+            read_only,
+            marked_unclean: false,
+            inflated: None,
+            pending: heapless::Deque::new(),
+        };
+        extent.scan(memory, now, &mut |_, _| {})?;
+        Ok(extent)
+    }
+
+    /// The validated header (the footer's, for stream-optimized files).
+    pub fn header(&self) -> &SparseHeader {
+        &self.header
+    }
+
+    /// The capacity in sectors.
+    pub fn capacity(&self) -> u64 {
+        self.header.capacity
+    }
+
+    /// Grain size in sectors.
+    pub fn grain_sectors(&self) -> u64 {
+        self.header.grain_size
+    }
+
+    /// The sector after the last one in use: the file's length once trimmed.
+    pub fn used_sectors(&self) -> u64 {
+        self.next_free
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The inner device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// Gives the inner device back.
+    pub fn into_inner(self) -> D {
+        self.dev
+    }
+
+    fn slot_addr(&self, slot: usize) -> MemAddr {
+        MemAddr(self.meta.addr.0 + slot as u64 * self.header.gt_bytes())
+    }
+
+    fn sector_scratch(&self) -> MemAddr {
+        MemAddr(self.meta.addr.0 + C as u64 * self.header.gt_bytes())
+    }
+
+    /// The grain scratch: one grain of the metadata region, free for the caller between calls.
+    pub fn grain_scratch(&self) -> MemAddr {
+        MemAddr(self.sector_scratch().0 + SECTOR)
+    }
+
+    fn compressed_buf(&self) -> MemAddr {
+        MemAddr(self.grain_scratch().0 + self.header.grain_bytes())
+    }
+
+    fn io(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        op: Operation,
+        sector: u64,
+        addr: MemAddr,
+        bytes: u64,
+    ) -> Result<()> {
+        let len = u32::try_from(bytes).map_err(|_| err(ErrorKind::BadSize, bytes))?;
+        let sg = SgList::single(addr, len).map_err(|_| err(ErrorKind::Memory, addr.0))?;
+        transfer(&mut self.dev, memory, now, &mut self.tag, op, sector, sg)
+    }
+
+    fn check_range(&self, sector: u64, sectors: u64) -> Result<()> {
+        match sector.checked_add(sectors) {
+            Some(end) if sector > 0 && end <= self.file_sectors => Ok(()),
+            _ => Err(err(ErrorKind::BadMetadata, sector)),
+        }
+    }
+
+    /// Reads the directory entry `index` of the directory at `dir`.
+    fn dir_entry(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        dir: u64,
+        index: u64,
+    ) -> Result<u64> {
+        let byte = index * 4;
+        let scratch = self.sector_scratch();
+        self.io(
+            memory,
+            now,
+            Operation::Read,
+            dir + byte / SECTOR,
+            scratch,
+            SECTOR,
+        )?;
+        let mut e = [0u8; 4];
+        memory.read(MemAddr(scratch.0 + byte % SECTOR), &mut e)?;
+        Ok(u64::from(u32::from_le_bytes(e)))
+    }
+
+    /// The cache slot holding grain table `gd_index`, loading it on a miss; `None` if the
+    /// table is not allocated.
+    fn table(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        gd_index: u64,
+    ) -> Result<Option<usize>> {
+        self.clock += 1;
+        if let Some(i) = self.slots.iter().position(|s| s.gd_index == gd_index) {
+            self.slots[i].used = self.clock;
+            return Ok(Some(i));
+        }
+        if gd_index >= self.header.gd_entries() {
+            return Err(err(ErrorKind::BadMetadata, gd_index));
+        }
+        let gt_sector = self.dir_entry(memory, now, self.gd_offset, gd_index)?;
+        if gt_sector == 0 {
+            return Ok(None);
+        }
+        self.check_range(gt_sector, self.header.gt_sectors())?;
+        let slot = Slot {
+            gd_index,
+            gt_sector,
+            rgt_sector: None,
+            used: self.clock,
+        };
+        let i = if self.slots.len() < C {
+            let _ = self.slots.push(slot);
+            self.slots.len() - 1
+        } else {
+            let (i, _) = self
+                .slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.used)
+                .ok_or(err(ErrorKind::CapacityExceeded, 0))?;
+            self.slots[i] = slot;
+            i
+        };
+        let addr = self.slot_addr(i);
+        if let Err(e) = self.io(
+            memory,
+            now,
+            Operation::Read,
+            gt_sector,
+            addr,
+            self.header.gt_bytes(),
+        ) {
+            self.slots.swap_remove(i);
+            return Err(e);
+        }
+        Ok(Some(i))
+    }
+
+    fn entry(&self, memory: &dyn Memory, slot: usize, index: u64) -> Result<u32> {
+        let mut e = [0u8; 4];
+        memory.read(MemAddr(self.slot_addr(slot).0 + index * 4), &mut e)?;
+        Ok(u32::from_le_bytes(e))
+    }
+
+    fn decode(&self, gte: u32, grain: u64) -> Result<Grain> {
+        let g = Grain::from_gte(gte, self.header.has_zeroed_gte());
+        if let Grain::At(s) = g {
+            let len = if self.header.is_compressed() {
+                1
+            } else {
+                self.header.grain_size
+            };
+            self.check_range(s, len)
+                .map_err(|_| err(ErrorKind::BadMetadata, grain))?;
+        }
+        Ok(g)
+    }
+
+    /// What the grain table says about `grain` (grain index from the start of the extent).
+    pub fn grain(&mut self, memory: &mut dyn Memory, now: Instant, grain: u64) -> Result<Grain> {
+        if grain >= self.header.grains() {
+            return Err(err(ErrorKind::BadMetadata, grain));
+        }
+        let per = u64::from(self.header.num_gtes_per_gt);
+        match self.table(memory, now, grain / per)? {
+            None => Ok(Grain::Unallocated),
+            Some(slot) => {
+                let gte = self.entry(memory, slot, grain % per)?;
+                self.decode(gte, grain)
+            }
+        }
+    }
+
+    /// Visits every grain whose entry is not [`Grain::Unallocated`], checking each entry and
+    /// moving the allocation point past every table and grain.
+    pub fn scan(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        visit: &mut dyn FnMut(u64, Grain),
+    ) -> Result<()> {
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let grains = self.header.grains();
+        for gd_index in 0..self.header.gd_entries() {
+            let Some(slot) = self.table(memory, now, gd_index)? else {
+                continue;
+            };
+            let gt_end = self.slots[slot].gt_sector + self.header.gt_sectors();
+            self.next_free = self.next_free.max(gt_end);
+            let first = gd_index * per;
+            let n = per.min(grains - first);
+            for i in 0..n {
+                let gte = self.entry(memory, slot, i)?;
+                let g = self.decode(gte, first + i)?;
+                if let Grain::At(s) = g
+                    && !self.header.is_compressed()
+                {
+                    self.next_free = self.next_free.max(s + self.header.grain_size);
+                }
+                if g != Grain::Unallocated {
+                    visit(first + i, g);
+                }
+            }
+        }
+        if self.header.has_redundant_gd() && !self.read_only {
+            for gd_index in 0..self.header.gd_entries() {
+                let r = self.dir_entry(memory, now, self.header.rgd_offset, gd_index)?;
+                if r != 0 {
+                    self.check_range(r, self.header.gt_sectors())?;
+                    self.next_free = self.next_free.max(r + self.header.gt_sectors());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inflates the compressed grain whose marker is at `sector` into the grain scratch.
+    fn inflate(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        grain: u64,
+        sector: u64,
+    ) -> Result<()> {
+        if self.inflated == Some(grain) {
+            return Ok(());
+        }
+        self.inflated = None;
+        let scratch = self.sector_scratch();
+        self.io(memory, now, Operation::Read, sector, scratch, SECTOR)?;
+        let mut m = [0u8; 16];
+        memory.read(scratch, &mut m)?;
+        let (lba, size) = match Marker::parse(&m)? {
+            Marker::Grain { lba, size } => (lba, u64::from(size)),
+            Marker::Meta { .. } => return Err(err(ErrorKind::BadMetadata, sector)),
+        };
+        if lba != grain * self.header.grain_size || size > compressed_capacity(&self.header) - 12 {
+            return Err(err(ErrorKind::BadMetadata, sector));
+        }
+        let sectors = (size + 12).div_ceil(SECTOR);
+        self.check_range(sector, sectors)?;
+        let buf = self.compressed_buf();
+        self.io(memory, now, Operation::Read, sector, buf, sectors * SECTOR)?;
+        let out = self.grain_scratch();
+        let grain_bytes = self.header.grain_bytes();
+        let n = inflate_within(memory, MemAddr(buf.0 + 12), size, out, grain_bytes)?;
+        let expected = grain_bytes.min((self.header.capacity - lba) * SECTOR);
+        if n < expected {
+            return Err(err(ErrorKind::Inflate, grain));
+        }
+        self.inflated = Some(grain);
+        Ok(())
+    }
+
+    /// Reads `sg.total_len()` bytes at byte `offset` of grain `grain` into `sg`, returning
+    /// `false` (and moving nothing) if the grain is unallocated.
+    pub fn read_piece(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        grain: u64,
+        offset: u64,
+        sg: &SgList,
+    ) -> Result<bool> {
+        match self.grain(memory, now, grain)? {
+            Grain::Unallocated => Ok(false),
+            Grain::Zero => {
+                zero_sg(memory, sg)?;
+                Ok(true)
+            }
+            Grain::At(sector) if self.header.is_compressed() => {
+                self.inflate(memory, now, grain, sector)?;
+                copy_to_sg(memory, MemAddr(self.grain_scratch().0 + offset), sg)?;
+                Ok(true)
+            }
+            Grain::At(sector) => {
+                transfer(
+                    &mut self.dev,
+                    memory,
+                    now,
+                    &mut self.tag,
+                    Operation::Read,
+                    sector + offset / SECTOR,
+                    sg.clone(),
+                )?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn mark_unclean(&mut self, memory: &mut dyn Memory, now: Instant, unclean: bool) -> Result<()> {
+        let mut h = self.header;
+        // The on-disk header of a stream-optimized file is never rewritten (read-only anyway).
+        h.unclean_shutdown = unclean;
+        let mut bytes = [0u8; HEADER_LEN];
+        h.emit(&mut bytes)?;
+        let scratch = self.sector_scratch();
+        memory.write(scratch, &bytes)?;
+        self.io(memory, now, Operation::Write, 0, scratch, SECTOR)?;
+        self.header.unclean_shutdown = unclean;
+        self.marked_unclean = unclean;
+        Ok(())
+    }
+
+    fn allocate(&mut self, sectors: u64) -> Result<u64> {
+        let at = self.next_free;
+        let end = at.checked_add(sectors).ok_or(err(ErrorKind::BadSize, at))?;
+        if end > self.file_sectors {
+            return Err(err(ErrorKind::BadSize, end));
+        }
+        self.next_free = end;
+        Ok(at)
+    }
+
+    /// Allocates and zeroes grain table `gd_index` (and its redundant copy), updating both
+    /// directories; returns its cache slot.
+    fn new_table(&mut self, memory: &mut dyn Memory, now: Instant, gd_index: u64) -> Result<usize> {
+        let gts = self.header.gt_sectors();
+        let gt = self.allocate(gts)?;
+        let rgt = if self.header.has_redundant_gd() {
+            Some(self.allocate(gts)?)
+        } else {
+            None
+        };
+        // Zero a slot's worth of memory and write it to both tables.
+        let i = if self.slots.len() < C {
+            let _ = self.slots.push(Slot {
+                gd_index,
+                gt_sector: gt,
+                rgt_sector: rgt,
+                used: self.clock,
+            });
+            self.slots.len() - 1
+        } else {
+            let (i, _) = self
+                .slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.used)
+                .ok_or(err(ErrorKind::CapacityExceeded, 0))?;
+            self.slots[i] = Slot {
+                gd_index,
+                gt_sector: gt,
+                rgt_sector: rgt,
+                used: self.clock,
+            };
+            i
+        };
+        let addr = self.slot_addr(i);
+        zero_range(memory, addr, self.header.gt_bytes())?;
+        self.io(
+            memory,
+            now,
+            Operation::Write,
+            gt,
+            addr,
+            self.header.gt_bytes(),
+        )?;
+        if let Some(r) = rgt {
+            self.io(
+                memory,
+                now,
+                Operation::Write,
+                r,
+                addr,
+                self.header.gt_bytes(),
+            )?;
+        }
+        // Tables first, then the directories point at them.
+        self.set_dir_entry(memory, now, self.gd_offset, gd_index, gt)?;
+        if let Some(r) = rgt {
+            self.set_dir_entry(memory, now, self.header.rgd_offset, gd_index, r)?;
+        }
+        Ok(i)
+    }
+
+    fn set_dir_entry(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        dir: u64,
+        index: u64,
+        value: u64,
+    ) -> Result<()> {
+        let byte = index * 4;
+        let scratch = self.sector_scratch();
+        let sector = dir + byte / SECTOR;
+        self.io(memory, now, Operation::Read, sector, scratch, SECTOR)?;
+        let v = u32::try_from(value).map_err(|_| err(ErrorKind::BadSize, value))?;
+        memory.write(MemAddr(scratch.0 + byte % SECTOR), &v.to_le_bytes())?;
+        self.io(memory, now, Operation::Write, sector, scratch, SECTOR)
+    }
+
+    /// Sets grain `grain`'s entry in both grain tables.
+    fn set_entry(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        slot: usize,
+        grain: u64,
+        value: u32,
+    ) -> Result<()> {
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let index = grain % per;
+        let addr = self.slot_addr(slot);
+        memory.write(MemAddr(addr.0 + index * 4), &value.to_le_bytes())?;
+        let in_table = (index * 4) / SECTOR * SECTOR;
+        let sector_addr = MemAddr(addr.0 + in_table);
+        let gt = self.slots[slot].gt_sector;
+        self.io(
+            memory,
+            now,
+            Operation::Write,
+            gt + in_table / SECTOR,
+            sector_addr,
+            SECTOR,
+        )?;
+        if self.header.has_redundant_gd() {
+            let rgt = match self.slots[slot].rgt_sector {
+                Some(r) => r,
+                None => {
+                    let gd_index = self.slots[slot].gd_index;
+                    let r = self.dir_entry(memory, now, self.header.rgd_offset, gd_index)?;
+                    self.check_range(r, self.header.gt_sectors())?;
+                    self.slots[slot].rgt_sector = Some(r);
+                    r
+                }
+            };
+            self.io(
+                memory,
+                now,
+                Operation::Write,
+                rgt + in_table / SECTOR,
+                sector_addr,
+                SECTOR,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes `sg` at byte `offset` of grain `grain`. If the grain is not yet allocated, a new
+    /// grain is appended: `fill` first puts the grain's previous contents in the grain scratch
+    /// (zeros, or a parent's data), then `sg` is laid over it, the grain is written, and both
+    /// grain tables are updated (data before metadata).
+    pub fn write_piece(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        grain: u64,
+        offset: u64,
+        sg: &SgList,
+        fill: &mut dyn FnMut(&mut dyn Memory, Instant, MemAddr) -> Result<()>,
+    ) -> Result<()> {
+        if self.read_only {
+            return Err(err(ErrorKind::ReadOnly, grain));
+        }
+        if grain >= self.header.grains() {
+            return Err(err(ErrorKind::BadMetadata, grain));
+        }
+        if !self.marked_unclean {
+            self.mark_unclean(memory, now, true)?;
+        }
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let slot = match self.table(memory, now, grain / per)? {
+            Some(s) => s,
+            None => self.new_table(memory, now, grain / per)?,
+        };
+        let gte = self.entry(memory, slot, grain % per)?;
+        match self.decode(gte, grain)? {
+            Grain::At(sector) => transfer(
+                &mut self.dev,
+                memory,
+                now,
+                &mut self.tag,
+                Operation::Write,
+                sector + offset / SECTOR,
+                sg.clone(),
+            ),
+            state => {
+                let scratch = self.grain_scratch();
+                let grain_bytes = self.header.grain_bytes();
+                self.inflated = None;
+                if offset != 0 || sg.total_len() != grain_bytes {
+                    if state == Grain::Zero {
+                        zero_range(memory, scratch, grain_bytes)?;
+                    } else {
+                        fill(memory, now, scratch)?;
+                    }
+                }
+                copy_from_sg(memory, sg, MemAddr(scratch.0 + offset))?;
+                let at = self.allocate(self.header.grain_size)?;
+                self.io(memory, now, Operation::Write, at, scratch, grain_bytes)?;
+                let v = u32::try_from(at).map_err(|_| err(ErrorKind::BadSize, at))?;
+                // The table may have been evicted by `fill` reading through this extent.
+                let slot = match self.table(memory, now, grain / per)? {
+                    Some(s) => s,
+                    None => return Err(err(ErrorKind::BadMetadata, grain)),
+                };
+                self.set_entry(memory, now, slot, grain, v)
+            }
+        }
+    }
+
+    /// Marks the extent cleanly closed (clears the unclean-shutdown flag) after flushing.
+    pub fn close(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<()> {
+        if self.marked_unclean {
+            transfer(
+                &mut self.dev,
+                memory,
+                now,
+                &mut self.tag,
+                Operation::Flush,
+                0,
+                SgList::new(),
+            )?;
+            self.mark_unclean(memory, now, false)?;
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        request: &BlockRequest,
+    ) -> core::result::Result<(), BlockError> {
+        request.validate(&self.geometry())?;
+        match request.operation {
+            Operation::Flush => {
+                return transfer(
+                    &mut self.dev,
+                    memory,
+                    now,
+                    &mut self.tag,
+                    Operation::Flush,
+                    0,
+                    SgList::new(),
+                )
+                .map_err(Error::to_block_error);
+            }
+            Operation::Read | Operation::Write => {}
+            _ => return Err(BlockError::new(BE::Unsupported)),
+        }
+        let grain_bytes = self.header.grain_bytes();
+        let start = request.lba.0 * SECTOR;
+        let total = request.sg.total_len();
+        let mut done = 0u64;
+        while done < total {
+            let pos = start + done;
+            let grain = pos / grain_bytes;
+            let offset = pos % grain_bytes;
+            let n = (grain_bytes - offset).min(total - done);
+            let piece = request
+                .sg
+                .slice(done, n)
+                .map_err(|_| BlockError::new(BE::InvalidRequest))?;
+            let r = if request.operation == Operation::Read {
+                self.read_piece(memory, now, grain, offset, &piece)
+                    .and_then(|served| {
+                        if served {
+                            Ok(())
+                        } else {
+                            zero_sg(memory, &piece)
+                        }
+                    })
+            } else {
+                self.write_piece(memory, now, grain, offset, &piece, &mut |m, _, at| {
+                    zero_range(m, at, grain_bytes)
+                })
+            };
+            r.map_err(|e| BlockError::with_info(e.to_block_error().kind(), pos / SECTOR))?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Inflates the zlib stream of `len` bytes at `src` into `out_len` bytes at `out`; returns the
+/// number of bytes produced.
+pub(crate) fn inflate_within(
+    memory: &mut dyn Memory,
+    src: MemAddr,
+    len: u64,
+    out: MemAddr,
+    out_len: u64,
+) -> Result<u64> {
+    use miniz_oxide::inflate::TINFLStatus;
+    use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+    let out_len = usize::try_from(out_len).map_err(|_| err(ErrorKind::BadSize, out_len))?;
+    let mut state = DecompressorOxide::new();
+    let mut chunk = [0u8; 4096];
+    let mut consumed = 0u64;
+    let mut out_pos = 0usize;
+    // Every round consumes input or produces output, or ends; bound it anyway.
+    let max_rounds = len + out_len as u64 + 16;
+    for _ in 0..max_rounds {
+        let n = (len - consumed).min(chunk.len() as u64) as usize;
+        memory.read(MemAddr(src.0 + consumed), &mut chunk[..n])?;
+        let more = consumed + (n as u64) < len;
+        let mut flags = inflate_flags::TINFL_FLAG_PARSE_ZLIB_HEADER
+            | inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+        if more {
+            flags |= inflate_flags::TINFL_FLAG_HAS_MORE_INPUT;
+        }
+        let out_buf = memory.slice_mut(out, out_len)?;
+        let (status, used, produced) = decompress(&mut state, &chunk[..n], out_buf, out_pos, flags);
+        consumed += used as u64;
+        out_pos += produced;
+        match status {
+            TINFLStatus::Done => return Ok(out_pos as u64),
+            TINFLStatus::NeedsMoreInput if more => {}
+            TINFLStatus::HasMoreOutput if out_pos < out_len => {}
+            _ => return Err(err(ErrorKind::Inflate, consumed)),
+        }
+        if used == 0 && produced == 0 && !more {
+            return Err(err(ErrorKind::Inflate, consumed));
+        }
+    }
+    Err(err(ErrorKind::Inflate, consumed))
+}
+
+impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExtent<D, C, Q> {
+    fn geometry(&self) -> Geometry {
+        let mut features = DeviceFeatures::empty();
+        if self.read_only {
+            features |= DeviceFeatures::READ_ONLY;
+        }
+        Geometry {
+            block_size: SECTOR as u32,
+            block_count: self.header.capacity,
+            max_transfer_blocks: self.dev.geometry().max_transfer_blocks.max(1),
+            queue_depth: u16::try_from(Q).unwrap_or(u16::MAX),
+            features,
+        }
+    }
+
+    fn submit(
+        &mut self,
+        _now: Instant,
+        request: BlockRequest,
+    ) -> core::result::Result<(), SubmitError> {
+        if self.pending.iter().any(|r| r.tag == request.tag) {
+            return Err(SubmitError::new(SubmitErrorKind::DuplicateTag, request));
+        }
+        self.pending
+            .push_back(request)
+            .map_err(|r| SubmitError::new(SubmitErrorKind::QueueFull, r))
+    }
+
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(Completion),
+    ) -> Option<Instant> {
+        for _ in 0..Q {
+            let Some(request) = self.pending.pop_front() else {
+                break;
+            };
+            let result = self.execute(memory, now, &request);
+            done(Completion {
+                tag: request.tag,
+                result,
+            });
+        }
+        None
+    }
+}
+
+/// Writes the metadata of a new, empty hosted sparse extent described by `header` onto `dev`
+/// (which must be at least `header.overhead` sectors long): the header, the embedded
+/// `descriptor` (if `header.descriptor_size` is not 0), both grain directories pointing at
+/// preallocated, zeroed grain tables. `scratch` is a sector of the address space.
+pub fn format_sparse<D: BlockDevice + ?Sized>(
+    dev: &mut D,
+    memory: &mut dyn Memory,
+    now: Instant,
+    scratch: MemAddr,
+    header: &SparseHeader,
+    descriptor: &[u8],
+) -> Result<()> {
+    let geometry = dev.geometry();
+    if geometry.block_size as u64 != SECTOR || geometry.block_count < header.overhead {
+        return Err(err(ErrorKind::BadSize, geometry.block_count));
+    }
+    if descriptor.len() as u64 > header.descriptor_size * SECTOR {
+        return Err(err(ErrorKind::BufferTooSmall, descriptor.len() as u64));
+    }
+    let mut tag = 0u64;
+    let mut put =
+        |memory: &mut dyn Memory, tag: &mut u64, sector: u64, bytes: &[u8]| -> Result<()> {
+            let s = memory.slice_mut(scratch, SECTOR as usize)?;
+            s.fill(0);
+            s[..bytes.len()].copy_from_slice(bytes);
+            let sg =
+                SgList::single(scratch, SECTOR as u32).map_err(|_| err(ErrorKind::Memory, 0))?;
+            transfer(dev, memory, now, tag, Operation::Write, sector, sg)
+        };
+    let mut h = [0u8; HEADER_LEN];
+    header.emit(&mut h)?;
+    put(memory, &mut tag, 0, &h)?;
+    for i in 0..header.descriptor_size {
+        let from = (i * SECTOR) as usize;
+        let chunk = descriptor
+            .get(from..descriptor.len().min(from + SECTOR as usize))
+            .unwrap_or(&[]);
+        put(memory, &mut tag, header.descriptor_offset + i, chunk)?;
+    }
+    let gts = header.gt_sectors();
+    let entries = header.gd_entries();
+    let mut dirs: heapless::Vec<u64, 2> = heapless::Vec::new();
+    if header.has_redundant_gd() {
+        let _ = dirs.push(header.rgd_offset);
+    }
+    let _ = dirs.push(header.gd_offset);
+    for dir in dirs {
+        let tables = dir + header.gd_sectors();
+        for s in 0..header.gd_sectors() {
+            let mut sector = [0u8; SECTOR as usize];
+            for (k, e) in sector.chunks_exact_mut(4).enumerate() {
+                let index = s * (SECTOR / 4) + k as u64;
+                if index < entries {
+                    let gt = u32::try_from(tables + index * gts)
+                        .map_err(|_| err(ErrorKind::BadSize, index))?;
+                    e.copy_from_slice(&gt.to_le_bytes());
+                }
+            }
+            put(memory, &mut tag, dir + s, &sector)?;
+        }
+        for s in 0..entries * gts {
+            put(memory, &mut tag, tables + s, &[])?;
+        }
+    }
+    Ok(())
+}
