@@ -9,13 +9,19 @@
 #![doc = include_str!("../README.md")]
 
 pub mod descriptor;
+pub mod disk;
 mod error;
 pub mod extent;
+#[cfg(feature = "std")]
+mod source;
 pub mod sparse;
 
 pub use descriptor::{
     Access, CreateType, Descriptor, Extent, ExtentSpec, ExtentType, NewDescriptor, write_descriptor,
 };
+pub use disk::{ExtentSource, LayerInfo, OpenOptions, VirtualDisk};
 pub use error::{Error, ErrorKind, Result};
 pub use extent::{MetaRegion, SparseExtent, format_sparse, meta_bytes_needed};
+#[cfg(feature = "std")]
+pub use source::DirSource;
 pub use sparse::{Grain, SparseHeader};

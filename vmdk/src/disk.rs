@@ -1,0 +1,835 @@
+//! Virtual disks: a descriptor's extents, and a chain of delta disks over a base.
+//!
+//! A [`VirtualDisk`] holds the layers of a snapshot chain (index 0 is the base, the last is the
+//! top, which takes the writes). Each layer is a descriptor's extents: flat, zero or hosted
+//! sparse. A merged allocation map (one byte per grain, in a caller's buffer) records which
+//! layer serves each grain, so a read goes straight to that layer whatever the chain's depth.
+
+use block::{
+    BlockDevice, BlockError, BlockRequest, Completion, DeviceFeatures, ErrorKind as BE, Geometry,
+    Instant, MemAddr, Memory, Operation, SgList, SubmitError, SubmitErrorKind,
+};
+
+use crate::descriptor::{
+    Access, CreateType, Descriptor, ExtentSpec, ExtentType, NO_PARENT_CID, NewDescriptor,
+    write_descriptor,
+};
+use crate::error::{Error, ErrorKind, Result, err};
+use crate::extent::{MetaRegion, SparseExtent, format_sparse, transfer, zero_range, zero_sg};
+use crate::sparse::{COWD_MAGIC, MAGIC, SECTOR, SparseHeader, le32};
+
+/// Grain table cache slots of each sparse extent of a virtual disk.
+pub const CACHE_SLOTS: usize = 4;
+/// The longest file name a layer records.
+pub const MAX_NAME: usize = 256;
+/// A map entry for a grain no layer has: it reads as zeros.
+pub const UNALLOCATED: u8 = 0xFF;
+/// Sectors of embedded descriptor in the sparse files this crate creates (as QEMU does).
+pub const EMBEDDED_DESCRIPTOR_SECTORS: u64 = 20;
+/// Sectors of the unit of the allocation map when no layer is sparse.
+const FLAT_UNIT_SECTORS: u64 = 128;
+
+type Sparse<D> = SparseExtent<D, CACHE_SLOTS, 1>;
+
+/// Where a virtual disk's files come from: the host's file system, or anything else that can
+/// hand out block devices by name.
+pub trait ExtentSource {
+    /// The device type of an opened file.
+    type Device: BlockDevice;
+
+    /// Opens the file `name` (as written in a descriptor, relative to the top descriptor's
+    /// directory) as a device of 512-byte blocks.
+    fn open(&mut self, name: &str, writable: bool) -> Result<Self::Device>;
+
+    /// Reads up to `buf.len()` bytes from the start of file `name`; returns how many.
+    fn read_head(&mut self, name: &str, buf: &mut [u8]) -> Result<usize>;
+
+    /// Creates file `name`, `sectors` long (sparse on hosts that can), and opens it writable.
+    fn create(&mut self, name: &str, sectors: u64) -> Result<Self::Device>;
+
+    /// Shortens file `name` to `sectors` once it is closed cleanly. The default does nothing.
+    fn trim(&mut self, name: &str, sectors: u64) -> Result<()> {
+        let _ = (name, sectors);
+        Ok(())
+    }
+}
+
+/// How to open a virtual disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenOptions {
+    /// Open every layer read-only.
+    pub read_only: bool,
+    /// Open the parents writable too (needed to consolidate).
+    pub parents_writable: bool,
+}
+
+/// One extent of a layer. (No heap to box the sparse variant in; layers are few.)
+#[allow(clippy::large_enum_variant)]
+enum LayerExtent<D: BlockDevice> {
+    Flat { dev: D, offset: u64, writable: bool },
+    Zero,
+    Sparse(Sparse<D>),
+}
+
+struct Placed<D: BlockDevice> {
+    start: u64,
+    sectors: u64,
+    extent: LayerExtent<D>,
+}
+
+/// What a layer of a chain is, for `info`-style tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The descriptor's file name.
+    pub name: heapless::String<MAX_NAME>,
+    /// `CID`.
+    pub cid: u32,
+    /// `parentCID`.
+    pub parent_cid: u32,
+    /// `createType`.
+    pub create_type: CreateType,
+    /// Number of extents.
+    pub extents: usize,
+}
+
+struct Layer<D: BlockDevice, const E: usize> {
+    info: LayerInfo,
+    extents: heapless::Vec<Placed<D>, E>,
+}
+
+impl<D: BlockDevice, const E: usize> Layer<D, E> {
+    /// Reads `sg` at virtual sector `sector`, all inside this layer.
+    fn read(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        tag: &mut u64,
+        sector: u64,
+        sg: &SgList,
+    ) -> Result<()> {
+        let mut done = 0u64;
+        let total = sg.total_len();
+        for placed in self.extents.iter_mut() {
+            if done >= total {
+                break;
+            }
+            let pos = sector + done / SECTOR;
+            let end = placed.start + placed.sectors;
+            if pos < placed.start || pos >= end {
+                continue;
+            }
+            let rel = pos - placed.start;
+            let n = ((end - pos) * SECTOR).min(total - done);
+            let piece = sg.slice(done, n).map_err(|_| err(ErrorKind::Memory, 0))?;
+            match &mut placed.extent {
+                LayerExtent::Flat { dev, offset, .. } => {
+                    transfer(dev, memory, now, tag, Operation::Read, *offset + rel, piece)?
+                }
+                LayerExtent::Zero => zero_sg(memory, &piece)?,
+                LayerExtent::Sparse(s) => {
+                    let gb = s.header().grain_bytes();
+                    let mut at = 0;
+                    while at < n {
+                        let byte = rel * SECTOR + at;
+                        let m = (gb - byte % gb).min(n - at);
+                        let p = piece.slice(at, m).map_err(|_| err(ErrorKind::Memory, 0))?;
+                        if !s.read_piece(memory, now, byte / gb, byte % gb, &p)? {
+                            zero_sg(memory, &p)?;
+                        }
+                        at += m;
+                    }
+                }
+            }
+            done += n;
+        }
+        if done < total {
+            return Err(err(ErrorKind::BadMetadata, sector));
+        }
+        Ok(())
+    }
+}
+
+/// A virtual disk: the layers of a snapshot chain, each a descriptor's extents, with a merged
+/// allocation map in `map` (one byte per grain: the index of the layer serving it).
+///
+/// `E` is the most extents per layer, `DEPTH` the longest chain, `Q` the most outstanding
+/// requests. As a [`BlockDevice`] of 512-byte blocks, requests execute in order at `poll`.
+pub struct VirtualDisk<
+    'm,
+    D: BlockDevice,
+    const E: usize = 4,
+    const DEPTH: usize = 32,
+    const Q: usize = 32,
+> {
+    layers: heapless::Vec<Layer<D, E>, DEPTH>,
+    map: &'m mut [u8],
+    unit_sectors: u64,
+    capacity: u64,
+    meta: MetaRegion,
+    tag: u64,
+    read_only: bool,
+    pending: heapless::Deque<BlockRequest, Q>,
+}
+
+fn copy_name(name: &[u8]) -> Result<heapless::String<MAX_NAME>> {
+    let s = core::str::from_utf8(name).map_err(|_| err(ErrorKind::BadDescriptor, 0))?;
+    let mut out = heapless::String::new();
+    out.push_str(s)
+        .map_err(|_| err(ErrorKind::CapacityExceeded, name.len() as u64))?;
+    Ok(out)
+}
+
+/// Finds the descriptor text in the head of a file: the whole head for a text descriptor, the
+/// embedded descriptor for a hosted sparse file. Returns its range in `head`.
+fn descriptor_text(head: &[u8], len: usize) -> Result<(usize, usize)> {
+    let head = &head[..len];
+    if head.len() >= 4 && le32(head, 0) == MAGIC {
+        let h = SparseHeader::parse(head)?;
+        let start = h
+            .descriptor_offset
+            .checked_mul(SECTOR)
+            .ok_or(err(ErrorKind::BadHeader, 0))?;
+        let size = h
+            .descriptor_size
+            .checked_mul(SECTOR)
+            .ok_or(err(ErrorKind::BadHeader, 0))?;
+        if h.descriptor_offset == 0 || size == 0 {
+            return Err(err(ErrorKind::BadDescriptor, 0));
+        }
+        let end = start
+            .checked_add(size)
+            .ok_or(err(ErrorKind::BadHeader, 0))?;
+        if end > head.len() as u64 {
+            return Err(err(ErrorKind::BufferTooSmall, end));
+        }
+        return Ok((start as usize, end as usize));
+    }
+    if head.len() >= 4 && le32(head, 0) == COWD_MAGIC {
+        return Err(err(ErrorKind::Unsupported, u64::from(COWD_MAGIC)));
+    }
+    Ok((0, head.len()))
+}
+
+impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
+    VirtualDisk<'m, D, E, DEPTH, Q>
+{
+    const DEPTH_FITS_MAP: () = assert!(DEPTH < UNALLOCATED as usize && DEPTH > 0);
+
+    /// Opens the virtual disk whose (top) descriptor is file `name`, following
+    /// `parentFileNameHint` down the chain (checking each parent's `CID` against its child's
+    /// `parentCID`) for at most `DEPTH` layers.
+    ///
+    /// `text` holds each descriptor while it is parsed (20 sectors cover what QEMU and VMware
+    /// write); `meta` is the address-space region the sparse extents keep their metadata in
+    /// (what is left is kept for snapshots); `map` needs one byte per grain of the disk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open<S: ExtentSource<Device = D>>(
+        source: &mut S,
+        name: &str,
+        text: &mut [u8],
+        meta: MetaRegion,
+        map: &'m mut [u8],
+        memory: &mut dyn Memory,
+        now: Instant,
+        options: OpenOptions,
+    ) -> Result<Self> {
+        let () = Self::DEPTH_FITS_MAP;
+        let mut disk = Self {
+            layers: heapless::Vec::new(),
+            map,
+            unit_sectors: 0,
+            capacity: 0,
+            meta,
+            tag: 0,
+            read_only: options.read_only,
+            pending: heapless::Deque::new(),
+        };
+        let mut next: Option<(heapless::String<MAX_NAME>, u32)> =
+            Some((copy_name(name.as_bytes())?, 0));
+        let mut top = true;
+        let mut loaded: heapless::Vec<Layer<D, E>, DEPTH> = heapless::Vec::new();
+        for _ in 0..=DEPTH {
+            let Some((file, expected_cid)) = next.take() else {
+                break;
+            };
+            if loaded.is_full() {
+                return Err(err(ErrorKind::ChainTooLong, DEPTH as u64));
+            }
+            let writable = !options.read_only && (top || options.parents_writable);
+            let (layer, parent) = disk.open_layer(source, &file, text, memory, now, writable)?;
+            if !top && layer.info.cid != expected_cid {
+                return Err(err(ErrorKind::CidMismatch, u64::from(layer.info.cid)));
+            }
+            next = parent.map(|p| (p, layer.info.parent_cid));
+            let _ = loaded.push(layer);
+            top = false;
+        }
+        if next.is_some() {
+            return Err(err(ErrorKind::ChainTooLong, DEPTH as u64));
+        }
+        while let Some(layer) = loaded.pop() {
+            let _ = disk.layers.push(layer);
+        }
+        disk.build_map(memory, now)?;
+        Ok(disk)
+    }
+
+    /// Opens one descriptor's extents; returns the layer and its parent's file name.
+    fn open_layer<S: ExtentSource<Device = D>>(
+        &mut self,
+        source: &mut S,
+        file: &str,
+        text: &mut [u8],
+        memory: &mut dyn Memory,
+        now: Instant,
+        writable: bool,
+    ) -> Result<(Layer<D, E>, Option<heapless::String<MAX_NAME>>)> {
+        let len = source.read_head(file, text)?;
+        let (start, end) = descriptor_text(text, len.min(text.len()))?;
+        let d = Descriptor::<128>::parse(&text[start..end])?;
+        let create_type = d.create_type().ok_or(err(ErrorKind::BadDescriptor, 0))?;
+        let info = LayerInfo {
+            name: copy_name(file.as_bytes())?,
+            cid: d.cid().unwrap_or(NO_PARENT_CID),
+            parent_cid: d.parent_cid().unwrap_or(NO_PARENT_CID),
+            create_type,
+            extents: d.extents().count(),
+        };
+        let parent = match (info.parent_cid, d.parent_file_name_hint()) {
+            (NO_PARENT_CID, _) | (_, None) => None,
+            (_, Some(hint)) => Some(copy_name(hint)?),
+        };
+        let capacity = d.capacity_sectors().ok_or(err(ErrorKind::BadSize, 0))?;
+        if capacity == 0 || capacity > crate::sparse::MAX_CAPACITY_SECTORS {
+            return Err(err(ErrorKind::BadSize, capacity));
+        }
+        if self.capacity == 0 {
+            self.capacity = capacity;
+        } else if self.capacity != capacity {
+            return Err(err(ErrorKind::BadSize, capacity));
+        }
+        let mut layer = Layer {
+            info,
+            extents: heapless::Vec::new(),
+        };
+        let mut start_sector = 0u64;
+        for x in d.extents() {
+            if layer.extents.is_full() {
+                return Err(err(ErrorKind::CapacityExceeded, E as u64));
+            }
+            let w = writable && x.access == Access::ReadWrite;
+            let extent = match x.kind {
+                ExtentType::Zero => LayerExtent::Zero,
+                k if k.is_flat_like() => {
+                    let name = x.file_name_str().ok_or(err(ErrorKind::BadDescriptor, 0))?;
+                    let dev = source.open(name, w)?;
+                    let end = x
+                        .offset
+                        .checked_add(x.sectors)
+                        .ok_or(err(ErrorKind::BadSize, x.offset))?;
+                    if end > dev.geometry().block_count
+                        || dev.geometry().block_size as u64 != SECTOR
+                    {
+                        return Err(err(ErrorKind::BadSize, end));
+                    }
+                    LayerExtent::Flat {
+                        dev,
+                        offset: x.offset,
+                        writable: w,
+                    }
+                }
+                ExtentType::Sparse => {
+                    let name = x.file_name_str().ok_or(err(ErrorKind::BadDescriptor, 0))?;
+                    let dev = source.open(name, w)?;
+                    let s = Sparse::open(dev, self.meta, memory, now, !w)?;
+                    if s.capacity() < x.sectors {
+                        return Err(err(ErrorKind::BadSize, x.sectors));
+                    }
+                    let used = crate::extent::meta_bytes_needed(s.header(), CACHE_SLOTS);
+                    self.meta
+                        .take(used)
+                        .ok_or(err(ErrorKind::BufferTooSmall, used))?;
+                    let g = s.grain_sectors();
+                    if self.unit_sectors == 0 {
+                        self.unit_sectors = g;
+                    }
+                    if g != self.unit_sectors || !start_sector.is_multiple_of(g) {
+                        return Err(err(ErrorKind::Unsupported, g));
+                    }
+                    LayerExtent::Sparse(s)
+                }
+                _ => return Err(err(ErrorKind::Unsupported, 0)),
+            };
+            let _ = layer.extents.push(Placed {
+                start: start_sector,
+                sectors: x.sectors,
+                extent,
+            });
+            start_sector += x.sectors;
+        }
+        Ok((layer, parent))
+    }
+
+    fn build_map(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<()> {
+        if self.unit_sectors == 0 {
+            self.unit_sectors = FLAT_UNIT_SECTORS;
+        }
+        let units = self.capacity.div_ceil(self.unit_sectors);
+        let units = usize::try_from(units).map_err(|_| err(ErrorKind::BufferTooSmall, units))?;
+        if self.map.len() < units {
+            return Err(err(ErrorKind::BufferTooSmall, units as u64));
+        }
+        self.map[..units].fill(UNALLOCATED);
+        let unit = self.unit_sectors;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for placed in layer.extents.iter_mut() {
+                match &mut placed.extent {
+                    LayerExtent::Sparse(s) => {
+                        let first = placed.start / unit;
+                        let map = &mut *self.map;
+                        s.scan(memory, now, &mut |g, _| {
+                            if let Some(m) = map.get_mut((first + g) as usize) {
+                                *m = i as u8;
+                            }
+                        })?;
+                    }
+                    _ => {
+                        let a = placed.start / unit;
+                        let b = (placed.start + placed.sectors).div_ceil(unit);
+                        self.map[a as usize..b as usize].fill(i as u8);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The capacity in sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The number of layers (1 for a disk without snapshots).
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// What layer `i` is (0 is the base).
+    pub fn layer(&self, i: usize) -> Option<&LayerInfo> {
+        self.layers.get(i).map(|l| &l.info)
+    }
+
+    /// Sectors per entry of the allocation map (the grain size).
+    pub fn unit_sectors(&self) -> u64 {
+        self.unit_sectors
+    }
+
+    /// The layer that serves map unit `unit`, or `None` if no layer has it (it reads as zeros).
+    pub fn serving_layer(&self, unit: u64) -> Option<usize> {
+        let v = *self.map.get(usize::try_from(unit).ok()?)?;
+        (v != UNALLOCATED).then_some(v as usize)
+    }
+
+    fn read_range(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        sector: u64,
+        sg: &SgList,
+    ) -> Result<()> {
+        let unit_bytes = self.unit_sectors * SECTOR;
+        let total = sg.total_len();
+        let mut done = 0u64;
+        while done < total {
+            let byte = sector * SECTOR + done;
+            let unit = byte / unit_bytes;
+            // Coalesce following units served by the same layer.
+            let serving = *self
+                .map
+                .get(unit as usize)
+                .ok_or(err(ErrorKind::BadMetadata, unit))?;
+            let mut end = (unit + 1) * unit_bytes;
+            while end < sector * SECTOR + total
+                && self.map.get((end / unit_bytes) as usize) == Some(&serving)
+            {
+                end += unit_bytes;
+            }
+            let n = (end - byte).min(total - done);
+            let piece = sg.slice(done, n).map_err(|_| err(ErrorKind::Memory, 0))?;
+            if serving == UNALLOCATED {
+                zero_sg(memory, &piece)?;
+            } else {
+                let layer = self
+                    .layers
+                    .get_mut(serving as usize)
+                    .ok_or(err(ErrorKind::BadMetadata, unit))?;
+                layer.read(memory, now, &mut self.tag, byte / SECTOR, &piece)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_range(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        sector: u64,
+        sg: &SgList,
+    ) -> Result<()> {
+        if self.read_only {
+            return Err(err(ErrorKind::ReadOnly, sector));
+        }
+        let unit_bytes = self.unit_sectors * SECTOR;
+        let total = sg.total_len();
+        let top_index = self
+            .layers
+            .len()
+            .checked_sub(1)
+            .ok_or(err(ErrorKind::BadMetadata, 0))?;
+        let (below, top) = self.layers.split_at_mut(top_index);
+        let top = &mut top[0];
+        let mut done = 0u64;
+        while done < total {
+            let byte = sector * SECTOR + done;
+            let unit = byte / unit_bytes;
+            let pos = byte / SECTOR;
+            let placed = top
+                .extents
+                .iter_mut()
+                .find(|p| pos >= p.start && pos < p.start + p.sectors)
+                .ok_or(err(ErrorKind::BadMetadata, pos))?;
+            let rel = pos - placed.start;
+            let n = (unit_bytes - byte % unit_bytes)
+                .min(total - done)
+                .min((placed.sectors - rel) * SECTOR);
+            let piece = sg.slice(done, n).map_err(|_| err(ErrorKind::Memory, 0))?;
+            let serving = *self
+                .map
+                .get(unit as usize)
+                .ok_or(err(ErrorKind::BadMetadata, unit))?;
+            match &mut placed.extent {
+                LayerExtent::Flat {
+                    dev,
+                    offset,
+                    writable,
+                } => {
+                    if !*writable {
+                        return Err(err(ErrorKind::ReadOnly, pos));
+                    }
+                    transfer(
+                        dev,
+                        memory,
+                        now,
+                        &mut self.tag,
+                        Operation::Write,
+                        *offset + rel,
+                        piece,
+                    )?;
+                }
+                LayerExtent::Zero => return Err(err(ErrorKind::ReadOnly, pos)),
+                LayerExtent::Sparse(s) => {
+                    let tag = &mut self.tag;
+                    let unit_start = unit * self.unit_sectors;
+                    let below = &mut *below;
+                    let mut fill = |m: &mut dyn Memory, now: Instant, at: MemAddr| -> Result<()> {
+                        match below.get_mut(serving as usize) {
+                            Some(layer) if serving != UNALLOCATED => {
+                                let len = u32::try_from(unit_bytes)
+                                    .map_err(|_| err(ErrorKind::BadSize, unit_bytes))?;
+                                let sg = SgList::single(at, len)
+                                    .map_err(|_| err(ErrorKind::Memory, 0))?;
+                                layer.read(m, now, tag, unit_start, &sg)
+                            }
+                            _ => zero_range(m, at, unit_bytes),
+                        }
+                    };
+                    let gb = s.header().grain_bytes();
+                    s.write_piece(
+                        memory,
+                        now,
+                        rel * SECTOR / gb,
+                        (rel * SECTOR) % gb,
+                        &piece,
+                        &mut fill,
+                    )?;
+                    self.map[unit as usize] = top_index as u8;
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Flushes every writable extent and marks the sparse ones cleanly closed; a host may then
+    /// trim the top's file to what it uses.
+    pub fn close<S: ExtentSource<Device = D>>(
+        &mut self,
+        source: &mut S,
+        memory: &mut dyn Memory,
+        now: Instant,
+    ) -> Result<()> {
+        for layer in self.layers.iter_mut() {
+            for placed in layer.extents.iter_mut() {
+                match &mut placed.extent {
+                    LayerExtent::Sparse(s) if !s.is_read_only() => {
+                        s.close(memory, now)?;
+                    }
+                    LayerExtent::Flat {
+                        dev,
+                        writable: true,
+                        ..
+                    } => {
+                        transfer(
+                            dev,
+                            memory,
+                            now,
+                            &mut self.tag,
+                            Operation::Flush,
+                            0,
+                            SgList::new(),
+                        )?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Trim sparse files that hold one extent each (the name of the extent is the file).
+        for layer in self.layers.iter() {
+            if let [placed] = &layer.extents[..]
+                && let LayerExtent::Sparse(s) = &placed.extent
+                && !s.is_read_only()
+                && layer.info.create_type == CreateType::MonolithicSparse
+            {
+                source.trim(&layer.info.name, s.used_sectors())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a snapshot: a new monolithicSparse delta file `name` whose parent is the current
+    /// top, which becomes read-only from now on. Later writes go to the new delta.
+    pub fn create_snapshot<S: ExtentSource<Device = D>>(
+        &mut self,
+        source: &mut S,
+        name: &str,
+        memory: &mut dyn Memory,
+        now: Instant,
+    ) -> Result<()> {
+        if self.read_only {
+            return Err(err(ErrorKind::ReadOnly, 0));
+        }
+        if self.layers.is_full() {
+            return Err(err(ErrorKind::ChainTooLong, DEPTH as u64));
+        }
+        let top = self.layers.last().ok_or(err(ErrorKind::BadMetadata, 0))?;
+        let parent_cid = top.info.cid;
+        let mut parent_name = heapless::String::<MAX_NAME>::new();
+        let _ = parent_name.push_str(&top.info.name);
+        let header = SparseHeader::new_layout(
+            self.capacity,
+            self.unit_sectors,
+            EMBEDDED_DESCRIPTOR_SECTORS,
+        )?;
+        // A new content ID that differs from the parent's.
+        let cid =
+            (parent_cid ^ (now.as_nanos() as u32) ^ 0x5a5a_1234).wrapping_mul(2_654_435_761) | 1;
+        let cid = if cid == NO_PARENT_CID || cid == parent_cid {
+            0x1357_9bdf
+        } else {
+            cid
+        };
+        let extents = [ExtentSpec {
+            access: Access::ReadWrite,
+            sectors: self.capacity,
+            kind: ExtentType::Sparse,
+            file_name: name,
+            offset: 0,
+        }];
+        let mut text = [0u8; 2048];
+        let len = write_descriptor(
+            &NewDescriptor {
+                cid,
+                parent_cid,
+                create_type: CreateType::MonolithicSparse,
+                parent_file_name_hint: Some(&parent_name),
+                extents: &extents,
+                ddb: &[("virtualHWVersion", "4"), ("adapterType", "lsilogic")],
+            },
+            &mut text,
+        )?;
+        let grains_sectors = header
+            .grains()
+            .checked_mul(header.grain_size)
+            .and_then(|g| g.checked_add(header.overhead))
+            .ok_or(err(ErrorKind::BadSize, 0))?;
+        let mut dev = source.create(name, grains_sectors)?;
+        let scratch = self.meta;
+        if scratch.len < SECTOR {
+            return Err(err(ErrorKind::BufferTooSmall, SECTOR));
+        }
+        format_sparse(&mut dev, memory, now, scratch.addr, &header, &text[..len])?;
+        let s = Sparse::open(dev, self.meta, memory, now, false)?;
+        let used = crate::extent::meta_bytes_needed(s.header(), CACHE_SLOTS);
+        self.meta
+            .take(used)
+            .ok_or(err(ErrorKind::BufferTooSmall, used))?;
+        let mut extents = heapless::Vec::new();
+        let _ = extents.push(Placed {
+            start: 0,
+            sectors: self.capacity,
+            extent: LayerExtent::Sparse(s),
+        });
+        let layer = Layer {
+            info: LayerInfo {
+                name: copy_name(name.as_bytes())?,
+                cid,
+                parent_cid,
+                create_type: CreateType::MonolithicSparse,
+                extents: 1,
+            },
+            extents,
+        };
+        self.layers
+            .push(layer)
+            .map_err(|_| err(ErrorKind::ChainTooLong, DEPTH as u64))?;
+        Ok(())
+    }
+
+    /// Consolidates: copies every grain the top layer holds into its parent, then drops the
+    /// top from the chain (its file may then be deleted). The parent must have been opened
+    /// writable ([`OpenOptions::parents_writable`]).
+    pub fn consolidate(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<()> {
+        let n = self.layers.len();
+        if n < 2 {
+            return Err(err(ErrorKind::BadMetadata, 0));
+        }
+        let top_index = n - 1;
+        let unit = self.unit_sectors;
+        let unit_bytes = unit * SECTOR;
+        let units = self.capacity.div_ceil(unit);
+        let (below, top) = self.layers.split_at_mut(top_index);
+        let top = &mut top[0];
+        let parent = &mut below[top_index - 1];
+        let scratch = match top.extents.iter().find_map(|p| match &p.extent {
+            LayerExtent::Sparse(s) => Some(s.grain_scratch()),
+            _ => None,
+        }) {
+            Some(s) => s,
+            None => return Err(err(ErrorKind::Unsupported, 0)),
+        };
+        let len = u32::try_from(unit_bytes).map_err(|_| err(ErrorKind::BadSize, unit_bytes))?;
+        let sg = SgList::single(scratch, len).map_err(|_| err(ErrorKind::Memory, 0))?;
+        for u in 0..units {
+            if self.map[u as usize] != top_index as u8 {
+                continue;
+            }
+            let sector = u * unit;
+            let sectors = unit.min(self.capacity - sector);
+            let sg = sg
+                .slice(0, sectors * SECTOR)
+                .map_err(|_| err(ErrorKind::Memory, 0))?;
+            top.read(memory, now, &mut self.tag, sector, &sg)?;
+            // Write the grain into the parent at the same place.
+            let placed = parent
+                .extents
+                .iter_mut()
+                .find(|p| sector >= p.start && sector < p.start + p.sectors)
+                .ok_or(err(ErrorKind::BadMetadata, sector))?;
+            let rel = sector - placed.start;
+            match &mut placed.extent {
+                LayerExtent::Flat {
+                    dev,
+                    offset,
+                    writable: true,
+                } => {
+                    transfer(
+                        dev,
+                        memory,
+                        now,
+                        &mut self.tag,
+                        Operation::Write,
+                        *offset + rel,
+                        sg,
+                    )?;
+                }
+                LayerExtent::Sparse(s) => {
+                    let gb = s.header().grain_bytes();
+                    s.write_piece(memory, now, rel * SECTOR / gb, 0, &sg, &mut |m, _, at| {
+                        zero_range(m, at, gb)
+                    })?;
+                }
+                _ => return Err(err(ErrorKind::ReadOnly, sector)),
+            }
+            self.map[u as usize] = (top_index - 1) as u8;
+        }
+        self.layers.pop();
+        Ok(())
+    }
+
+    fn execute(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        request: &BlockRequest,
+    ) -> core::result::Result<(), BlockError> {
+        request.validate(&self.geometry())?;
+        let r = match request.operation {
+            Operation::Read => self.read_range(memory, now, request.lba.0, &request.sg),
+            Operation::Write => self.write_range(memory, now, request.lba.0, &request.sg),
+            Operation::Flush => Ok(()),
+            _ => return Err(BlockError::new(BE::Unsupported)),
+        };
+        r.map_err(Error::to_block_error)
+    }
+}
+
+impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize> BlockDevice
+    for VirtualDisk<'_, D, E, DEPTH, Q>
+{
+    fn geometry(&self) -> Geometry {
+        let mut features = DeviceFeatures::empty();
+        if self.read_only {
+            features |= DeviceFeatures::READ_ONLY;
+        }
+        Geometry {
+            block_size: SECTOR as u32,
+            block_count: self.capacity,
+            max_transfer_blocks: 1 << 16,
+            queue_depth: u16::try_from(Q).unwrap_or(u16::MAX),
+            features,
+        }
+    }
+
+    fn submit(
+        &mut self,
+        _now: Instant,
+        request: BlockRequest,
+    ) -> core::result::Result<(), SubmitError> {
+        if self.pending.iter().any(|r| r.tag == request.tag) {
+            return Err(SubmitError::new(SubmitErrorKind::DuplicateTag, request));
+        }
+        self.pending
+            .push_back(request)
+            .map_err(|r| SubmitError::new(SubmitErrorKind::QueueFull, r))
+    }
+
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(Completion),
+    ) -> Option<Instant> {
+        for _ in 0..Q {
+            let Some(request) = self.pending.pop_front() else {
+                break;
+            };
+            let result = self.execute(memory, now, &request);
+            done(Completion {
+                tag: request.tag,
+                result,
+            });
+        }
+        None
+    }
+}
