@@ -15,8 +15,10 @@ use crate::descriptor::{
     write_descriptor,
 };
 use crate::error::{Error, ErrorKind, Result, err};
-use crate::extent::{MetaRegion, SparseExtent, format_sparse, transfer, zero_range, zero_sg};
-use crate::sparse::{COWD_MAGIC, MAGIC, SECTOR, SparseHeader, le32};
+use crate::extent::{
+    MetaRegion, SparseExtent, format_cowd, format_sparse, transfer, zero_range, zero_sg,
+};
+use crate::sparse::{COWD_GTES_PER_GT, COWD_MAGIC, CowdHeader, MAGIC, SECTOR, SparseHeader, le32};
 
 /// Grain table cache slots of each sparse extent of a virtual disk.
 pub const CACHE_SLOTS: usize = 4;
@@ -47,11 +49,26 @@ pub trait ExtentSource {
     /// Creates file `name`, `sectors` long (sparse on hosts that can), and opens it writable.
     fn create(&mut self, name: &str, sectors: u64) -> Result<Self::Device>;
 
+    /// Writes a small text file (a descriptor) `name`. The default refuses.
+    fn write_text(&mut self, name: &str, text: &[u8]) -> Result<()> {
+        let _ = (name, text);
+        Err(err(ErrorKind::Unsupported, 0))
+    }
+
     /// Shortens file `name` to `sectors` once it is closed cleanly. The default does nothing.
     fn trim(&mut self, name: &str, sectors: u64) -> Result<()> {
         let _ = (name, sectors);
         Ok(())
     }
+}
+
+/// The format of a new snapshot's delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaFormat {
+    /// A monolithicSparse (`KDMV`) file with an embedded descriptor, as QEMU makes.
+    HostedSparse,
+    /// A `vmfsSparse` descriptor and a `COWD` delta file, as ESX makes.
+    VmfsSparse,
 }
 
 /// How to open a virtual disk.
@@ -72,6 +89,7 @@ enum LayerExtent<D: BlockDevice> {
 }
 
 struct Placed<D: BlockDevice> {
+    file: heapless::String<MAX_NAME>,
     start: u64,
     sectors: u64,
     extent: LayerExtent<D>,
@@ -247,12 +265,11 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         let mut next: Option<(heapless::String<MAX_NAME>, u32)> =
             Some((copy_name(name.as_bytes())?, 0));
         let mut top = true;
-        let mut loaded: heapless::Vec<Layer<D, E>, DEPTH> = heapless::Vec::new();
         for _ in 0..=DEPTH {
             let Some((file, expected_cid)) = next.take() else {
                 break;
             };
-            if loaded.is_full() {
+            if disk.layers.is_full() {
                 return Err(err(ErrorKind::ChainTooLong, DEPTH as u64));
             }
             let writable = !options.read_only && (top || options.parents_writable);
@@ -261,15 +278,14 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 return Err(err(ErrorKind::CidMismatch, u64::from(layer.info.cid)));
             }
             next = parent.map(|p| (p, layer.info.parent_cid));
-            let _ = loaded.push(layer);
+            let _ = disk.layers.push(layer);
             top = false;
         }
         if next.is_some() {
             return Err(err(ErrorKind::ChainTooLong, DEPTH as u64));
         }
-        while let Some(layer) = loaded.pop() {
-            let _ = disk.layers.push(layer);
-        }
+        // Loaded top first; the base is layer 0.
+        disk.layers.reverse();
         disk.build_map(memory, now)?;
         Ok(disk)
     }
@@ -338,7 +354,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                         writable: w,
                     }
                 }
-                ExtentType::Sparse => {
+                ExtentType::Sparse | ExtentType::VmfsSparse => {
                     let name = x.file_name_str().ok_or(err(ErrorKind::BadDescriptor, 0))?;
                     let dev = source.open(name, w)?;
                     let s = Sparse::open(dev, self.meta, memory, now, !w)?;
@@ -360,7 +376,9 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 }
                 _ => return Err(err(ErrorKind::Unsupported, 0)),
             };
+            let file = copy_name(x.file_name.unwrap_or(b""))?;
             let _ = layer.extents.push(Placed {
+                file,
                 start: start_sector,
                 sectors: x.sectors,
                 extent,
@@ -594,25 +612,29 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 }
             }
         }
-        // Trim sparse files that hold one extent each (the name of the extent is the file).
+        // Trim the sparse files written to what they use.
         for layer in self.layers.iter() {
-            if let [placed] = &layer.extents[..]
-                && let LayerExtent::Sparse(s) = &placed.extent
-                && !s.is_read_only()
-                && layer.info.create_type == CreateType::MonolithicSparse
-            {
-                source.trim(&layer.info.name, s.used_sectors())?;
+            for placed in layer.extents.iter() {
+                if let LayerExtent::Sparse(s) = &placed.extent
+                    && !s.is_read_only()
+                {
+                    source.trim(&placed.file, s.used_sectors())?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Creates a snapshot: a new monolithicSparse delta file `name` whose parent is the current
-    /// top, which becomes read-only from now on. Later writes go to the new delta.
+    /// Creates a snapshot: a new delta on top of the current top, which is never written again.
+    /// `name` is the new descriptor's file: for [`DeltaFormat::HostedSparse`] a
+    /// monolithicSparse file with its descriptor embedded (as `qemu-img create -b` makes), for
+    /// [`DeltaFormat::VmfsSparse`] a text descriptor (`createType="vmfsSparse"`) next to a
+    /// `COWD` file named after it with `-delta` (as ESX makes).
     pub fn create_snapshot<S: ExtentSource<Device = D>>(
         &mut self,
         source: &mut S,
         name: &str,
+        format: DeltaFormat,
         memory: &mut dyn Memory,
         now: Instant,
     ) -> Result<()> {
@@ -622,15 +644,12 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         if self.layers.is_full() {
             return Err(err(ErrorKind::ChainTooLong, DEPTH as u64));
         }
+        if self.meta.len < SECTOR {
+            return Err(err(ErrorKind::BufferTooSmall, SECTOR));
+        }
         let top = self.layers.last().ok_or(err(ErrorKind::BadMetadata, 0))?;
         let parent_cid = top.info.cid;
-        let mut parent_name = heapless::String::<MAX_NAME>::new();
-        let _ = parent_name.push_str(&top.info.name);
-        let header = SparseHeader::new_layout(
-            self.capacity,
-            self.unit_sectors,
-            EMBEDDED_DESCRIPTOR_SECTORS,
-        )?;
+        let parent_name = top.info.name.clone();
         // A new content ID that differs from the parent's.
         let cid =
             (parent_cid ^ (now.as_nanos() as u32) ^ 0x5a5a_1234).wrapping_mul(2_654_435_761) | 1;
@@ -639,11 +658,30 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         } else {
             cid
         };
+        let mut delta_name = heapless::String::<MAX_NAME>::new();
+        let (create_type, kind) = match format {
+            DeltaFormat::HostedSparse => {
+                delta_name
+                    .push_str(name)
+                    .map_err(|_| err(ErrorKind::CapacityExceeded, 0))?;
+                (CreateType::MonolithicSparse, ExtentType::Sparse)
+            }
+            DeltaFormat::VmfsSparse => {
+                let stem = name.strip_suffix(".vmdk").unwrap_or(name);
+                delta_name
+                    .push_str(stem)
+                    .map_err(|_| err(ErrorKind::CapacityExceeded, 0))?;
+                delta_name
+                    .push_str("-delta.vmdk")
+                    .map_err(|_| err(ErrorKind::CapacityExceeded, 0))?;
+                (CreateType::VmfsSparse, ExtentType::VmfsSparse)
+            }
+        };
         let extents = [ExtentSpec {
             access: Access::ReadWrite,
             sectors: self.capacity,
-            kind: ExtentType::Sparse,
-            file_name: name,
+            kind,
+            file_name: &delta_name,
             offset: 0,
         }];
         let mut text = [0u8; 2048];
@@ -651,31 +689,48 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             &NewDescriptor {
                 cid,
                 parent_cid,
-                create_type: CreateType::MonolithicSparse,
+                create_type,
                 parent_file_name_hint: Some(&parent_name),
                 extents: &extents,
                 ddb: &[("virtualHWVersion", "4"), ("adapterType", "lsilogic")],
             },
             &mut text,
         )?;
-        let grains_sectors = header
-            .grains()
-            .checked_mul(header.grain_size)
-            .and_then(|g| g.checked_add(header.overhead))
-            .ok_or(err(ErrorKind::BadSize, 0))?;
-        let mut dev = source.create(name, grains_sectors)?;
-        let scratch = self.meta;
-        if scratch.len < SECTOR {
-            return Err(err(ErrorKind::BufferTooSmall, SECTOR));
-        }
-        format_sparse(&mut dev, memory, now, scratch.addr, &header, &text[..len])?;
-        let s = Sparse::open(dev, self.meta, memory, now, false)?;
+        let grain_sectors = self.capacity.div_ceil(self.unit_sectors) * self.unit_sectors;
+        let s = match format {
+            DeltaFormat::HostedSparse => {
+                let header = SparseHeader::new_layout(
+                    self.capacity,
+                    self.unit_sectors,
+                    EMBEDDED_DESCRIPTOR_SECTORS,
+                )?;
+                let sectors = grain_sectors
+                    .checked_add(header.overhead)
+                    .ok_or(err(ErrorKind::BadSize, 0))?;
+                let mut dev = source.create(&delta_name, sectors)?;
+                format_sparse(&mut dev, memory, now, self.meta.addr, &header, &text[..len])?;
+                Sparse::open(dev, self.meta, memory, now, false)?
+            }
+            DeltaFormat::VmfsSparse => {
+                let header = CowdHeader::new_layout(self.capacity, self.unit_sectors)?;
+                let tables =
+                    u64::from(header.gd_entries) * u64::from(COWD_GTES_PER_GT) * 4 / SECTOR;
+                let sectors = grain_sectors
+                    .checked_add(u64::from(header.free_sector) + tables)
+                    .ok_or(err(ErrorKind::BadSize, 0))?;
+                source.write_text(name, &text[..len])?;
+                let mut dev = source.create(&delta_name, sectors)?;
+                format_cowd(&mut dev, memory, now, self.meta.addr, &header, &parent_name)?;
+                Sparse::open(dev, self.meta, memory, now, false)?
+            }
+        };
         let used = crate::extent::meta_bytes_needed(s.header(), CACHE_SLOTS);
         self.meta
             .take(used)
             .ok_or(err(ErrorKind::BufferTooSmall, used))?;
         let mut extents = heapless::Vec::new();
         let _ = extents.push(Placed {
+            file: delta_name,
             start: 0,
             sectors: self.capacity,
             extent: LayerExtent::Sparse(s),
@@ -685,7 +740,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 name: copy_name(name.as_bytes())?,
                 cid,
                 parent_cid,
-                create_type: CreateType::MonolithicSparse,
+                create_type,
                 extents: 1,
             },
             extents,

@@ -17,7 +17,10 @@ use block::{
 };
 
 use crate::error::{Error, ErrorKind, Result, err};
-use crate::sparse::{COMPRESS_DEFLATE, GD_AT_END, Grain, HEADER_LEN, Marker, SECTOR, SparseHeader};
+use crate::sparse::{
+    COMPRESS_DEFLATE, COWD_FREE_SECTOR_AT, COWD_HEADER_LEN, COWD_MAGIC, COWD_UNCLEAN_AT,
+    CowdHeader, GD_AT_END, Grain, HEADER_LEN, MAGIC, Marker, SECTOR, SparseHeader, le32,
+};
 
 /// How many polls a metadata or data transfer on the inner device may take.
 pub const MAX_POLLS: usize = 1 << 20;
@@ -185,6 +188,8 @@ pub struct SparseExtent<D, const C: usize = 4, const Q: usize = 8> {
     clock: u64,
     tag: u64,
     read_only: bool,
+    /// An ESX delta (`COWD`) rather than a hosted sparse (`KDMV`) extent.
+    cowd: bool,
     marked_unclean: bool,
     /// The grain currently inflated in the grain scratch, if any.
     inflated: Option<u64>,
@@ -227,7 +232,24 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         )?;
         let mut bytes = [0u8; HEADER_LEN];
         memory.read(meta.addr, &mut bytes)?;
-        let mut header = SparseHeader::parse(&bytes)?;
+        let mut cowd = None;
+        let mut header = match le32(&bytes, 0) {
+            MAGIC => SparseHeader::parse(&bytes)?,
+            COWD_MAGIC => {
+                if meta.len < COWD_HEADER_LEN as u64 {
+                    return Err(err(ErrorKind::BufferTooSmall, COWD_HEADER_LEN as u64));
+                }
+                let sg = SgList::single(meta.addr, COWD_HEADER_LEN as u32)
+                    .map_err(|_| err(ErrorKind::Memory, 0))?;
+                transfer(&mut dev, memory, now, &mut tag, Operation::Read, 0, sg)?;
+                let mut b = [0u8; COWD_HEADER_LEN];
+                memory.read(meta.addr, &mut b)?;
+                let c = CowdHeader::parse(&b)?;
+                cowd = Some(c);
+                c.as_sparse()
+            }
+            m => return Err(err(ErrorKind::BadHeader, u64::from(m))),
+        };
         let mut read_only = read_only || geometry.features.contains(DeviceFeatures::READ_ONLY);
         if header.gd_offset == GD_AT_END {
             // Footer: marker, header copy, end-of-stream marker in the last three sectors.
@@ -289,12 +311,16 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             gd_offset: header.gd_offset,
             header,
             file_sectors,
-            next_free: header.overhead.max(gd_end),
+            next_free: header
+                .overhead
+                .max(gd_end)
+                .max(cowd.map_or(0, |c| u64::from(c.free_sector))),
             meta,
             slots: heapless::Vec::new(),
             clock: 0,
             tag,
             read_only,
+            cowd: cowd.is_some(),
             marked_unclean: false,
             inflated: None,
             pending: heapless::Deque::new(),
@@ -606,7 +632,31 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         }
     }
 
+    /// Rewrites the little-endian `u32` at byte `at` of the file (read-modify-write of its
+    /// sector), keeping every other byte.
+    fn patch_u32(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        at: u64,
+        value: u32,
+    ) -> Result<()> {
+        let scratch = self.sector_scratch();
+        self.io(memory, now, Operation::Read, at / SECTOR, scratch, SECTOR)?;
+        memory.write(MemAddr(scratch.0 + at % SECTOR), &value.to_le_bytes())?;
+        self.io(memory, now, Operation::Write, at / SECTOR, scratch, SECTOR)
+    }
+
     fn mark_unclean(&mut self, memory: &mut dyn Memory, now: Instant, unclean: bool) -> Result<()> {
+        if self.cowd {
+            let free = u32::try_from(self.next_free)
+                .map_err(|_| err(ErrorKind::BadSize, self.next_free))?;
+            self.patch_u32(memory, now, COWD_FREE_SECTOR_AT as u64, free)?;
+            self.patch_u32(memory, now, COWD_UNCLEAN_AT as u64, u32::from(unclean))?;
+            self.header.unclean_shutdown = unclean;
+            self.marked_unclean = unclean;
+            return Ok(());
+        }
         let mut h = self.header;
         // The on-disk header of a stream-optimized file is never rewritten (read-only anyway).
         h.unclean_shutdown = unclean;
@@ -1048,6 +1098,52 @@ pub fn format_sparse<D: BlockDevice + ?Sized>(
         for s in 0..entries * gts {
             put(memory, &mut tag, tables + s, &[])?;
         }
+    }
+    Ok(())
+}
+
+/// Writes a new, empty ESX delta (`COWD`) extent described by `header` onto `dev`: the
+/// four-sector header naming `parent`, and a zeroed grain directory (grain tables are
+/// allocated on first write). `scratch` is a sector of the address space.
+pub fn format_cowd<D: BlockDevice + ?Sized>(
+    dev: &mut D,
+    memory: &mut dyn Memory,
+    now: Instant,
+    scratch: MemAddr,
+    header: &CowdHeader,
+    parent: &str,
+) -> Result<()> {
+    let mut bytes = [0u8; COWD_HEADER_LEN];
+    header.emit(parent, &mut bytes)?;
+    let gd_sectors = (u64::from(header.gd_entries) * 4).div_ceil(SECTOR);
+    if dev.geometry().block_count < u64::from(header.gd_offset) + gd_sectors {
+        return Err(err(ErrorKind::BadSize, dev.geometry().block_count));
+    }
+    let mut tag = 0u64;
+    let sg = SgList::single(scratch, SECTOR as u32).map_err(|_| err(ErrorKind::Memory, 0))?;
+    for (i, chunk) in bytes.chunks(SECTOR as usize).enumerate() {
+        memory.write(scratch, chunk)?;
+        transfer(
+            dev,
+            memory,
+            now,
+            &mut tag,
+            Operation::Write,
+            i as u64,
+            sg.clone(),
+        )?;
+    }
+    zero_range(memory, scratch, SECTOR)?;
+    for s in 0..gd_sectors {
+        transfer(
+            dev,
+            memory,
+            now,
+            &mut tag,
+            Operation::Write,
+            u64::from(header.gd_offset) + s,
+            sg.clone(),
+        )?;
     }
     Ok(())
 }

@@ -19,9 +19,9 @@ pub mod sparse;
 pub use descriptor::{
     Access, CreateType, Descriptor, Extent, ExtentSpec, ExtentType, NewDescriptor, write_descriptor,
 };
-pub use disk::{ExtentSource, LayerInfo, OpenOptions, VirtualDisk};
+pub use disk::{DeltaFormat, ExtentSource, LayerInfo, OpenOptions, VirtualDisk};
 pub use error::{Error, ErrorKind, Result};
-pub use extent::{MetaRegion, SparseExtent, format_sparse, meta_bytes_needed};
+pub use extent::{MetaRegion, SparseExtent, format_cowd, format_sparse, meta_bytes_needed};
 #[cfg(feature = "std")]
 pub use source::DirSource;
-pub use sparse::{Grain, SparseHeader};
+pub use sparse::{CowdHeader, Grain, SparseHeader};

@@ -73,6 +73,10 @@ impl<const Q: usize> ExtentSource for DirSource<Q> {
         FileDisk::from_file(file, 512, false).map_err(io_error)
     }
 
+    fn write_text(&mut self, name: &str, text: &[u8]) -> Result<()> {
+        std::fs::write(self.path(name), text).map_err(io_error)
+    }
+
     fn trim(&mut self, name: &str, sectors: u64) -> Result<()> {
         let file = OpenOptions::new()
             .write(true)

@@ -492,3 +492,139 @@ mod tests {
         assert!(SparseHeader::parse(&b[..100]).is_err());
     }
 }
+
+/// Entries per grain table of a `COWD` extent.
+pub const COWD_GTES_PER_GT: u32 = 4096;
+/// Bytes of a `COWD` header (four sectors).
+pub const COWD_HEADER_LEN: usize = 2048;
+/// Longest parent file name a `COWD` header holds.
+pub const COWD_PARENT_NAME_LEN: usize = 1024;
+/// Byte offset of `freeSector` in a `COWD` header.
+pub const COWD_FREE_SECTOR_AT: usize = 28;
+/// Byte offset of `uncleanShutdown` in a `COWD` header.
+pub const COWD_UNCLEAN_AT: usize = 32 + 1028 + 4 + 60 + 512 + 4 + 8;
+
+/// The header of an ESX delta (`vmfsSparse`) extent, `COWD`: all fields `u32`, grain tables
+/// of 4096 entries, no redundant directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CowdHeader {
+    /// Version (1).
+    pub version: u32,
+    /// Flags (VMware writes 3).
+    pub flags: u32,
+    /// Capacity in sectors.
+    pub capacity: u32,
+    /// Grain size in sectors.
+    pub grain_size: u32,
+    /// Grain directory sector.
+    pub gd_offset: u32,
+    /// Entries in the grain directory.
+    pub gd_entries: u32,
+    /// The next free sector of the file.
+    pub free_sector: u32,
+    /// The unclean-shutdown flag.
+    pub unclean_shutdown: bool,
+}
+
+impl CowdHeader {
+    /// Parses and validates a `COWD` header (at least its first four sectors).
+    pub fn parse(b: &[u8]) -> Result<Self> {
+        if b.len() < COWD_HEADER_LEN {
+            return Err(err(ErrorKind::BufferTooSmall, COWD_HEADER_LEN as u64));
+        }
+        if le32(b, 0) != COWD_MAGIC {
+            return Err(err(ErrorKind::BadHeader, 0));
+        }
+        let h = Self {
+            version: le32(b, 4),
+            flags: le32(b, 8),
+            capacity: le32(b, 12),
+            grain_size: le32(b, 16),
+            gd_offset: le32(b, 20),
+            gd_entries: le32(b, 24),
+            free_sector: le32(b, COWD_FREE_SECTOR_AT),
+            unclean_shutdown: le32(b, COWD_UNCLEAN_AT) != 0,
+        };
+        let g = u64::from(h.grain_size);
+        if g == 0 || !g.is_power_of_two() || g > MAX_GRAIN_SECTORS {
+            return Err(err(ErrorKind::BadSize, g));
+        }
+        if h.capacity == 0 {
+            return Err(err(ErrorKind::BadSize, 0));
+        }
+        let needed = u64::from(h.capacity).div_ceil(g * u64::from(COWD_GTES_PER_GT));
+        if u64::from(h.gd_entries) < needed || h.gd_offset < 4 {
+            return Err(err(ErrorKind::BadMetadata, u64::from(h.gd_entries)));
+        }
+        Ok(h)
+    }
+
+    /// Writes a whole header (2048 bytes) for a delta of `parent` (empty for none).
+    pub fn emit(&self, parent: &str, out: &mut [u8]) -> Result<()> {
+        let out = out
+            .get_mut(..COWD_HEADER_LEN)
+            .ok_or(err(ErrorKind::BufferTooSmall, COWD_HEADER_LEN as u64))?;
+        if parent.len() >= COWD_PARENT_NAME_LEN {
+            return Err(err(ErrorKind::BufferTooSmall, parent.len() as u64));
+        }
+        out.fill(0);
+        let words = [
+            COWD_MAGIC,
+            self.version,
+            self.flags,
+            self.capacity,
+            self.grain_size,
+            self.gd_offset,
+            self.gd_entries,
+            self.free_sector,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            out[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        out[32..32 + parent.len()].copy_from_slice(parent.as_bytes());
+        out[COWD_UNCLEAN_AT..COWD_UNCLEAN_AT + 4]
+            .copy_from_slice(&u32::from(self.unclean_shutdown).to_le_bytes());
+        Ok(())
+    }
+
+    /// The equivalent hosted-sparse description (no redundant directory, no zeroed entries),
+    /// through which the extent code addresses the tables.
+    pub fn as_sparse(&self) -> SparseHeader {
+        SparseHeader {
+            version: 1,
+            flags: 0,
+            capacity: u64::from(self.capacity),
+            grain_size: u64::from(self.grain_size),
+            descriptor_offset: 0,
+            descriptor_size: 0,
+            num_gtes_per_gt: COWD_GTES_PER_GT,
+            rgd_offset: 0,
+            gd_offset: u64::from(self.gd_offset),
+            overhead: u64::from(self.gd_offset) + (u64::from(self.gd_entries) * 4).div_ceil(SECTOR),
+            unclean_shutdown: self.unclean_shutdown,
+            compress_algorithm: 0,
+        }
+    }
+
+    /// A new, empty delta of `capacity` sectors with `grain_size`-sector grains: header in
+    /// sectors 0-3, directory from sector 4, tables allocated on first write.
+    pub fn new_layout(capacity: u64, grain_size: u64) -> Result<Self> {
+        let capacity32 = u32::try_from(capacity).map_err(|_| err(ErrorKind::BadSize, capacity))?;
+        let grain32 = u32::try_from(grain_size).map_err(|_| err(ErrorKind::BadSize, grain_size))?;
+        if grain_size == 0 {
+            return Err(err(ErrorKind::BadSize, 0));
+        }
+        let entries = capacity.div_ceil(grain_size * u64::from(COWD_GTES_PER_GT));
+        let gd_sectors = (entries * 4).div_ceil(SECTOR);
+        Ok(Self {
+            version: 1,
+            flags: 3,
+            capacity: capacity32,
+            grain_size: grain32,
+            gd_offset: 4,
+            gd_entries: u32::try_from(entries).map_err(|_| err(ErrorKind::BadSize, entries))?,
+            free_sector: u32::try_from(4 + gd_sectors).map_err(|_| err(ErrorKind::BadSize, 0))?,
+            unclean_shutdown: false,
+        })
+    }
+}

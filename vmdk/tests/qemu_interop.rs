@@ -8,8 +8,9 @@ use block::{FileDisk, Instant, MemAddr, MemoryRegions};
 use common::*;
 use vmdk::descriptor::NO_PARENT_CID;
 use vmdk::{
-    Access, CreateType, DirSource, ErrorKind, ExtentSpec, ExtentType, MetaRegion, NewDescriptor,
-    OpenOptions, SparseExtent, SparseHeader, VirtualDisk, format_sparse, write_descriptor,
+    Access, CreateType, DeltaFormat, DirSource, ErrorKind, ExtentSpec, ExtentType, MetaRegion,
+    NewDescriptor, OpenOptions, SparseExtent, SparseHeader, VirtualDisk, format_sparse,
+    write_descriptor,
 };
 
 const CAPACITY: u64 = 64 << 20;
@@ -394,8 +395,14 @@ fn snapshots_we_create_pass_qemu_check_and_consolidate() {
     with_disk(&dir, &top, options, |disk, memory, source| {
         for level in 0..2u64 {
             let name = format!("ours{level}.vmdk");
-            disk.create_snapshot(source, &name, memory, Instant(level))
-                .unwrap();
+            disk.create_snapshot(
+                source,
+                &name,
+                DeltaFormat::HostedSparse,
+                memory,
+                Instant(level),
+            )
+            .unwrap();
             for (pat, off, len) in patterns(2000 + level, 12, CAPACITY) {
                 let data: Vec<u8> = (0..len).map(|k| pat.wrapping_add(k as u8)).collect();
                 write_at(disk, memory, off, &data);
@@ -439,5 +446,61 @@ fn snapshots_we_create_pass_qemu_check_and_consolidate() {
         parent.to_str().unwrap(),
         raw.to_str().unwrap(),
     ]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn vmfs_sparse_deltas_we_write_read_back_through_qemu() {
+    let dir = scratch_dir("cowd");
+    let base = dir.join("base.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        base.to_str().unwrap(),
+        "64M",
+    ]);
+    for (pat, off, len) in patterns(4242, 10, CAPACITY) {
+        qemu_io_write(&base, pat, off, len);
+    }
+    let mut expected = convert_raw(&base);
+    with_disk(
+        &dir,
+        "base.vmdk",
+        OpenOptions::default(),
+        |disk, memory, source| {
+            disk.create_snapshot(
+                source,
+                "snap.vmdk",
+                DeltaFormat::VmfsSparse,
+                memory,
+                Instant(1),
+            )
+            .unwrap();
+            for (pat, off, len) in patterns(4343, 20, CAPACITY) {
+                let data: Vec<u8> = (0..len).map(|k| pat ^ (k >> 3) as u8).collect();
+                write_at(disk, memory, off, &data);
+                expected[off as usize..(off + len) as usize].copy_from_slice(&data);
+            }
+            disk.close(source, memory, Instant(2)).unwrap();
+        },
+    );
+    assert!(dir.join("snap-delta.vmdk").exists());
+    // QEMU reads the ESX delta and its parent; so does the crate, reopened from the descriptor.
+    let theirs = convert_raw(&dir.join("snap.vmdk"));
+    assert_eq!(
+        first_difference(&theirs, &expected),
+        None,
+        "qemu's reading of our COWD delta"
+    );
+    let ours = read_through_crate(&dir, "snap.vmdk");
+    assert_eq!(
+        first_difference(&ours, &expected),
+        None,
+        "our reading after reopening"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
