@@ -55,6 +55,14 @@ pub trait ExtentSource {
         Err(err(ErrorKind::Unsupported, 0))
     }
 
+    /// Makes file `name` at least `sectors` long (sparse on hosts that can), so that a
+    /// writable sparse extent has room to append grains; [`VirtualDisk::close`] trims it back.
+    /// The default does nothing: writes that need new grains then fail once the file is full.
+    fn reserve(&mut self, name: &str, sectors: u64) -> Result<()> {
+        let _ = (name, sectors);
+        Ok(())
+    }
+
     /// Shortens file `name` to `sectors` once it is closed cleanly. The default does nothing.
     fn trim(&mut self, name: &str, sectors: u64) -> Result<()> {
         let _ = (name, sectors);
@@ -356,7 +364,20 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 }
                 ExtentType::Sparse | ExtentType::VmfsSparse => {
                     let name = x.file_name_str().ok_or(err(ErrorKind::BadDescriptor, 0))?;
-                    let dev = source.open(name, w)?;
+                    let mut dev = source.open(name, w)?;
+                    if w {
+                        // Room for every grain and table the extent may still need.
+                        let tables = x.sectors / 64 + 64;
+                        let room = dev
+                            .geometry()
+                            .block_count
+                            .checked_add(x.sectors)
+                            .and_then(|n| n.checked_add(tables))
+                            .ok_or(err(ErrorKind::BadSize, x.sectors))?;
+                        drop(dev);
+                        source.reserve(name, room)?;
+                        dev = source.open(name, w)?;
+                    }
                     let s = Sparse::open(dev, self.meta, memory, now, !w)?;
                     if s.capacity() < x.sectors {
                         return Err(err(ErrorKind::BadSize, x.sectors));

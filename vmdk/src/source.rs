@@ -77,11 +77,195 @@ impl<const Q: usize> ExtentSource for DirSource<Q> {
         std::fs::write(self.path(name), text).map_err(io_error)
     }
 
+    fn reserve(&mut self, name: &str, sectors: u64) -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(self.path(name))
+            .map_err(io_error)?;
+        let len = sectors
+            .checked_mul(512)
+            .ok_or(err(ErrorKind::BadSize, sectors))?;
+        if file.metadata().map_err(io_error)?.len() < len {
+            file.set_len(len).map_err(io_error)?;
+        }
+        Ok(())
+    }
+
     fn trim(&mut self, name: &str, sectors: u64) -> Result<()> {
         let file = OpenOptions::new()
             .write(true)
             .open(self.path(name))
             .map_err(io_error)?;
         file.set_len(sectors.saturating_mul(512)).map_err(io_error)
+    }
+}
+
+/// An in-memory file system as an [`ExtentSource`], for tests, benchmarks and simulations:
+/// files are shared byte vectors, devices over them complete requests at the next poll.
+#[derive(Debug, Default, Clone)]
+pub struct MemSource {
+    files: std::collections::BTreeMap<String, MemFile>,
+}
+
+/// A shared in-memory file.
+pub type MemFile = std::rc::Rc<std::cell::RefCell<Vec<u8>>>;
+
+impl MemSource {
+    /// An empty file system.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) file `name`.
+    pub fn insert(&mut self, name: &str, bytes: Vec<u8>) {
+        self.files.insert(
+            name.to_string(),
+            std::rc::Rc::new(std::cell::RefCell::new(bytes)),
+        );
+    }
+
+    /// File `name`'s bytes.
+    pub fn file(&self, name: &str) -> Option<MemFile> {
+        self.files.get(name).cloned()
+    }
+
+    /// The file names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+}
+
+/// A block device of 512-byte blocks over a [`MemFile`]; requests execute at the next poll.
+#[derive(Debug)]
+pub struct MemDisk {
+    file: MemFile,
+    writable: bool,
+    pending: Vec<block::BlockRequest>,
+}
+
+impl MemDisk {
+    /// A device over `file`.
+    pub fn new(file: MemFile, writable: bool) -> Self {
+        Self {
+            file,
+            writable,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl block::BlockDevice for MemDisk {
+    fn geometry(&self) -> block::Geometry {
+        let mut features = block::DeviceFeatures::empty();
+        if !self.writable {
+            features |= block::DeviceFeatures::READ_ONLY;
+        }
+        block::Geometry {
+            block_size: 512,
+            block_count: self.file.borrow().len() as u64 / 512,
+            max_transfer_blocks: 1 << 16,
+            queue_depth: 64,
+            features,
+        }
+    }
+
+    fn submit(
+        &mut self,
+        _now: block::Instant,
+        request: block::BlockRequest,
+    ) -> core::result::Result<(), block::SubmitError> {
+        if self.pending.len() >= 64 {
+            return Err(block::SubmitError::new(
+                block::SubmitErrorKind::QueueFull,
+                request,
+            ));
+        }
+        self.pending.push(request);
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        _now: block::Instant,
+        memory: &mut dyn block::Memory,
+        done: &mut dyn FnMut(block::Completion),
+    ) -> Option<block::Instant> {
+        for request in std::mem::take(&mut self.pending) {
+            let result = (|| {
+                request.validate(&self.geometry())?;
+                let start = (request.lba.0 * 512) as usize;
+                let len = request.sg.total_len() as usize;
+                let mut file = self.file.borrow_mut();
+                let fault = |_| block::BlockError::new(block::ErrorKind::MemoryFault);
+                match request.operation {
+                    block::Operation::Read => {
+                        block::scatter(memory, &request.sg, &file[start..start + len])
+                            .map_err(fault)
+                    }
+                    block::Operation::Write => {
+                        block::gather(memory, &request.sg, &mut file[start..start + len])
+                            .map_err(fault)
+                    }
+                    block::Operation::Flush => Ok(()),
+                    _ => Err(block::BlockError::new(block::ErrorKind::Unsupported)),
+                }
+            })();
+            done(block::Completion {
+                tag: request.tag,
+                result,
+            });
+        }
+        None
+    }
+}
+
+impl ExtentSource for MemSource {
+    type Device = MemDisk;
+
+    fn open(&mut self, name: &str, writable: bool) -> Result<Self::Device> {
+        let file = self.file(name).ok_or(err(ErrorKind::Io, 0))?;
+        Ok(MemDisk::new(file, writable))
+    }
+
+    fn read_head(&mut self, name: &str, buf: &mut [u8]) -> Result<usize> {
+        let file = self.file(name).ok_or(err(ErrorKind::Io, 0))?;
+        let file = file.borrow();
+        let n = file.len().min(buf.len());
+        buf[..n].copy_from_slice(&file[..n]);
+        Ok(n)
+    }
+
+    fn create(&mut self, name: &str, sectors: u64) -> Result<Self::Device> {
+        if self.files.contains_key(name) {
+            return Err(err(ErrorKind::Io, 0));
+        }
+        let len = usize::try_from(sectors.saturating_mul(512))
+            .map_err(|_| err(ErrorKind::BadSize, sectors))?;
+        self.insert(name, vec![0u8; len]);
+        self.open(name, true)
+    }
+
+    fn write_text(&mut self, name: &str, text: &[u8]) -> Result<()> {
+        self.insert(name, text.to_vec());
+        Ok(())
+    }
+
+    fn reserve(&mut self, name: &str, sectors: u64) -> Result<()> {
+        let f = self.file(name).ok_or(err(ErrorKind::Io, 0))?;
+        let len = usize::try_from(sectors.saturating_mul(512))
+            .map_err(|_| err(ErrorKind::BadSize, sectors))?;
+        let mut f = f.borrow_mut();
+        if f.len() < len {
+            f.resize(len, 0);
+        }
+        Ok(())
+    }
+
+    fn trim(&mut self, name: &str, sectors: u64) -> Result<()> {
+        if let Some(f) = self.file(name) {
+            f.borrow_mut()
+                .truncate(usize::try_from(sectors.saturating_mul(512)).unwrap_or(usize::MAX));
+        }
+        Ok(())
     }
 }

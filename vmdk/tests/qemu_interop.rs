@@ -504,3 +504,37 @@ fn vmfs_sparse_deltas_we_write_read_back_through_qemu() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn writes_into_a_qemu_made_delta_pass_qemu_check_and_compare() {
+    let dir = scratch_dir("write-qemu-delta");
+    let top = qemu_chain(&dir, 3);
+    let mut expected = convert_raw(&dir.join(&top));
+    with_disk(
+        &dir,
+        &top,
+        OpenOptions::default(),
+        |disk, memory, source| {
+            for (pat, off, len) in patterns(777, 24, CAPACITY) {
+                let data: Vec<u8> = (0..len).map(|k| pat.wrapping_mul(k as u8 | 1)).collect();
+                write_at(disk, memory, off, &data);
+                expected[off as usize..(off + len) as usize].copy_from_slice(&data);
+            }
+            disk.close(source, memory, Instant(1)).unwrap();
+        },
+    );
+    let path = dir.join(&top);
+    qemu_img(&["check", "-f", "vmdk", path.to_str().unwrap()]);
+    let raw = dir.join("expected.raw");
+    std::fs::write(&raw, &expected).unwrap();
+    qemu_img(&[
+        "compare",
+        "-f",
+        "vmdk",
+        "-F",
+        "raw",
+        path.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
