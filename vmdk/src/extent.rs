@@ -869,6 +869,60 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         }
     }
 
+    /// Copies the embedded descriptor (its whole area, NUL padding included) into `out`,
+    /// returning how many bytes were copied; parse it with [`crate::Descriptor::parse`].
+    pub fn read_embedded_descriptor(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let (at, bytes) = self.descriptor_area(out.len())?;
+        let scratch = self.grain_scratch();
+        self.inflated = None;
+        self.io(memory, now, Operation::Read, at, scratch, bytes)?;
+        memory.read(scratch, &mut out[..bytes as usize])?;
+        Ok(bytes as usize)
+    }
+
+    /// Replaces the embedded descriptor with `text` (padded with NULs), for instance one
+    /// emitted after [`crate::Descriptor::set`]. It must fit the area the header reserves.
+    pub fn write_embedded_descriptor(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        text: &[u8],
+    ) -> Result<()> {
+        if self.read_only {
+            return Err(err(ErrorKind::ReadOnly, 0));
+        }
+        let (at, bytes) = self.descriptor_area(usize::MAX)?;
+        if text.len() as u64 > bytes {
+            return Err(err(ErrorKind::BufferTooSmall, bytes));
+        }
+        let scratch = self.grain_scratch();
+        self.inflated = None;
+        zero_range(memory, scratch, bytes)?;
+        memory.write(scratch, text)?;
+        self.io(memory, now, Operation::Write, at, scratch, bytes)
+    }
+
+    fn descriptor_area(&self, room: usize) -> Result<(u64, u64)> {
+        let h = &self.header;
+        if self.cowd || h.descriptor_offset == 0 || h.descriptor_size == 0 {
+            return Err(err(ErrorKind::BadDescriptor, 0));
+        }
+        let bytes = h
+            .descriptor_size
+            .checked_mul(SECTOR)
+            .ok_or(err(ErrorKind::BadSize, 0))?;
+        if bytes > h.grain_bytes() || bytes > room as u64 {
+            return Err(err(ErrorKind::BufferTooSmall, bytes));
+        }
+        self.check_range(h.descriptor_offset, h.descriptor_size)?;
+        Ok((h.descriptor_offset, bytes))
+    }
+
     /// Marks the extent cleanly closed (clears the unclean-shutdown flag) after flushing.
     pub fn close(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<()> {
         if self.marked_unclean {

@@ -1,8 +1,10 @@
 //! VMDK virtual disks for a `no_std` storage path.
 //!
 //! - [`descriptor`]: descriptor files, parsed and emitted byte-exact.
-//! - [`sparse`]: the hosted sparse extent header (`KDMV`), grain directories and tables, and
-//!   stream-optimized markers.
+//! - [`sparse`]: the hosted sparse header (`KDMV`), grain directory and table entries,
+//!   stream-optimized markers, and the ESX delta header (`COWD`).
+//! - [`SparseExtent`]: one sparse extent as a block device over the device holding its file.
+//! - [`VirtualDisk`]: a descriptor's extents and a snapshot chain, as one block device.
 //!
 //! The crate is `no_std`, never allocates, and checks every value it reads from a file.
 #![cfg_attr(not(feature = "std"), no_std)]

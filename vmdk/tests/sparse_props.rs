@@ -146,6 +146,10 @@ proptest! {
                 prop_assert_eq!(&got[..], &model[range]);
             }
         }
+        let mut text = [0u8; 512];
+        prop_assert_eq!(extent.read_embedded_descriptor(&mut memory, Instant(0), &mut text).unwrap(), 512);
+        prop_assert_eq!(&text[..7], b"# none\n");
+        prop_assert_eq!(text[7], 0);
         extent.close(&mut memory, Instant(0)).unwrap();
         let disk = extent.into_inner();
         let mut again = SparseExtent::<_, 1>::open(disk, region, &mut memory, Instant(0), true).unwrap();
