@@ -30,6 +30,8 @@ pub const UNALLOCATED: u8 = 0xFF;
 pub const EMBEDDED_DESCRIPTOR_SECTORS: u64 = 20;
 /// Sectors of the unit of the allocation map when no layer is sparse.
 const FLAT_UNIT_SECTORS: u64 = 128;
+/// Tags of synchronous (slow-path) transfers start here, above every child tag.
+const SYNC_TAGS: u64 = 1 << 63;
 
 type Sparse<D> = SparseExtent<D, CACHE_SLOTS, 1>;
 
@@ -97,6 +99,8 @@ enum LayerExtent<D: BlockDevice> {
 }
 
 struct Placed<D: BlockDevice> {
+    /// Children outstanding on this extent's device.
+    inflight: u32,
     file: heapless::String<MAX_NAME>,
     start: u64,
     sectors: u64,
@@ -194,7 +198,38 @@ pub struct VirtualDisk<
     meta: MetaRegion,
     tag: u64,
     read_only: bool,
-    pending: heapless::Deque<BlockRequest, Q>,
+    /// Accepted requests by slot; a child's tag carries its parent's slot.
+    slots: heapless::Vec<Option<Inflight>, Q>,
+    /// Slots whose children are not all submitted yet, in arrival order.
+    order: heapless::Deque<u16, Q>,
+    /// Children outstanding on all inner devices.
+    children: u32,
+}
+
+/// A request being served: its children are submitted in order from `planned` bytes on.
+struct Inflight {
+    request: BlockRequest,
+    /// Bytes of the request whose children were submitted (or that were served directly).
+    planned: u64,
+    /// Whether every child has been submitted (or the request was served synchronously).
+    all_planned: bool,
+    /// Whether the request was checked and found servable without metadata I/O.
+    started: bool,
+    outstanding: u32,
+    error: Option<BlockError>,
+    next_child: u32,
+}
+
+/// How one piece of a request is served without metadata I/O.
+enum Route {
+    /// Zeros are copied into the memory (unallocated or zeroed grain, zero extent).
+    Zeros,
+    /// A transfer on extent `extent` of layer `layer` at `sector` of its device.
+    Device {
+        layer: usize,
+        extent: usize,
+        sector: u64,
+    },
 }
 
 fn copy_name(name: &[u8]) -> Result<heapless::String<MAX_NAME>> {
@@ -266,9 +301,11 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             unit_sectors: 0,
             capacity: 0,
             meta,
-            tag: 0,
+            tag: SYNC_TAGS,
             read_only: options.read_only,
-            pending: heapless::Deque::new(),
+            slots: heapless::Vec::new(),
+            order: heapless::Deque::new(),
+            children: 0,
         };
         let mut next: Option<(heapless::String<MAX_NAME>, u32)> =
             Some((copy_name(name.as_bytes())?, 0));
@@ -399,6 +436,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             };
             let file = copy_name(x.file_name.unwrap_or(b""))?;
             let _ = layer.extents.push(Placed {
+                inflight: 0,
                 file,
                 start: start_sector,
                 sectors: x.sectors,
@@ -751,6 +789,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             .ok_or(err(ErrorKind::BufferTooSmall, used))?;
         let mut extents = heapless::Vec::new();
         let _ = extents.push(Placed {
+            inflight: 0,
             file: delta_name,
             start: 0,
             sectors: self.capacity,
@@ -882,12 +921,35 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize> BlockDe
         _now: Instant,
         request: BlockRequest,
     ) -> core::result::Result<(), SubmitError> {
-        if self.pending.iter().any(|r| r.tag == request.tag) {
+        if self
+            .slots
+            .iter()
+            .flatten()
+            .any(|r| r.request.tag == request.tag)
+        {
             return Err(SubmitError::new(SubmitErrorKind::DuplicateTag, request));
         }
-        self.pending
-            .push_back(request)
-            .map_err(|r| SubmitError::new(SubmitErrorKind::QueueFull, r))
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if !self.slots.is_full() => {
+                let _ = self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return Err(SubmitError::new(SubmitErrorKind::QueueFull, request)),
+        };
+        if self.order.push_back(slot as u16).is_err() {
+            return Err(SubmitError::new(SubmitErrorKind::QueueFull, request));
+        }
+        self.slots[slot] = Some(Inflight {
+            request,
+            planned: 0,
+            all_planned: false,
+            started: false,
+            outstanding: 0,
+            error: None,
+            next_child: 0,
+        });
+        Ok(())
     }
 
     fn poll(
@@ -896,16 +958,318 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize> BlockDe
         memory: &mut dyn Memory,
         done: &mut dyn FnMut(Completion),
     ) -> Option<Instant> {
-        for _ in 0..Q {
-            let Some(request) = self.pending.pop_front() else {
+        let mut next = None;
+        // Each round reaps children, starts what can start and completes what is done; a
+        // device that finishes at its next poll needs one more round. Bounded.
+        for _ in 0..Q + 2 {
+            let mut progress = false;
+            next = self.reap(now, memory, &mut progress);
+            let children_before = self.children;
+            while let Some(&slot) = self.order.front() {
+                if !self.plan(slot as usize, now, memory) {
+                    break;
+                }
+                self.order.pop_front();
+                progress = true;
+            }
+            progress |= self.children != children_before;
+            for slot in self.slots.iter_mut() {
+                if let Some(r) = slot
+                    && r.all_planned
+                    && r.outstanding == 0
+                {
+                    let result = match r.error {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    };
+                    done(Completion {
+                        tag: r.request.tag,
+                        result,
+                    });
+                    *slot = None;
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        // Work left that no device timer will bring back: ask to be polled again now.
+        if next.is_none() && (self.children > 0 || !self.order.is_empty()) {
+            return Some(now);
+        }
+        next
+    }
+}
+
+impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
+    VirtualDisk<'_, D, E, DEPTH, Q>
+{
+    /// Polls every inner device with children outstanding and accounts their completions to
+    /// their parents. Returns the earliest timer a device asked for.
+    fn reap(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        progress: &mut bool,
+    ) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        if self.children == 0 {
+            return None;
+        }
+        let slots = &mut self.slots;
+        let children = &mut self.children;
+        for layer in self.layers.iter_mut() {
+            for placed in layer.extents.iter_mut() {
+                if placed.inflight == 0 {
+                    continue;
+                }
+                let inflight = &mut placed.inflight;
+                let mut account = |c: Completion| {
+                    let slot = (c.tag.0 >> 32) as usize;
+                    if let Some(Some(r)) = slots.get_mut(slot) {
+                        r.outstanding = r.outstanding.saturating_sub(1);
+                        if let Err(e) = c.result
+                            && r.error.is_none()
+                        {
+                            r.error = Some(e);
+                        }
+                    }
+                    *inflight = inflight.saturating_sub(1);
+                    *children = children.saturating_sub(1);
+                    *progress = true;
+                };
+                let t = match &mut placed.extent {
+                    LayerExtent::Flat { dev, .. } => dev.poll(now, memory, &mut account),
+                    LayerExtent::Sparse(s) => s.device_mut().poll(now, memory, &mut account),
+                    LayerExtent::Zero => None,
+                };
+                if let Some(t) = t {
+                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                }
+            }
+        }
+        next
+    }
+
+    /// How piece `[sector, sector + bytes)` (inside one map unit) is served without metadata
+    /// I/O, or `None` if it needs the slow path. Also returns the bytes the route covers.
+    fn route(
+        &self,
+        memory: &dyn Memory,
+        write: bool,
+        sector: u64,
+        bytes: u64,
+    ) -> Option<(Route, u64)> {
+        let unit = sector / self.unit_sectors;
+        let serving = *self.map.get(unit as usize)?;
+        let layer_index = if write {
+            self.layers.len().checked_sub(1)?
+        } else {
+            serving as usize
+        };
+        if !write && serving == UNALLOCATED {
+            return Some((Route::Zeros, bytes));
+        }
+        let layer = self.layers.get(layer_index)?;
+        let (extent, placed) = layer
+            .extents
+            .iter()
+            .enumerate()
+            .find(|(_, p)| sector >= p.start && sector < p.start + p.sectors)?;
+        let rel = sector - placed.start;
+        let n = bytes.min((placed.sectors - rel) * SECTOR);
+        let route = match &placed.extent {
+            LayerExtent::Zero if !write => Route::Zeros,
+            LayerExtent::Zero => return None,
+            LayerExtent::Flat {
+                offset, writable, ..
+            } => {
+                if write && !*writable {
+                    return None;
+                }
+                Route::Device {
+                    layer: layer_index,
+                    extent,
+                    sector: offset + rel,
+                }
+            }
+            LayerExtent::Sparse(s) => {
+                if s.is_compressed() || (write && !s.ready_for_direct_writes()) {
+                    return None;
+                }
+                let g = s.grain_sectors();
+                match s.cached_grain(memory, rel / g)? {
+                    Ok(crate::sparse::Grain::At(at)) => Route::Device {
+                        layer: layer_index,
+                        extent,
+                        sector: at + rel % g,
+                    },
+                    Ok(_) if !write => Route::Zeros,
+                    _ => return None,
+                }
+            }
+        };
+        Some((route, n))
+    }
+
+    /// Whether every piece of `request` from byte `from` on can be served without metadata
+    /// I/O.
+    fn all_direct(&self, memory: &dyn Memory, request: &BlockRequest, from: u64) -> bool {
+        let write = request.operation == Operation::Write;
+        let unit_bytes = self.unit_sectors * SECTOR;
+        let total = request.sg.total_len();
+        let mut at = from;
+        for _ in 0..=total / SECTOR {
+            if at >= total {
+                return true;
+            }
+            let byte = request.lba.0 * SECTOR + at;
+            let bytes = (unit_bytes - byte % unit_bytes).min(total - at);
+            match self.route(memory, write, byte / SECTOR, bytes) {
+                Some((_, n)) if n > 0 => at += n,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Advances the request in `slot`: starts it (directly or, when metadata I/O is needed and
+    /// nothing else is in flight, synchronously), then submits its children. Returns whether
+    /// every child is submitted; `false` leaves it at the head of the queue for a later poll.
+    fn plan(&mut self, slot: usize, now: Instant, memory: &mut dyn Memory) -> bool {
+        let Some(Some(r)) = self.slots.get(slot) else {
+            return true;
+        };
+        if !r.started {
+            let request = r.request.clone();
+            let direct = match request.validate(&self.geometry()) {
+                Err(e) => Some(Err(e)),
+                Ok(()) => match request.operation {
+                    Operation::Read | Operation::Write
+                        if self.read_only && request.operation == Operation::Write =>
+                    {
+                        Some(Err(BlockError::new(BE::WriteProtected)))
+                    }
+                    Operation::Read | Operation::Write if self.all_direct(memory, &request, 0) => {
+                        None
+                    }
+                    Operation::Read | Operation::Write | Operation::Flush => {
+                        // Slow path: metadata I/O, allocation, copy-on-write, flush. Runs
+                        // alone, after every earlier request's children completed.
+                        if self.children > 0 {
+                            return false;
+                        }
+                        Some(self.execute(memory, now, &request))
+                    }
+                    _ => Some(Err(BlockError::new(BE::Unsupported))),
+                },
+            };
+            let Some(Some(r)) = self.slots.get_mut(slot) else {
+                return true;
+            };
+            match direct {
+                Some(result) => {
+                    r.error = result.err();
+                    r.all_planned = true;
+                    return true;
+                }
+                None => r.started = true,
+            }
+        }
+        self.submit_children(slot, now, memory)
+    }
+
+    fn submit_children(&mut self, slot: usize, now: Instant, memory: &mut dyn Memory) -> bool {
+        let unit_bytes = self.unit_sectors * SECTOR;
+        let Some(Some(r)) = self.slots.get(slot) else {
+            return true;
+        };
+        let request = r.request.clone();
+        let write = request.operation == Operation::Write;
+        let total = request.sg.total_len();
+        let mut at = r.planned;
+        let mut child = r.next_child;
+        let mut failure = None;
+        let mut blocked = false;
+        for _ in 0..=total / SECTOR {
+            if at >= total {
+                break;
+            }
+            let byte = request.lba.0 * SECTOR + at;
+            let bytes = (unit_bytes - byte % unit_bytes).min(total - at);
+            let Some((route, n)) = self.route(memory, write, byte / SECTOR, bytes) else {
+                failure = Some(BlockError::with_info(BE::MediumError, byte / SECTOR));
                 break;
             };
-            let result = self.execute(memory, now, &request);
-            done(Completion {
-                tag: request.tag,
-                result,
-            });
+            let Ok(piece) = request.sg.slice(at, n) else {
+                failure = Some(BlockError::new(BE::InvalidRequest));
+                break;
+            };
+            match route {
+                Route::Zeros => {
+                    if zero_sg(memory, &piece).is_err() {
+                        failure = Some(BlockError::new(BE::MemoryFault));
+                        break;
+                    }
+                }
+                Route::Device {
+                    layer,
+                    extent,
+                    sector,
+                } => {
+                    let tag = block::Tag(((slot as u64) << 32) | u64::from(child));
+                    let blocks = block::BlockCount((n / SECTOR) as u32);
+                    let lba = block::Lba(sector);
+                    let req = if write {
+                        BlockRequest::write(tag, lba, blocks, piece)
+                    } else {
+                        BlockRequest::read(tag, lba, blocks, piece)
+                    };
+                    let placed = &mut self.layers[layer].extents[extent];
+                    let submitted = match &mut placed.extent {
+                        LayerExtent::Flat { dev, .. } => dev.submit(now, req),
+                        LayerExtent::Sparse(s) => s.device_mut().submit(now, req),
+                        LayerExtent::Zero => Ok(()),
+                    };
+                    match submitted {
+                        Ok(()) => {
+                            placed.inflight += 1;
+                            self.children += 1;
+                            child += 1;
+                            if let Some(Some(r)) = self.slots.get_mut(slot) {
+                                r.outstanding += 1;
+                            }
+                        }
+                        Err(e) if e.kind == SubmitErrorKind::QueueFull => {
+                            blocked = true;
+                            break;
+                        }
+                        Err(_) => {
+                            failure = Some(BlockError::new(BE::InvalidRequest));
+                            break;
+                        }
+                    }
+                }
+            }
+            at += n;
         }
-        None
+        let Some(Some(r)) = self.slots.get_mut(slot) else {
+            return true;
+        };
+        r.planned = at;
+        r.next_child = child;
+        if let Some(e) = failure {
+            if r.error.is_none() {
+                r.error = Some(e);
+            }
+            r.all_planned = true;
+            return true;
+        }
+        if blocked {
+            return false;
+        }
+        r.all_planned = true;
+        true
     }
 }

@@ -500,6 +500,36 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         Ok(g)
     }
 
+    /// What the grain table says about `grain` if its table is in the cache (no I/O), else
+    /// `None`. Used to send the common case straight to the inner device.
+    pub fn cached_grain(&self, memory: &dyn Memory, grain: u64) -> Option<Result<Grain>> {
+        if grain >= self.header.grains() {
+            return Some(Err(err(ErrorKind::BadMetadata, grain)));
+        }
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let slot = self.slots.iter().position(|s| s.gd_index == grain / per)?;
+        Some(
+            self.entry(memory, slot, grain % per)
+                .and_then(|gte| self.decode(gte, grain)),
+        )
+    }
+
+    /// Whether grains of this extent are compressed (stream-optimized).
+    pub fn is_compressed(&self) -> bool {
+        self.header.is_compressed()
+    }
+
+    /// Whether a write may go straight to the inner device: writable, and the
+    /// unclean-shutdown flag already set.
+    pub fn ready_for_direct_writes(&self) -> bool {
+        !self.read_only && self.marked_unclean
+    }
+
+    /// The inner device, to submit data transfers of allocated grains to.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
     /// What the grain table says about `grain` (grain index from the start of the extent).
     pub fn grain(&mut self, memory: &mut dyn Memory, now: Instant, grain: u64) -> Result<Grain> {
         if grain >= self.header.grains() {
