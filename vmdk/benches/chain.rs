@@ -84,6 +84,7 @@ fn chain(depth: usize, memory: &mut MemoryRegions<'_, 2>) -> (MemSource, String)
                 &mut source,
                 &top,
                 DeltaFormat::HostedSparse,
+                &mut vec![0u8; 32 << 10],
                 memory,
                 Instant(layer as u64),
             )
@@ -93,7 +94,8 @@ fn chain(depth: usize, memory: &mut MemoryRegions<'_, 2>) -> (MemSource, String)
             write(&mut disk, memory, g * GRAIN_SECTORS, g + 1);
         }
     }
-    disk.close(&mut source, memory, Instant(0)).unwrap();
+    disk.close(&mut source, &mut vec![0u8; 32 << 10], memory, Instant(0))
+        .unwrap();
     assert_eq!(disk.depth(), depth);
     (source, top)
 }

@@ -124,6 +124,8 @@ pub struct LayerInfo {
 
 struct Layer<D: BlockDevice, const E: usize> {
     info: LayerInfo,
+    /// Written since it was opened: its `CID` changes at close.
+    written: bool,
     extents: heapless::Vec<Placed<D>, E>,
 }
 
@@ -371,6 +373,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         }
         let mut layer = Layer {
             info,
+            written: false,
             extents: heapless::Vec::new(),
         };
         let mut start_sector = 0u64;
@@ -566,6 +569,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             .ok_or(err(ErrorKind::BadMetadata, 0))?;
         let (below, top) = self.layers.split_at_mut(top_index);
         let top = &mut top[0];
+        top.written = true;
         let mut done = 0u64;
         while done < total {
             let byte = sector * SECTOR + done;
@@ -640,12 +644,27 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
 
     /// Flushes every writable extent and marks the sparse ones cleanly closed; a host may then
     /// trim the top's file to what it uses.
+    ///
+    /// Every layer written since it was opened gets a new `CID` in its descriptor first (as
+    /// QEMU and VMware do when content changes), so that a delta made earlier from it no longer
+    /// opens. `text` is a work buffer for the descriptors (twice the largest one). Call it with
+    /// no request outstanding.
     pub fn close<S: ExtentSource<Device = D>>(
         &mut self,
         source: &mut S,
+        text: &mut [u8],
         memory: &mut dyn Memory,
         now: Instant,
     ) -> Result<()> {
+        if self.children > 0 || self.slots.iter().any(Option::is_some) {
+            return Err(err(ErrorKind::Io, u64::from(self.children)));
+        }
+        for i in 0..self.layers.len() {
+            if self.layers[i].written {
+                self.new_cid(i, source, text, memory, now)?;
+                self.layers[i].written = false;
+            }
+        }
         for layer in self.layers.iter_mut() {
             for placed in layer.extents.iter_mut() {
                 match &mut placed.extent {
@@ -684,21 +703,87 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         Ok(())
     }
 
+    /// Gives layer `i` a new `CID`, rewriting its descriptor (embedded or a text file).
+    fn new_cid<S: ExtentSource<Device = D>>(
+        &mut self,
+        i: usize,
+        source: &mut S,
+        text: &mut [u8],
+        memory: &mut dyn Memory,
+        now: Instant,
+    ) -> Result<()> {
+        let half = text.len() / 2;
+        let (old, out) = text.split_at_mut(half);
+        let layer = &mut self.layers[i];
+        let embedded = match &mut layer.extents[..] {
+            [placed] if placed.file == layer.info.name => match &mut placed.extent {
+                LayerExtent::Sparse(s) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        };
+        let len = match &embedded {
+            Some(_) => None,
+            None => Some(source.read_head(&layer.info.name, old)?),
+        };
+        let embedded = match embedded {
+            Some(s) => {
+                s.read_embedded_descriptor(memory, now, old)?;
+                Some(s)
+            }
+            None => None,
+        };
+        let len = len.unwrap_or(old.len());
+        let mut d = Descriptor::<128>::parse(&old[..len.min(old.len())])?;
+        let previous = layer.info.cid;
+        let mut cid =
+            (previous ^ (now.as_nanos() as u32) ^ 0x9e37_79b9).wrapping_mul(0x85eb_ca6b) | 1;
+        if cid == NO_PARENT_CID || cid == previous {
+            cid = previous.wrapping_add(0x1111_1111) | 1;
+        }
+        let mut hex = heapless::String::<8>::new();
+        core::fmt::Write::write_fmt(&mut hex, format_args!("{cid:08x}"))
+            .map_err(|_| err(ErrorKind::BufferTooSmall, 8))?;
+        d.set("CID", &hex)?;
+        let n = d.emit(out)?;
+        match embedded {
+            Some(s) => s.write_embedded_descriptor(memory, now, &out[..n])?,
+            None => source.write_text(&layer.info.name, &out[..n])?,
+        }
+        layer.info.cid = cid;
+        Ok(())
+    }
+
     /// Creates a snapshot: a new delta on top of the current top, which is never written again.
     /// `name` is the new descriptor's file: for [`DeltaFormat::HostedSparse`] a
     /// monolithicSparse file with its descriptor embedded (as `qemu-img create -b` makes), for
     /// [`DeltaFormat::VmfsSparse`] a text descriptor (`createType="vmfsSparse"`) next to a
-    /// `COWD` file named after it with `-delta` (as ESX makes).
+    /// `COWD` file named after it with `-delta` (as ESX makes). `text` is a work buffer for
+    /// descriptors, as for [`VirtualDisk::close`]. Call it with no request outstanding.
     pub fn create_snapshot<S: ExtentSource<Device = D>>(
         &mut self,
         source: &mut S,
         name: &str,
         format: DeltaFormat,
+        text: &mut [u8],
         memory: &mut dyn Memory,
         now: Instant,
     ) -> Result<()> {
         if self.read_only {
             return Err(err(ErrorKind::ReadOnly, 0));
+        }
+        if self.children > 0 || self.slots.iter().any(Option::is_some) {
+            return Err(err(ErrorKind::Io, u64::from(self.children)));
+        }
+        // The parent's content is final now: give it its new CID before the delta records it.
+        let top_index = self
+            .layers
+            .len()
+            .checked_sub(1)
+            .ok_or(err(ErrorKind::BadMetadata, 0))?;
+        if self.layers[top_index].written {
+            self.new_cid(top_index, source, text, memory, now)?;
+            self.layers[top_index].written = false;
         }
         if self.layers.is_full() {
             return Err(err(ErrorKind::ChainTooLong, DEPTH as u64));
@@ -796,6 +881,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             extent: LayerExtent::Sparse(s),
         });
         let layer = Layer {
+            written: false,
             info: LayerInfo {
                 name: copy_name(name.as_bytes())?,
                 cid,
@@ -826,6 +912,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         let (below, top) = self.layers.split_at_mut(top_index);
         let top = &mut top[0];
         let parent = &mut below[top_index - 1];
+        parent.written = true;
         let scratch = match top.extents.iter().find_map(|p| match &p.extent {
             LayerExtent::Sparse(s) => Some(s.grain_scratch()),
             _ => None,

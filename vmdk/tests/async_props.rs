@@ -89,7 +89,7 @@ proptest! {
         for (b, batch) in batches.into_iter().enumerate() {
             if b == snapshot_at {
                 let name = format!("s{b}.vmdk");
-                disk.inner_mut().create_snapshot(&mut source, &name, DeltaFormat::HostedSparse, &mut memory, now).unwrap();
+                disk.inner_mut().create_snapshot(&mut source, &name, DeltaFormat::HostedSparse, &mut vec![0u8; 32 << 10], &mut memory, now).unwrap();
             }
             // One request per grain-sized region at most, so that none overlap.
             let mut used = std::collections::HashSet::new();

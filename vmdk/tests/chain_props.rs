@@ -133,7 +133,7 @@ proptest! {
                     snapshots += 1;
                     let name = format!("s{snapshots}.vmdk");
                     let format = if cowd { DeltaFormat::VmfsSparse } else { DeltaFormat::HostedSparse };
-                    disk.create_snapshot(&mut source, &name, format, &mut memory, Instant(snapshots)).unwrap();
+                    disk.create_snapshot(&mut source, &name, format, &mut vec![0u8; 32 << 10], &mut memory, Instant(snapshots)).unwrap();
                     top = name;
                 }
                 Op::Consolidate if disk.depth() > 1 => {
@@ -141,7 +141,7 @@ proptest! {
                     top = disk.layer(disk.depth() - 1).unwrap().name.to_string();
                 }
                 Op::Reopen => {
-                    disk.close(&mut source, &mut memory, Instant(0)).unwrap();
+                    disk.close(&mut source, &mut vec![0u8; 32 << 10], &mut memory, Instant(0)).unwrap();
                     drop(disk);
                     disk = open(&mut source, &top, &mut map, &mut memory).unwrap();
                 }
@@ -164,11 +164,11 @@ proptest! {
             let mut map = vec![0u8; 1024];
             let mut disk = open(&mut source, "base.vmdk", &mut map, &mut memory).unwrap();
             write_at(&mut disk, &mut memory, 0, &[7u8; 69_632]);
-            disk.create_snapshot(&mut source, "s1.vmdk", DeltaFormat::VmfsSparse, &mut memory, Instant(1)).unwrap();
+            disk.create_snapshot(&mut source, "s1.vmdk", DeltaFormat::VmfsSparse, &mut vec![0u8; 32 << 10], &mut memory, Instant(1)).unwrap();
             write_at(&mut disk, &mut memory, 1 << 20, &[8u8; 69_632]);
-            disk.create_snapshot(&mut source, "s2.vmdk", DeltaFormat::HostedSparse, &mut memory, Instant(2)).unwrap();
+            disk.create_snapshot(&mut source, "s2.vmdk", DeltaFormat::HostedSparse, &mut vec![0u8; 32 << 10], &mut memory, Instant(2)).unwrap();
             write_at(&mut disk, &mut memory, 2 << 20, &[9u8; 69_632]);
-            disk.close(&mut source, &mut memory, Instant(3)).unwrap();
+            disk.close(&mut source, &mut vec![0u8; 32 << 10], &mut memory, Instant(3)).unwrap();
         }
         let names: Vec<String> = source.names().map(String::from).collect();
         for (f, at, byte) in hits {

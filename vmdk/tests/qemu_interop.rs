@@ -399,6 +399,7 @@ fn snapshots_we_create_pass_qemu_check_and_consolidate() {
                 source,
                 &name,
                 DeltaFormat::HostedSparse,
+                &mut vec![0u8; 32 << 10],
                 memory,
                 Instant(level),
             )
@@ -411,7 +412,8 @@ fn snapshots_we_create_pass_qemu_check_and_consolidate() {
         }
         assert_eq!(disk.depth(), 4);
         assert_eq!(first_difference(&read_all(disk, memory), &expected), None);
-        disk.close(source, memory, Instant(9)).unwrap();
+        disk.close(source, &mut vec![0u8; 32 << 10], memory, Instant(9))
+            .unwrap();
     });
     let raw = dir.join("expected.raw");
     std::fs::write(&raw, &expected).unwrap();
@@ -433,10 +435,30 @@ fn snapshots_we_create_pass_qemu_check_and_consolidate() {
         disk.consolidate(memory, Instant(10)).unwrap();
         assert_eq!(disk.depth(), 3);
         assert_eq!(first_difference(&read_all(disk, memory), &expected), None);
-        disk.close(source, memory, Instant(11)).unwrap();
+        disk.close(source, &mut vec![0u8; 32 << 10], memory, Instant(11))
+            .unwrap();
     });
     let parent = dir.join("ours0.vmdk");
     qemu_img(&["check", "-f", "vmdk", parent.to_str().unwrap()]);
+    // The consolidated parent got a new CID: the old delta no longer opens on it.
+    let mut map = vec![0u8; 1 << 16];
+    let stale = with_memory(|memory| {
+        let mut source = DirSource::<4>::new(&dir);
+        let mut text = vec![0u8; 16 << 10];
+        VirtualDisk::<_>::open(
+            &mut source,
+            "ours1.vmdk",
+            &mut text,
+            meta(),
+            &mut map,
+            memory,
+            Instant(0),
+            OpenOptions::default(),
+        )
+        .err()
+        .map(|e| e.kind())
+    });
+    assert_eq!(stale, Some(ErrorKind::CidMismatch));
     qemu_img(&[
         "compare",
         "-f",
@@ -476,6 +498,7 @@ fn vmfs_sparse_deltas_we_write_read_back_through_qemu() {
                 source,
                 "snap.vmdk",
                 DeltaFormat::VmfsSparse,
+                &mut vec![0u8; 32 << 10],
                 memory,
                 Instant(1),
             )
@@ -485,7 +508,8 @@ fn vmfs_sparse_deltas_we_write_read_back_through_qemu() {
                 write_at(disk, memory, off, &data);
                 expected[off as usize..(off + len) as usize].copy_from_slice(&data);
             }
-            disk.close(source, memory, Instant(2)).unwrap();
+            disk.close(source, &mut vec![0u8; 32 << 10], memory, Instant(2))
+                .unwrap();
         },
     );
     assert!(dir.join("snap-delta.vmdk").exists());
@@ -520,7 +544,8 @@ fn writes_into_a_qemu_made_delta_pass_qemu_check_and_compare() {
                 write_at(disk, memory, off, &data);
                 expected[off as usize..(off + len) as usize].copy_from_slice(&data);
             }
-            disk.close(source, memory, Instant(1)).unwrap();
+            disk.close(source, &mut vec![0u8; 32 << 10], memory, Instant(1))
+                .unwrap();
         },
     );
     let path = dir.join(&top);
