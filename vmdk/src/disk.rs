@@ -510,6 +510,51 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         (v != UNALLOCATED).then_some(v as usize)
     }
 
+    /// The allocation map as runs: `(first sector, sectors, serving layer)` for each run of
+    /// grains served by the same layer (`None`: no layer has them; they read as zeros), in
+    /// order, from sector `from` on. For `map`-style tools.
+    pub fn runs(&self, from: u64) -> impl Iterator<Item = (u64, u64, Option<usize>)> + '_ {
+        let unit = self.unit_sectors.max(1);
+        let units = self.capacity.div_ceil(unit);
+        let mut u = from / unit;
+        core::iter::from_fn(move || {
+            if u >= units {
+                return None;
+            }
+            let v = *self.map.get(u as usize)?;
+            let start = u;
+            while u < units && self.map.get(u as usize) == Some(&v) {
+                u += 1;
+            }
+            let first = start * unit;
+            let end = (u * unit).min(self.capacity);
+            Some((first, end - first, (v != UNALLOCATED).then_some(v as usize)))
+        })
+    }
+
+    /// Checks every sparse extent of every layer (see [`SparseExtent::check`]); returns the
+    /// reports summed. Call it with no request outstanding.
+    pub fn check(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+    ) -> Result<crate::extent::CheckReport> {
+        let mut total = crate::extent::CheckReport::default();
+        for layer in self.layers.iter_mut() {
+            for placed in layer.extents.iter_mut() {
+                if let LayerExtent::Sparse(s) = &mut placed.extent {
+                    let r = s.check(memory, now)?;
+                    total.allocated += r.allocated;
+                    total.zeroed += r.zeroed;
+                    total.grains_in_metadata += r.grains_in_metadata;
+                    total.redundant_mismatches += r.redundant_mismatches;
+                    total.used_sectors += r.used_sectors;
+                }
+            }
+        }
+        Ok(total)
+    }
+
     fn read_range(
         &mut self,
         memory: &mut dyn Memory,

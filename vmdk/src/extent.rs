@@ -22,6 +22,28 @@ use crate::sparse::{
     CowdHeader, GD_AT_END, Grain, HEADER_LEN, MAGIC, Marker, SECTOR, SparseHeader, le32,
 };
 
+/// What [`SparseExtent::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckReport {
+    /// Grains with data.
+    pub allocated: u64,
+    /// Grains marked zeroed.
+    pub zeroed: u64,
+    /// Grains placed inside the metadata area (corruption).
+    pub grains_in_metadata: u64,
+    /// Grain table entries (or directory entries) where the redundant copy differs.
+    pub redundant_mismatches: u64,
+    /// The sector after the last one in use.
+    pub used_sectors: u64,
+}
+
+impl CheckReport {
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.grains_in_metadata == 0 && self.redundant_mismatches == 0
+    }
+}
+
 /// How many polls a metadata or data transfer on the inner device may take.
 pub const MAX_POLLS: usize = 1 << 20;
 /// Bytes moved per step when copying between two places of the address space.
@@ -951,6 +973,59 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         }
         self.check_range(h.descriptor_offset, h.descriptor_size)?;
         Ok((h.descriptor_offset, bytes))
+    }
+
+    /// Checks the extent's metadata: every grain table and grain inside the file (done at
+    /// open too), no grain inside the metadata before `overhead` (hosted, uncompressed), and
+    /// the redundant grain tables equal to the primary ones.
+    pub fn check(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let overhead = self.header.overhead;
+        let compressed = self.header.is_compressed();
+        let cowd = self.cowd;
+        let mut low = 0u64;
+        self.scan(memory, now, &mut |_, g| match g {
+            Grain::Zero => report.zeroed += 1,
+            Grain::At(s) => {
+                report.allocated += 1;
+                if !compressed && !cowd && s < overhead {
+                    low += 1;
+                }
+            }
+            Grain::Unallocated => {}
+        })?;
+        report.grains_in_metadata = low;
+        if self.header.has_redundant_gd() {
+            let per = u64::from(self.header.num_gtes_per_gt);
+            let scratch = self.grain_scratch();
+            self.inflated = None;
+            for gd_index in 0..self.header.gd_entries() {
+                let r = self.dir_entry(memory, now, self.header.rgd_offset, gd_index)?;
+                let Some(slot) = self.table(memory, now, gd_index)? else {
+                    if r != 0 {
+                        report.redundant_mismatches += 1;
+                    }
+                    continue;
+                };
+                if r == 0 {
+                    report.redundant_mismatches += 1;
+                    continue;
+                }
+                self.check_range(r, self.header.gt_sectors())?;
+                let bytes = self.header.gt_bytes().min(self.header.grain_bytes());
+                self.io(memory, now, Operation::Read, r, scratch, bytes)?;
+                for i in 0..(bytes / 4).min(per) {
+                    let a = self.entry(memory, slot, i)?;
+                    let mut b = [0u8; 4];
+                    memory.read(MemAddr(scratch.0 + i * 4), &mut b)?;
+                    if a != u32::from_le_bytes(b) {
+                        report.redundant_mismatches += 1;
+                    }
+                }
+            }
+        }
+        report.used_sectors = self.next_free;
+        Ok(report)
     }
 
     /// Marks the extent cleanly closed (clears the unclean-shutdown flag) after flushing.

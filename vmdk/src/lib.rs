@@ -23,7 +23,9 @@ pub use descriptor::{
 };
 pub use disk::{DeltaFormat, ExtentSource, LayerInfo, OpenOptions, VirtualDisk};
 pub use error::{Error, ErrorKind, Result};
-pub use extent::{MetaRegion, SparseExtent, format_cowd, format_sparse, meta_bytes_needed};
+pub use extent::{
+    CheckReport, MetaRegion, SparseExtent, format_cowd, format_sparse, meta_bytes_needed,
+};
 #[cfg(feature = "std")]
 pub use source::{DirSource, MemDisk, MemFile, MemSource};
 pub use sparse::{CowdHeader, Grain, SparseHeader};

@@ -339,9 +339,52 @@ fn qemu_delta_chain_of_depth_4_reads_back_identically() {
                 );
             }
             assert_eq!(first_difference(&read_all(disk, memory), &expected), None);
+            assert!(disk.check(memory, Instant(0)).unwrap().is_clean());
+            assert_eq!(
+                map_depths(disk),
+                qemu_map_depths(&dir.join(&top), disk.unit_sectors() * 512)
+            );
         },
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The depth (0 = top) serving each grain, from the crate's allocation map.
+fn map_depths(disk: &VirtualDisk<'_, FileDisk<4>>) -> Vec<Option<usize>> {
+    let grain = disk.unit_sectors() * 512;
+    let depth = disk.depth();
+    let mut out = vec![None; (CAPACITY / grain) as usize];
+    for (sector, sectors, layer) in disk.runs(0) {
+        for g in sector * 512 / grain..(sector + sectors) * 512 / grain {
+            out[g as usize] = layer.map(|l| depth - 1 - l);
+        }
+    }
+    out
+}
+
+/// The depth serving each grain according to `qemu-img map --output=json`.
+fn qemu_map_depths(path: &std::path::Path, grain: u64) -> Vec<Option<usize>> {
+    let json = qemu_img(&["map", "--output=json", path.to_str().unwrap()]);
+    let mut out = vec![None; (CAPACITY / grain) as usize];
+    for line in json.lines().filter(|l| l.contains("\"start\"")) {
+        let field = |name: &str| -> String {
+            let at = line.find(&format!("\"{name}\": ")).unwrap() + name.len() + 4;
+            line[at..]
+                .split([',', '}'])
+                .next()
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let start: u64 = field("start").parse().unwrap();
+        let length: u64 = field("length").parse().unwrap();
+        let present = field("present") == "true";
+        let depth: usize = field("depth").parse().unwrap();
+        for g in start / grain..(start + length).div_ceil(grain) {
+            out[g as usize] = present.then_some(depth);
+        }
+    }
+    out
 }
 
 #[test]

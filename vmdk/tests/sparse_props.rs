@@ -211,3 +211,44 @@ proptest! {
 fn flags_are_distinct() {
     assert_ne!(FLAG_MARKERS, FLAG_COMPRESSED);
 }
+
+#[test]
+fn check_finds_a_redundant_table_that_differs() {
+    let mut storage = vec![0u8; 2 << 20];
+    let mut meta = vec![0u8; 1 << 20];
+    let mut data = vec![0u8; 64 * 512];
+    let header = formatted(&mut storage, 512, 8, &mut meta);
+    let region = MetaRegion {
+        addr: META,
+        len: 1 << 20,
+    };
+    {
+        let mut memory = MemoryRegions::<2>::new();
+        memory.add(DATA, &mut data).unwrap();
+        memory.add(META, &mut meta).unwrap();
+        let disk = RamDisk::<4>::new(&mut storage, 512).unwrap();
+        let mut extent =
+            SparseExtent::<_, 2>::open(disk, region, &mut memory, Instant(0), false).unwrap();
+        io(&mut extent, &mut memory, true, 16, 8).unwrap();
+        let report = extent.check(&mut memory, Instant(0)).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.allocated, 1);
+        extent.close(&mut memory, Instant(0)).unwrap();
+    }
+    // The first redundant grain table follows the redundant directory; corrupt entry 2.
+    let rgt = (header.rgd_offset + header.gd_sectors()) as usize * 512;
+    storage[rgt + 8] ^= 0x40;
+    let mut memory = MemoryRegions::<2>::new();
+    memory.add(DATA, &mut data).unwrap();
+    memory.add(META, &mut meta).unwrap();
+    let disk = RamDisk::<4>::new(&mut storage, 512).unwrap();
+    let mut extent =
+        SparseExtent::<_, 2>::open(disk, region, &mut memory, Instant(0), true).unwrap();
+    assert_eq!(
+        extent
+            .check(&mut memory, Instant(0))
+            .unwrap()
+            .redundant_mismatches,
+        1
+    );
+}
