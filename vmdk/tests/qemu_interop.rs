@@ -606,3 +606,95 @@ fn writes_into_a_qemu_made_delta_pass_qemu_check_and_compare() {
     ]);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Reads `len` bytes at byte `offset` of the disk through the crate.
+fn read_range(
+    disk: &mut VirtualDisk<'_, FileDisk<4>>,
+    memory: &mut MemoryRegions<'_, 2>,
+    offset: u64,
+    len: u64,
+) -> Vec<u8> {
+    use block::{BlockCount, BlockRequest, Lba, Memory, SgList, Tag, run_to_completion};
+    let sg = SgList::single(DATA_ADDR, len as u32).unwrap();
+    let req = BlockRequest::read(
+        Tag(offset),
+        Lba(offset / 512),
+        BlockCount((len / 512) as u32),
+        sg,
+    );
+    let d = run_to_completion(disk, memory, Instant(0), req, 1000, &mut |_| {}).unwrap();
+    d.completion.result.unwrap();
+    let mut out = vec![0u8; len as usize];
+    memory.read(DATA_ADDR, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn two_gb_split_disks_of_3_gib_read_back_identically_across_extents() {
+    use std::os::unix::fs::FileExt;
+    let dir = scratch_dir("split-3g");
+    let size = 3u64 << 30;
+    for sub in ["twoGbMaxExtentSparse", "twoGbMaxExtentFlat"] {
+        let name = format!("{sub}.vmdk");
+        let path = dir.join(&name);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            path.to_str().unwrap(),
+            "3G",
+        ]);
+        // Writes around the 2 GiB extent boundary and at random places.
+        let mut writes = vec![
+            (0x5au8, (2u64 << 30) - 96 * 1024, 200 * 1024),
+            (0x6b, 0, 4096),
+            (0x7c, size - 8192, 8192),
+        ];
+        writes.extend(patterns(909, 10, size));
+        for &(pat, off, len) in &writes {
+            qemu_io_write(&path, pat, off, len);
+        }
+        let raw = dir.join("split.raw");
+        qemu_img(&[
+            "convert",
+            "-O",
+            "raw",
+            path.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        let raw = std::fs::File::open(&raw).unwrap();
+        with_disk(
+            &dir,
+            &name,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+            |disk, memory, _| {
+                assert_eq!(disk.layer(0).unwrap().extents, 2);
+                assert_eq!(disk.capacity(), size / 512);
+                let mut probes: Vec<(u64, u64)> = writes
+                    .iter()
+                    .map(|&(_, off, len)| (off / 512 * 512, (len + 1023) / 512 * 512))
+                    .collect();
+                probes.extend([(1 << 30, 65536), ((2 << 30) + (1 << 20), 65536)]);
+                for (off, len) in probes {
+                    let len = len.min(size - off).min(DATA_LEN as u64);
+                    let mut want = vec![0u8; len as usize];
+                    raw.read_exact_at(&mut want, off).unwrap();
+                    let got = read_range(disk, memory, off, len);
+                    assert_eq!(
+                        first_difference(&got, &want),
+                        None,
+                        "{sub}: {len} bytes at {off}"
+                    );
+                }
+            },
+        );
+        let _ = std::fs::remove_file(dir.join("split.raw"));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
