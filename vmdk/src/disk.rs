@@ -30,8 +30,7 @@ pub const UNALLOCATED: u8 = 0xFF;
 pub const EMBEDDED_DESCRIPTOR_SECTORS: u64 = 20;
 /// Sectors of the unit of the allocation map when no layer is sparse.
 const FLAT_UNIT_SECTORS: u64 = 128;
-/// Tags of synchronous (slow-path) transfers start here, above every child tag.
-const SYNC_TAGS: u64 = 1 << 63;
+use crate::extent::SYNC_TAGS;
 
 type Sparse<D> = SparseExtent<D, CACHE_SLOTS, 1>;
 
@@ -185,7 +184,15 @@ impl<D: BlockDevice, const E: usize> Layer<D, E> {
 /// allocation map in `map` (one byte per grain: the index of the layer serving it).
 ///
 /// `E` is the most extents per layer, `DEPTH` the longest chain, `Q` the most outstanding
-/// requests. As a [`BlockDevice`] of 512-byte blocks, requests execute in order at `poll`.
+/// requests. As a [`BlockDevice`] of 512-byte blocks, requests start in order at `poll`: one
+/// whose pieces are all served without metadata I/O (allocated grains with cached tables,
+/// flat and zero extents, unallocated grains) becomes tagged child requests on the serving
+/// layers' devices and completes, once, with the first error, when they all have; anything
+/// else (a table miss, copy-on-write of a new grain, a flush) is the slow path, run
+/// synchronously once no child is outstanding.
+///
+/// The structure holds every layer's extents inline (no heap): with the defaults and a
+/// device type of a few hundred bytes it is tens of kilobytes, so keep it off small stacks.
 pub struct VirtualDisk<
     'm,
     D: BlockDevice,

@@ -6,9 +6,12 @@
 //! order: `C` grain table cache slots, one sector of scratch, one grain of scratch (partial
 //! writes and inflated grains) and, for stream-optimized files, one compressed grain.
 //!
-//! Requests are executed at `poll` in submission order; each one's metadata lookups and data
-//! transfers are driven to completion on the inner device (the grain table cache makes the
-//! common case one data transfer per grain touched).
+//! Requests start at `poll` in submission order. A read or write of allocated grains whose
+//! grain table is cached (the common case) becomes tagged child requests on the inner device,
+//! and the request completes when they all have. A request that needs metadata I/O (a table
+//! miss, a new grain, a compressed grain, the first write's unclean flag) or a flush is the
+//! slow path: it waits until no child is outstanding, then runs synchronously, driving the
+//! inner device with [`run_to_completion`].
 
 use block::{
     BlockCount, BlockDevice, BlockError, BlockRequest, Completion, DeviceFeatures, ErrorKind as BE,
@@ -215,8 +218,27 @@ pub struct SparseExtent<D, const C: usize = 4, const Q: usize = 8> {
     marked_unclean: bool,
     /// The grain currently inflated in the grain scratch, if any.
     inflated: Option<u64>,
-    pending: heapless::Deque<BlockRequest, Q>,
+    /// Accepted requests by slot; a child's tag carries its parent's slot.
+    jobs: heapless::Vec<Option<Job>, Q>,
+    /// Slots whose children are not all submitted yet, in arrival order.
+    order: heapless::Deque<u16, Q>,
+    /// Children outstanding on the inner device.
+    children: u32,
 }
+
+/// A request being served by a [`SparseExtent`] as a block device.
+struct Job {
+    request: BlockRequest,
+    planned: u64,
+    all_planned: bool,
+    started: bool,
+    outstanding: u32,
+    error: Option<BlockError>,
+    next_child: u32,
+}
+
+/// Tags of synchronous (metadata, slow-path) transfers start here, above every child tag.
+pub(crate) const SYNC_TAGS: u64 = 1 << 63;
 
 impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
     /// Opens the sparse extent held by `dev`, using `meta` (at least
@@ -240,7 +262,7 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             return Err(err(ErrorKind::BufferTooSmall, SECTOR));
         }
         let file_sectors = geometry.block_count;
-        let mut tag = 0u64;
+        let mut tag = SYNC_TAGS;
         let sector_sg =
             SgList::single(meta.addr, SECTOR as u32).map_err(|_| err(ErrorKind::Memory, 0))?;
         transfer(
@@ -345,7 +367,9 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             cowd: cowd.is_some(),
             marked_unclean: false,
             inflated: None,
-            pending: heapless::Deque::new(),
+            jobs: heapless::Vec::new(),
+            order: heapless::Deque::new(),
+            children: 0,
         };
         extent.scan(memory, now, &mut |_, _| {})?;
         Ok(extent)
@@ -1166,31 +1190,242 @@ impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExten
         _now: Instant,
         request: BlockRequest,
     ) -> core::result::Result<(), SubmitError> {
-        if self.pending.iter().any(|r| r.tag == request.tag) {
+        if self
+            .jobs
+            .iter()
+            .flatten()
+            .any(|j| j.request.tag == request.tag)
+        {
             return Err(SubmitError::new(SubmitErrorKind::DuplicateTag, request));
         }
-        self.pending
-            .push_back(request)
-            .map_err(|r| SubmitError::new(SubmitErrorKind::QueueFull, r))
+        let slot = match self.jobs.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if !self.jobs.is_full() => {
+                let _ = self.jobs.push(None);
+                self.jobs.len() - 1
+            }
+            None => return Err(SubmitError::new(SubmitErrorKind::QueueFull, request)),
+        };
+        if self.order.push_back(slot as u16).is_err() {
+            return Err(SubmitError::new(SubmitErrorKind::QueueFull, request));
+        }
+        self.jobs[slot] = Some(Job {
+            request,
+            planned: 0,
+            all_planned: false,
+            started: false,
+            outstanding: 0,
+            error: None,
+            next_child: 0,
+        });
+        Ok(())
     }
 
+    /// Reads and writes of allocated grains whose grain table is cached go to the inner
+    /// device as tagged children (the request completes once, with the first error); anything
+    /// needing metadata I/O (a table miss, a new grain, a compressed grain) or a flush runs
+    /// synchronously, alone, once earlier requests' children have completed.
     fn poll(
         &mut self,
         now: Instant,
         memory: &mut dyn Memory,
         done: &mut dyn FnMut(Completion),
     ) -> Option<Instant> {
-        for _ in 0..Q {
-            let Some(request) = self.pending.pop_front() else {
+        let mut next = None;
+        for _ in 0..Q + 2 {
+            let mut progress = false;
+            if self.children > 0 {
+                let jobs = &mut self.jobs;
+                let children = &mut self.children;
+                next = self.dev.poll(now, memory, &mut |c| {
+                    let slot = (c.tag.0 >> 32) as usize;
+                    if let Some(Some(j)) = jobs.get_mut(slot) {
+                        j.outstanding = j.outstanding.saturating_sub(1);
+                        if let Err(e) = c.result
+                            && j.error.is_none()
+                        {
+                            j.error = Some(e);
+                        }
+                    }
+                    *children = children.saturating_sub(1);
+                    progress = true;
+                });
+            }
+            let before = self.children;
+            while let Some(&slot) = self.order.front() {
+                if !self.plan(slot as usize, now, memory) {
+                    break;
+                }
+                self.order.pop_front();
+                progress = true;
+            }
+            progress |= self.children != before;
+            for job in self.jobs.iter_mut() {
+                if let Some(j) = job
+                    && j.all_planned
+                    && j.outstanding == 0
+                {
+                    let result = j.error.map_or(Ok(()), Err);
+                    done(Completion {
+                        tag: j.request.tag,
+                        result,
+                    });
+                    *job = None;
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        if next.is_none() && (self.children > 0 || !self.order.is_empty()) {
+            return Some(now);
+        }
+        next
+    }
+}
+
+/// How one piece of a request is served without metadata I/O.
+enum Direct {
+    Zeros,
+    At(u64),
+}
+
+impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
+    /// How the piece at byte `pos` (inside one grain) is served without metadata I/O.
+    fn direct(&self, memory: &dyn Memory, write: bool, pos: u64) -> Option<Direct> {
+        if self.header.is_compressed() || (write && !self.ready_for_direct_writes()) {
+            return None;
+        }
+        let grain_bytes = self.header.grain_bytes();
+        match self.cached_grain(memory, pos / grain_bytes)? {
+            Ok(Grain::At(s)) => Some(Direct::At(s + (pos % grain_bytes) / SECTOR)),
+            Ok(_) if !write => Some(Direct::Zeros),
+            _ => None,
+        }
+    }
+
+    fn all_direct(&self, memory: &dyn Memory, request: &BlockRequest) -> bool {
+        let write = request.operation == Operation::Write;
+        let grain_bytes = self.header.grain_bytes();
+        let total = request.sg.total_len();
+        let mut at = 0;
+        while at < total {
+            let pos = request.lba.0 * SECTOR + at;
+            if self.direct(memory, write, pos).is_none() {
+                return false;
+            }
+            at += (grain_bytes - pos % grain_bytes).min(total - at);
+        }
+        true
+    }
+
+    fn plan(&mut self, slot: usize, now: Instant, memory: &mut dyn Memory) -> bool {
+        let Some(Some(job)) = self.jobs.get(slot) else {
+            return true;
+        };
+        if !job.started {
+            let request = job.request.clone();
+            let direct = match request.validate(&self.geometry()) {
+                Err(e) => Some(Err(e)),
+                Ok(())
+                    if matches!(request.operation, Operation::Read | Operation::Write)
+                        && self.all_direct(memory, &request) =>
+                {
+                    None
+                }
+                Ok(()) => {
+                    if self.children > 0 {
+                        return false;
+                    }
+                    Some(self.execute(memory, now, &request))
+                }
+            };
+            let Some(Some(job)) = self.jobs.get_mut(slot) else {
+                return true;
+            };
+            match direct {
+                Some(result) => {
+                    job.error = result.err();
+                    job.all_planned = true;
+                    return true;
+                }
+                None => job.started = true,
+            }
+        }
+        let Some(Some(job)) = self.jobs.get(slot) else {
+            return true;
+        };
+        let request = job.request.clone();
+        let write = request.operation == Operation::Write;
+        let grain_bytes = self.header.grain_bytes();
+        let total = request.sg.total_len();
+        let mut at = job.planned;
+        let mut child = job.next_child;
+        let mut failure = None;
+        let mut blocked = false;
+        while at < total {
+            let pos = request.lba.0 * SECTOR + at;
+            let n = (grain_bytes - pos % grain_bytes).min(total - at);
+            let Ok(piece) = request.sg.slice(at, n) else {
+                failure = Some(BlockError::new(BE::InvalidRequest));
                 break;
             };
-            let result = self.execute(memory, now, &request);
-            done(Completion {
-                tag: request.tag,
-                result,
-            });
+            match self.direct(memory, write, pos) {
+                None => {
+                    failure = Some(BlockError::with_info(BE::MediumError, pos / SECTOR));
+                    break;
+                }
+                Some(Direct::Zeros) => {
+                    if zero_sg(memory, &piece).is_err() {
+                        failure = Some(BlockError::new(BE::MemoryFault));
+                        break;
+                    }
+                }
+                Some(Direct::At(sector)) => {
+                    let tag = Tag(((slot as u64) << 32) | u64::from(child));
+                    let blocks = BlockCount((n / SECTOR) as u32);
+                    let req = if write {
+                        BlockRequest::write(tag, Lba(sector), blocks, piece)
+                    } else {
+                        BlockRequest::read(tag, Lba(sector), blocks, piece)
+                    };
+                    match self.dev.submit(now, req) {
+                        Ok(()) => {
+                            self.children += 1;
+                            child += 1;
+                            if let Some(Some(job)) = self.jobs.get_mut(slot) {
+                                job.outstanding += 1;
+                            }
+                        }
+                        Err(e) if e.kind == SubmitErrorKind::QueueFull => {
+                            blocked = true;
+                            break;
+                        }
+                        Err(_) => {
+                            failure = Some(BlockError::new(BE::InvalidRequest));
+                            break;
+                        }
+                    }
+                }
+            }
+            at += n;
         }
-        None
+        let Some(Some(job)) = self.jobs.get_mut(slot) else {
+            return true;
+        };
+        job.planned = at;
+        job.next_child = child;
+        if let Some(e) = failure {
+            job.error.get_or_insert(e);
+            job.all_planned = true;
+            return true;
+        }
+        if blocked {
+            return false;
+        }
+        job.all_planned = true;
+        true
     }
 }
 

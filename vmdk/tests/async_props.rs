@@ -140,3 +140,77 @@ proptest! {
         prop_assert!(got == model);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The same for one sparse extent used directly as a block device.
+    #[test]
+    fn sparse_extent_concurrent_requests_complete_once_and_match_a_model(
+        seed in any::<u64>(),
+        batches in proptest::collection::vec(proptest::collection::vec((any::<bool>(), 0u64..(SECTORS / 128), 0u64..120, 1u64..9, any::<u8>()), 1..DEPTH), 1..8),
+    ) {
+        let header = vmdk::SparseHeader::new_layout(SECTORS, 128, 0).unwrap();
+        let mut files = MemSource::new();
+        files.insert("s.vmdk", vec![0u8; ((header.overhead + SECTORS + 64) * 512) as usize]);
+        let mut buffers = vec![0u8; DEPTH * BUFFER_LEN as usize];
+        let mut metab = vec![0u8; META_LEN];
+        let mut memory = MemoryRegions::<2>::new();
+        memory.add(BUFFERS, &mut buffers).unwrap();
+        memory.add(META_ADDR, &mut metab).unwrap();
+        let mut dev = files.open("s.vmdk", true).unwrap();
+        vmdk::format_sparse(&mut dev, &mut memory, Instant(0), META_ADDR, &header, &[]).unwrap();
+        let mut source = Slow { files, seed };
+        let dev = source.open("s.vmdk", true).unwrap();
+        let meta = MetaRegion { addr: META_ADDR, len: META_LEN as u64 };
+        let extent = vmdk::SparseExtent::<_, 2, 32>::open(dev, meta, &mut memory, Instant(0), false).unwrap();
+        let mut disk = ExactlyOnce::<_, 64>::new(extent);
+        let mut model = vec![0u8; (SECTORS * 512) as usize];
+        let mut now = Instant(0);
+        let mut tag = 0u64;
+        for batch in batches {
+            let mut used = std::collections::HashSet::new();
+            let mut expected_reads = Vec::new();
+            let mut submitted = 0;
+            for (i, (write, region, offset, sectors, pat)) in batch.into_iter().enumerate() {
+                if !used.insert(region) {
+                    continue;
+                }
+                let sector = region * 128 + offset.min(128 - sectors);
+                let bytes = sectors * 512;
+                let buf = MemAddr(BUFFERS.0 + i as u64 * BUFFER_LEN);
+                let sg = SgList::single(buf, bytes as u32).unwrap();
+                tag += 1;
+                let range = (sector * 512) as usize..(sector * 512 + bytes) as usize;
+                let req = if write {
+                    let data: Vec<u8> = (0..bytes).map(|k| pat ^ (k >> 9) as u8).collect();
+                    memory.write(buf, &data).unwrap();
+                    model[range].copy_from_slice(&data);
+                    BlockRequest::write(Tag(tag), Lba(sector), BlockCount(sectors as u32), sg)
+                } else {
+                    expected_reads.push((buf, model[range].to_vec()));
+                    BlockRequest::read(Tag(tag), Lba(sector), BlockCount(sectors as u32), sg)
+                };
+                disk.submit(now, req).unwrap();
+                submitted += 1;
+            }
+            let mut completed = 0;
+            for _ in 0..10_000 {
+                let next = disk.poll(now, &mut memory, &mut |c| {
+                    assert!(c.is_ok(), "{c:?}");
+                    completed += 1;
+                });
+                if completed == submitted {
+                    break;
+                }
+                now = next.map_or(now, |t| t.max(now));
+            }
+            prop_assert_eq!(completed, submitted);
+            for (buf, want) in expected_reads {
+                prop_assert!(memory.slice(buf, want.len()).unwrap() == &want[..]);
+            }
+        }
+        prop_assert!(disk.violations().is_empty(), "{:?}", disk.violations());
+        prop_assert!(read_all(disk.inner_mut(), &mut memory) == model);
+    }
+}
