@@ -124,6 +124,15 @@ impl MemSource {
         );
     }
 
+    /// A copy whose files are copies (a plain `clone` shares the files).
+    pub fn clone_deep(&self) -> Self {
+        let mut copy = Self::new();
+        for (name, file) in &self.files {
+            copy.insert(name, file.borrow().clone());
+        }
+        copy
+    }
+
     /// File `name`'s bytes.
     pub fn file(&self, name: &str) -> Option<MemFile> {
         self.files.get(name).cloned()
