@@ -71,6 +71,37 @@ pub trait ExtentSource {
     }
 }
 
+/// What kind of extent an [`ExtentInfo`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// Raw bytes of a file from `offset` sectors on (FLAT, VMFS, RDM).
+    Flat {
+        /// Where the extent starts in its file.
+        offset: u64,
+    },
+    /// No file; reads zeros.
+    Zero,
+    /// A hosted sparse (`KDMV`) file.
+    HostedSparse,
+    /// A stream-optimized (compressed) sparse file, read-only.
+    StreamOptimized,
+    /// An ESX delta (`COWD`) file.
+    VmfsSparse,
+}
+
+/// One extent of a layer, for `info`-style tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtentInfo<'a> {
+    /// Its first virtual sector.
+    pub start: u64,
+    /// Its size in sectors.
+    pub sectors: u64,
+    /// Its file (empty for a zero extent).
+    pub file: &'a str,
+    /// What it is.
+    pub kind: ExtentKind,
+}
+
 /// The format of a new snapshot's delta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeltaFormat {
@@ -504,6 +535,24 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
     /// What layer `i` is (0 is the base).
     pub fn layer(&self, i: usize) -> Option<&LayerInfo> {
         self.layers.get(i).map(|l| &l.info)
+    }
+
+    /// The extents of layer `i` (0 is the base), in order, for `info`-style tools.
+    pub fn extents(&self, i: usize) -> impl Iterator<Item = ExtentInfo<'_>> + '_ {
+        self.layers.get(i).into_iter().flat_map(|l| {
+            l.extents.iter().map(|p| ExtentInfo {
+                start: p.start,
+                sectors: p.sectors,
+                file: &p.file,
+                kind: match &p.extent {
+                    LayerExtent::Flat { offset, .. } => ExtentKind::Flat { offset: *offset },
+                    LayerExtent::Zero => ExtentKind::Zero,
+                    LayerExtent::Sparse(s) if s.is_cowd() => ExtentKind::VmfsSparse,
+                    LayerExtent::Sparse(s) if s.is_compressed() => ExtentKind::StreamOptimized,
+                    LayerExtent::Sparse(_) => ExtentKind::HostedSparse,
+                },
+            })
+        })
     }
 
     /// Sectors per entry of the allocation map (the grain size).

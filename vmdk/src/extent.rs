@@ -560,6 +560,11 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         )
     }
 
+    /// Whether this is an ESX delta (`COWD`) extent.
+    pub fn is_cowd(&self) -> bool {
+        self.cowd
+    }
+
     /// Whether grains of this extent are compressed (stream-optimized).
     pub fn is_compressed(&self) -> bool {
         self.header.is_compressed()

@@ -21,7 +21,9 @@ pub mod sparse;
 pub use descriptor::{
     Access, CreateType, Descriptor, Extent, ExtentSpec, ExtentType, NewDescriptor, write_descriptor,
 };
-pub use disk::{DeltaFormat, ExtentSource, LayerInfo, OpenOptions, VirtualDisk};
+pub use disk::{
+    DeltaFormat, ExtentInfo, ExtentKind, ExtentSource, LayerInfo, OpenOptions, VirtualDisk,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use extent::{
     CheckReport, MetaRegion, SparseExtent, format_cowd, format_sparse, meta_bytes_needed,

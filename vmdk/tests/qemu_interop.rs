@@ -675,6 +675,19 @@ fn two_gb_split_disks_of_3_gib_read_back_identically_across_extents() {
             },
             |disk, memory, _| {
                 assert_eq!(disk.layer(0).unwrap().extents, 2);
+                let extents: Vec<_> = disk
+                    .extents(0)
+                    .map(|e| (e.start, e.sectors, e.file.to_string()))
+                    .collect();
+                let stem = sub.to_string();
+                let suffix = if sub.ends_with("Sparse") { "s" } else { "f" };
+                assert_eq!(
+                    extents,
+                    vec![
+                        (0, 4 << 20, format!("{stem}-{suffix}001.vmdk")),
+                        (4 << 20, 2 << 20, format!("{stem}-{suffix}002.vmdk")),
+                    ]
+                );
                 assert_eq!(disk.capacity(), size / 512);
                 let mut probes: Vec<(u64, u64)> = writes
                     .iter()
