@@ -611,6 +611,146 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         Ok(total)
     }
 
+    /// Flushes every writable device.
+    fn flush_all(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<()> {
+        for layer in self.layers.iter_mut() {
+            for placed in layer.extents.iter_mut() {
+                match &mut placed.extent {
+                    LayerExtent::Flat {
+                        dev,
+                        writable: true,
+                        ..
+                    } => transfer(
+                        dev,
+                        memory,
+                        now,
+                        &mut self.tag,
+                        Operation::Flush,
+                        0,
+                        SgList::new(),
+                    )?,
+                    LayerExtent::Sparse(s) if !s.is_read_only() => transfer(
+                        s.device_mut(),
+                        memory,
+                        now,
+                        &mut self.tag,
+                        Operation::Flush,
+                        0,
+                        SgList::new(),
+                    )?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `sectors` sectors at `sector` read as zeros (write-zeroes and unmap: a delta
+    /// cannot give space back while a parent holds data, so both zero). Whole grains of a
+    /// sparse top become zeroed-grain entries where the header allows them.
+    fn zero_range(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        sector: u64,
+        sectors: u64,
+    ) -> Result<()> {
+        if self.read_only {
+            return Err(err(ErrorKind::ReadOnly, sector));
+        }
+        let unit_bytes = self.unit_sectors * SECTOR;
+        let total = sectors * SECTOR;
+        let top_index = self
+            .layers
+            .len()
+            .checked_sub(1)
+            .ok_or(err(ErrorKind::BadMetadata, 0))?;
+        let (below, top) = self.layers.split_at_mut(top_index);
+        let top = &mut top[0];
+        top.written = true;
+        let mut done = 0u64;
+        while done < total {
+            let byte = sector * SECTOR + done;
+            let unit = byte / unit_bytes;
+            let pos = byte / SECTOR;
+            let placed = top
+                .extents
+                .iter_mut()
+                .find(|p| pos >= p.start && pos < p.start + p.sectors)
+                .ok_or(err(ErrorKind::BadMetadata, pos))?;
+            let rel = pos - placed.start;
+            let n = (unit_bytes - byte % unit_bytes)
+                .min(total - done)
+                .min((placed.sectors - rel) * SECTOR);
+            let serving = *self
+                .map
+                .get(unit as usize)
+                .ok_or(err(ErrorKind::BadMetadata, unit))?;
+            match &mut placed.extent {
+                LayerExtent::Flat {
+                    dev,
+                    offset,
+                    writable,
+                } => {
+                    if !*writable {
+                        return Err(err(ErrorKind::ReadOnly, pos));
+                    }
+                    self.tag = self.tag.wrapping_add(1);
+                    let blocks =
+                        u32::try_from(n / SECTOR).map_err(|_| err(ErrorKind::BadSize, n))?;
+                    let req = BlockRequest::write_zeroes(
+                        block::Tag(self.tag),
+                        block::Lba(*offset + rel),
+                        block::BlockCount(blocks),
+                    );
+                    let driven = block::run_to_completion(
+                        dev,
+                        memory,
+                        now,
+                        req,
+                        crate::extent::MAX_POLLS,
+                        &mut |_| {},
+                    )?;
+                    driven.completion.result.map_err(Error::from)?;
+                }
+                LayerExtent::Zero => {}
+                LayerExtent::Sparse(s) => {
+                    let tag = &mut self.tag;
+                    let unit_start = unit * self.unit_sectors;
+                    let below = &mut *below;
+                    let parent_has_data = serving != UNALLOCATED && (serving as usize) < top_index;
+                    let mut fill = |m: &mut dyn Memory, now: Instant, at: MemAddr| -> Result<()> {
+                        match below.get_mut(serving as usize) {
+                            Some(layer) if serving != UNALLOCATED => {
+                                let len = u32::try_from(unit_bytes)
+                                    .map_err(|_| err(ErrorKind::BadSize, unit_bytes))?;
+                                let sg = SgList::single(at, len)
+                                    .map_err(|_| err(ErrorKind::Memory, 0))?;
+                                layer.read(m, now, tag, unit_start, &sg)
+                            }
+                            _ => zero_range(m, at, unit_bytes),
+                        }
+                    };
+                    let gb = s.header().grain_bytes();
+                    s.zero_piece(
+                        memory,
+                        now,
+                        rel * SECTOR / gb,
+                        (rel * SECTOR) % gb,
+                        n,
+                        parent_has_data,
+                        &mut fill,
+                    )?;
+                    if serving != UNALLOCATED {
+                        self.map[unit as usize] = top_index as u8;
+                    }
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
     fn read_range(
         &mut self,
         memory: &mut dyn Memory,
@@ -1080,7 +1220,10 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         let r = match request.operation {
             Operation::Read => self.read_range(memory, now, request.lba.0, &request.sg),
             Operation::Write => self.write_range(memory, now, request.lba.0, &request.sg),
-            Operation::Flush => Ok(()),
+            Operation::Flush => self.flush_all(memory, now),
+            Operation::WriteZeroes | Operation::Unmap => {
+                self.zero_range(memory, now, request.lba.0, u64::from(request.blocks.0))
+            }
             _ => return Err(BlockError::new(BE::Unsupported)),
         };
         r.map_err(Error::to_block_error)
@@ -1091,9 +1234,11 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize> BlockDe
     for VirtualDisk<'_, D, E, DEPTH, Q>
 {
     fn geometry(&self) -> Geometry {
-        let mut features = DeviceFeatures::empty();
+        let mut features = DeviceFeatures::UNMAP_READS_ZERO;
         if self.read_only {
             features |= DeviceFeatures::READ_ONLY;
+        } else {
+            features |= DeviceFeatures::WRITE_ZEROES | DeviceFeatures::UNMAP;
         }
         Geometry {
             block_size: SECTOR as u32,
@@ -1342,7 +1487,11 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                     Operation::Read | Operation::Write if self.all_direct(memory, &request, 0) => {
                         None
                     }
-                    Operation::Read | Operation::Write | Operation::Flush => {
+                    Operation::Read
+                    | Operation::Write
+                    | Operation::Flush
+                    | Operation::WriteZeroes
+                    | Operation::Unmap => {
                         // Slow path: metadata I/O, allocation, copy-on-write, flush. Runs
                         // alone, after every earlier request's children completed.
                         if self.children > 0 {

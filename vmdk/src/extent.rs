@@ -950,6 +950,74 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         }
     }
 
+    /// Makes `len` bytes at byte `offset` of grain `grain` read as zeros. An allocated grain
+    /// gets zeros written; a whole unallocated grain becomes a zeroed-grain entry when the
+    /// header allows them; otherwise, when `parent_has_data`, the grain is copied up with
+    /// `fill` and the range zeroed in the copy. An unallocated grain with nothing below
+    /// already reads as zeros and is left alone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn zero_piece(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        grain: u64,
+        offset: u64,
+        len: u64,
+        parent_has_data: bool,
+        fill: &mut dyn FnMut(&mut dyn Memory, Instant, MemAddr) -> Result<()>,
+    ) -> Result<()> {
+        if self.read_only {
+            return Err(err(ErrorKind::ReadOnly, grain));
+        }
+        let grain_bytes = self.header.grain_bytes();
+        if grain >= self.header.grains() || offset.checked_add(len).is_none_or(|e| e > grain_bytes)
+        {
+            return Err(err(ErrorKind::BadMetadata, grain));
+        }
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let state = self.grain(memory, now, grain)?;
+        if state == Grain::Zero || (state == Grain::Unallocated && !parent_has_data) {
+            return Ok(());
+        }
+        if !self.marked_unclean {
+            self.mark_unclean(memory, now, true)?;
+        }
+        let scratch = self.grain_scratch();
+        self.inflated = None;
+        match state {
+            Grain::At(sector) => {
+                zero_range(memory, scratch, len)?;
+                self.io(
+                    memory,
+                    now,
+                    Operation::Write,
+                    sector + offset / SECTOR,
+                    scratch,
+                    len,
+                )
+            }
+            _ => {
+                let whole = offset == 0 && len == grain_bytes;
+                let value = if whole && self.header.has_zeroed_gte() {
+                    1
+                } else {
+                    if !whole {
+                        fill(memory, now, scratch)?;
+                    }
+                    zero_range(memory, MemAddr(scratch.0 + offset), len)?;
+                    let at = self.allocate(self.header.grain_size)?;
+                    self.io(memory, now, Operation::Write, at, scratch, grain_bytes)?;
+                    u32::try_from(at).map_err(|_| err(ErrorKind::BadSize, at))?
+                };
+                let slot = match self.table(memory, now, grain / per)? {
+                    Some(s) => s,
+                    None => self.new_table(memory, now, grain / per)?,
+                };
+                self.set_entry(memory, now, slot, grain, value)
+            }
+        }
+    }
+
     /// Copies the embedded descriptor (its whole area, NUL padding included) into `out`,
     /// returning how many bytes were copied; parse it with [`crate::Descriptor::parse`].
     pub fn read_embedded_descriptor(
@@ -1095,17 +1163,31 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
                 .map_err(Error::to_block_error);
             }
             Operation::Read | Operation::Write => {}
+            Operation::WriteZeroes | Operation::Unmap => {}
             _ => return Err(BlockError::new(BE::Unsupported)),
         }
         let grain_bytes = self.header.grain_bytes();
         let start = request.lba.0 * SECTOR;
-        let total = request.sg.total_len();
+        let zeroing = matches!(request.operation, Operation::WriteZeroes | Operation::Unmap);
+        let total = if zeroing {
+            u64::from(request.blocks.0) * SECTOR
+        } else {
+            request.sg.total_len()
+        };
         let mut done = 0u64;
         while done < total {
             let pos = start + done;
             let grain = pos / grain_bytes;
             let offset = pos % grain_bytes;
             let n = (grain_bytes - offset).min(total - done);
+            if zeroing {
+                self.zero_piece(memory, now, grain, offset, n, false, &mut |m, _, at| {
+                    zero_range(m, at, grain_bytes)
+                })
+                .map_err(|e| BlockError::with_info(e.to_block_error().kind(), pos / SECTOR))?;
+                done += n;
+                continue;
+            }
             let piece = request
                 .sg
                 .slice(done, n)
@@ -1177,9 +1259,11 @@ pub(crate) fn inflate_within(
 
 impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExtent<D, C, Q> {
     fn geometry(&self) -> Geometry {
-        let mut features = DeviceFeatures::empty();
+        let mut features = DeviceFeatures::UNMAP_READS_ZERO;
         if self.read_only {
             features |= DeviceFeatures::READ_ONLY;
+        } else {
+            features |= DeviceFeatures::WRITE_ZEROES | DeviceFeatures::UNMAP;
         }
         Geometry {
             block_size: SECTOR as u32,

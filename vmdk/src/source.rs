@@ -165,7 +165,7 @@ impl MemDisk {
 
 impl block::BlockDevice for MemDisk {
     fn geometry(&self) -> block::Geometry {
-        let mut features = block::DeviceFeatures::empty();
+        let mut features = block::DeviceFeatures::WRITE_ZEROES;
         if !self.writable {
             features |= block::DeviceFeatures::READ_ONLY;
         }
@@ -216,6 +216,11 @@ impl block::BlockDevice for MemDisk {
                             .map_err(fault)
                     }
                     block::Operation::Flush => Ok(()),
+                    block::Operation::WriteZeroes => {
+                        let len = (u64::from(request.blocks.0) * 512) as usize;
+                        file[start..start + len].fill(0);
+                        Ok(())
+                    }
                     _ => Err(block::BlockError::new(block::ErrorKind::Unsupported)),
                 }
             })();

@@ -327,13 +327,15 @@ impl SparseHeader {
     }
 
     /// The layout QEMU and VMware use for a new hosted sparse extent of `capacity` sectors
+    /// (version 2, redundant directory and zeroed-grain entries enabled)
     /// with an embedded descriptor of `descriptor_sectors` (0 for none): header, descriptor,
     /// redundant GD and its GTs, GD and its GTs, then grains from `overhead`, rounded up to a
     /// grain.
     pub fn new_layout(capacity: u64, grain_size: u64, descriptor_sectors: u64) -> Result<Self> {
         let mut h = Self {
-            version: 1,
-            flags: FLAG_VALID_NEWLINE | FLAG_REDUNDANT_GD,
+            // Version 2 with zeroed-grain entries, as QEMU writes with `zeroed_grain=on`.
+            version: 2,
+            flags: FLAG_VALID_NEWLINE | FLAG_REDUNDANT_GD | FLAG_ZEROED_GTE,
             capacity,
             grain_size,
             descriptor_offset: if descriptor_sectors > 0 { 1 } else { 0 },

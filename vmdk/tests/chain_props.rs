@@ -68,6 +68,7 @@ fn base(source: &mut MemSource, sparse: bool) {
 #[derive(Debug, Clone)]
 enum Op {
     Write(u64, u64, u8),
+    Zero(u64, u64),
     Snapshot(bool),
     Consolidate,
     Reopen,
@@ -76,6 +77,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..SECTORS, 1u64..300, any::<u8>()).prop_map(|(at, n, p)| Op::Write(at, n.min(SECTORS - at), p)),
+        2 => (0..SECTORS, 1u64..600).prop_map(|(at, n)| Op::Zero(at, n.min(SECTORS - at))),
         2 => any::<bool>().prop_map(Op::Snapshot),
         1 => Just(Op::Consolidate),
         1 => Just(Op::Reopen),
@@ -128,6 +130,12 @@ proptest! {
                     let bytes: Vec<u8> = (0..n * 512).map(|k| pat ^ (k / 512) as u8).collect();
                     write_at(&mut disk, &mut memory, at * 512, &bytes);
                     model[(at * 512) as usize..((at + n) * 512) as usize].copy_from_slice(&bytes);
+                }
+                Op::Zero(at, n) => {
+                    let req = block::BlockRequest::write_zeroes(block::Tag(at), block::Lba(at), block::BlockCount(n as u32));
+                    let d = block::run_to_completion(&mut disk, &mut memory, Instant(0), req, 10, &mut |_| {}).unwrap();
+                    d.completion.result.unwrap();
+                    model[(at * 512) as usize..((at + n) * 512) as usize].fill(0);
                 }
                 Op::Snapshot(cowd) if disk.depth() < 8 => {
                     snapshots += 1;

@@ -453,6 +453,15 @@ fn snapshots_we_create_pass_qemu_check_and_consolidate() {
                 expected[off as usize..(off + len) as usize].copy_from_slice(&data);
             }
         }
+        // Zero a range covering whole grains (zeroed-grain entries) and partial ones.
+        for (at, len) in [(3 * 65536 + 4096, 5 * 65536), (40 << 20, 4096)] {
+            use block::{BlockCount, BlockRequest, Lba, Tag, run_to_completion};
+            let req =
+                BlockRequest::write_zeroes(Tag(at), Lba(at / 512), BlockCount((len / 512) as u32));
+            let d = run_to_completion(disk, memory, Instant(5), req, 100, &mut |_| {}).unwrap();
+            d.completion.result.unwrap();
+            expected[at as usize..(at + len) as usize].fill(0);
+        }
         assert_eq!(disk.depth(), 4);
         assert_eq!(first_difference(&read_all(disk, memory), &expected), None);
         disk.close(source, &mut vec![0u8; 32 << 10], memory, Instant(9))
