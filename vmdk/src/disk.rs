@@ -490,7 +490,10 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
 
     fn build_map(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<()> {
         if self.unit_sectors == 0 {
-            self.unit_sectors = FLAT_UNIT_SECTORS;
+            // No sparse extent: any unit works; the smallest power of two from 64 KiB up that
+            // lets `map` cover the disk (a later snapshot uses it as its grain).
+            let per_entry = self.capacity.div_ceil(self.map.len().max(1) as u64);
+            self.unit_sectors = per_entry.max(FLAT_UNIT_SECTORS).next_power_of_two();
         }
         let units = self.capacity.div_ceil(self.unit_sectors);
         let units = usize::try_from(units).map_err(|_| err(ErrorKind::BufferTooSmall, units))?;

@@ -152,3 +152,136 @@ proptest! {
         let _ = parse_cid(&text[..p.min(8)]);
     }
 }
+
+/// A device of a given size that completes every request without moving data, standing for
+/// the VMFS files and RDM LUNs the ESXi descriptors name.
+struct ZeroDisk {
+    blocks: u64,
+    done: Vec<block::Tag>,
+}
+
+impl block::BlockDevice for ZeroDisk {
+    fn geometry(&self) -> block::Geometry {
+        block::Geometry {
+            block_size: 512,
+            block_count: self.blocks,
+            max_transfer_blocks: 1 << 16,
+            queue_depth: 8,
+            features: block::DeviceFeatures::READ_ONLY,
+        }
+    }
+
+    fn submit(
+        &mut self,
+        _: block::Instant,
+        r: block::BlockRequest,
+    ) -> Result<(), block::SubmitError> {
+        self.done.push(r.tag);
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        _: block::Instant,
+        _: &mut dyn block::Memory,
+        done: &mut dyn FnMut(block::Completion),
+    ) -> Option<block::Instant> {
+        for tag in self.done.drain(..) {
+            done(block::Completion::ok(tag));
+        }
+        None
+    }
+}
+
+struct EsxiFiles(PathBuf);
+
+impl vmdk::ExtentSource for EsxiFiles {
+    type Device = ZeroDisk;
+
+    fn open(&mut self, name: &str, _writable: bool) -> vmdk::Result<ZeroDisk> {
+        // Every extent file is as large as the extent line says (read from the descriptor).
+        let blocks = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .find_map(|text| {
+                let d = Descriptor::<128>::parse(&text).ok()?;
+                d.extents()
+                    .find(|x| x.file_name_str() == Some(name))
+                    .map(|x| x.sectors)
+            })
+            .ok_or(vmdk::Error::new(vmdk::ErrorKind::Io, 0))?;
+        Ok(ZeroDisk {
+            blocks,
+            done: Vec::new(),
+        })
+    }
+
+    fn read_head(&mut self, name: &str, buf: &mut [u8]) -> vmdk::Result<usize> {
+        let text = std::fs::read(self.0.join(name))
+            .map_err(|_| vmdk::Error::new(vmdk::ErrorKind::Io, 0))?;
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text[..n]);
+        Ok(n)
+    }
+
+    fn create(&mut self, _: &str, _: u64) -> vmdk::Result<ZeroDisk> {
+        Err(vmdk::Error::new(vmdk::ErrorKind::Unsupported, 0))
+    }
+}
+
+#[test]
+fn esxi_descriptors_open_as_virtual_disks() {
+    let dir = fixtures_dir().join("descriptors");
+    let mut source = EsxiFiles(dir.clone());
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let text = std::fs::read(dir.join(&name)).unwrap();
+        let expected = Descriptor::<128>::parse(&text)
+            .unwrap()
+            .capacity_sectors()
+            .unwrap();
+        let mut data = vec![0u8; 4096];
+        let mut memory = block::MemoryRegions::<1>::new();
+        memory.add(block::MemAddr(0x1000), &mut data).unwrap();
+        let mut text_buf = vec![0u8; 16 << 10];
+        let mut map = vec![0u8; 4096];
+        let meta = vmdk::MetaRegion {
+            addr: block::MemAddr(0x1000),
+            len: 0,
+        };
+        let options = vmdk::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        };
+        let mut disk = vmdk::VirtualDisk::<_>::open(
+            &mut source,
+            &name,
+            &mut text_buf,
+            meta,
+            &mut map,
+            &mut memory,
+            block::Instant(0),
+            options,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(disk.capacity(), expected, "{name}");
+        assert_eq!(disk.depth(), 1);
+        assert_eq!(disk.layer(0).unwrap().cid, 0xfffffffe);
+        // Reads reach the extent's device, even at the end of a 42 TB disk.
+        use block::BlockDevice;
+        let sg = block::SgList::single(block::MemAddr(0x1000), 4096).unwrap();
+        let last = disk.geometry().block_count - 8;
+        let req =
+            block::BlockRequest::read(block::Tag(1), block::Lba(last), block::BlockCount(8), sg);
+        let d = block::run_to_completion(
+            &mut disk,
+            &mut memory,
+            block::Instant(0),
+            req,
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(d.completion.is_ok(), "{name}: {:?}", d.completion);
+    }
+}
