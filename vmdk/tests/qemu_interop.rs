@@ -388,6 +388,59 @@ fn qemu_map_depths(path: &std::path::Path, grain: u64) -> Vec<Option<usize>> {
 }
 
 #[test]
+fn qemu_delta_chain_of_depth_32_reads_back_identically() {
+    let dir = scratch_dir("chain32");
+    let mut prev = String::from("base.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        dir.join(&prev).to_str().unwrap(),
+        "64M",
+    ]);
+    for level in 0..32u64 {
+        if level > 0 {
+            let name = format!("d{level}.vmdk");
+            let child = dir.join(&name);
+            qemu_img(&[
+                "create",
+                "-q",
+                "-f",
+                "vmdk",
+                "-b",
+                &prev,
+                "-F",
+                "vmdk",
+                child.to_str().unwrap(),
+            ]);
+            prev = name;
+        }
+        // One write per layer.
+        let (pat, off, len) = patterns(3000 + level, 1, CAPACITY)[0];
+        qemu_io_write(&dir.join(&prev), pat, off, len);
+    }
+    let expected = convert_raw(&dir.join(&prev));
+    with_disk(
+        &dir,
+        &prev,
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+        |disk, memory, _| {
+            assert_eq!(disk.depth(), 32);
+            assert_eq!(first_difference(&read_all(disk, memory), &expected), None);
+            assert_eq!(
+                map_depths(disk),
+                qemu_map_depths(&dir.join(&prev), disk.unit_sectors() * 512)
+            );
+        },
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn parent_cid_mismatch_is_refused() {
     let dir = scratch_dir("cid");
     let top = qemu_chain(&dir, 2);
