@@ -30,7 +30,7 @@ pub const UNALLOCATED: u8 = 0xFF;
 pub const EMBEDDED_DESCRIPTOR_SECTORS: u64 = 20;
 /// Sectors of the unit of the allocation map when no layer is sparse.
 const FLAT_UNIT_SECTORS: u64 = 128;
-use crate::extent::SYNC_TAGS;
+use crate::extent::{META_TAG, SYNC_TAGS};
 
 type Sparse<D> = SparseExtent<D, CACHE_SLOTS, 1>;
 
@@ -218,9 +218,10 @@ impl<D: BlockDevice, const E: usize> Layer<D, E> {
 /// requests. As a [`BlockDevice`] of 512-byte blocks, requests start in order at `poll`: one
 /// whose pieces are all served without metadata I/O (allocated grains with cached tables,
 /// flat and zero extents, unallocated grains) becomes tagged child requests on the serving
-/// layers' devices and completes, once, with the first error, when they all have; anything
-/// else (a table miss, copy-on-write of a new grain, a flush) is the slow path, run
-/// synchronously once no child is outstanding.
+/// layers' devices and completes, once, with the first error, when they all have; a grain
+/// table missing from a cache is loaded asynchronously first; anything else (copy-on-write of
+/// a new grain, a flush, zeroing) is the slow path, run synchronously once nothing is
+/// outstanding.
 ///
 /// The structure holds every layer's extents inline (no heap): with the defaults and a
 /// device type of a few hundred bytes it is tens of kilobytes, so keep it off small stacks.
@@ -244,11 +245,15 @@ pub struct VirtualDisk<
     order: heapless::Deque<u16, Q>,
     /// Children outstanding on all inner devices.
     children: u32,
+    /// Sparse extents with a grain table load in flight.
+    loading: u32,
 }
 
 /// A request being served: its children are submitted in order from `planned` bytes on.
 struct Inflight {
     request: BlockRequest,
+    /// Grain table loads started for it; past the cache size it takes the slow path.
+    loads: usize,
     /// Bytes of the request whose children were submitted (or that were served directly).
     planned: u64,
     /// Whether every child has been submitted (or the request was served synchronously).
@@ -258,6 +263,19 @@ struct Inflight {
     outstanding: u32,
     error: Option<BlockError>,
     next_child: u32,
+}
+
+/// What stands in the way of serving a request without synchronous metadata I/O.
+enum Obstacle {
+    /// A grain table of extent `extent` of layer `layer` is not cached: load it
+    /// asynchronously, then retry.
+    Miss {
+        layer: usize,
+        extent: usize,
+        gd_index: u64,
+    },
+    /// Allocation, copy-on-write, a compressed grain, a flush: the slow path.
+    Slow,
 }
 
 /// How one piece of a request is served without metadata I/O.
@@ -346,6 +364,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             slots: heapless::Vec::new(),
             order: heapless::Deque::new(),
             children: 0,
+            loading: 0,
         };
         let mut next: Option<(heapless::String<MAX_NAME>, u32)> =
             Some((copy_name(name.as_bytes())?, 0));
@@ -1278,6 +1297,7 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize> BlockDe
         }
         self.slots[slot] = Some(Inflight {
             request,
+            loads: 0,
             planned: 0,
             all_planned: false,
             started: false,
@@ -1331,7 +1351,7 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize> BlockDe
             }
         }
         // Work left that no device timer will bring back: ask to be polled again now.
-        if next.is_none() && (self.children > 0 || !self.order.is_empty()) {
+        if next.is_none() && (self.children > 0 || self.loads_busy() || !self.order.is_empty()) {
             return Some(now);
         }
         next
@@ -1341,6 +1361,11 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize> BlockDe
 impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
     VirtualDisk<'_, D, E, DEPTH, Q>
 {
+    /// Whether any sparse extent has a grain table load in flight.
+    fn loads_busy(&self) -> bool {
+        self.loading > 0
+    }
+
     /// Polls every inner device with children outstanding and accounts their completions to
     /// their parents. Returns the earliest timer a device asked for.
     fn reap(
@@ -1350,18 +1375,27 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         progress: &mut bool,
     ) -> Option<Instant> {
         let mut next: Option<Instant> = None;
-        if self.children == 0 {
+        if self.children == 0 && !self.loads_busy() {
             return None;
         }
         let slots = &mut self.slots;
         let children = &mut self.children;
+        let loading = &mut self.loading;
         for layer in self.layers.iter_mut() {
             for placed in layer.extents.iter_mut() {
-                if placed.inflight == 0 {
+                let extent_loading =
+                    matches!(&placed.extent, LayerExtent::Sparse(s) if s.load_busy());
+                if placed.inflight == 0 && !extent_loading {
                     continue;
                 }
+                let mut meta = None;
                 let inflight = &mut placed.inflight;
                 let mut account = |c: Completion| {
+                    if c.tag.0 >> 32 == META_TAG >> 32 {
+                        meta = Some(c);
+                        *progress = true;
+                        return;
+                    }
                     let slot = (c.tag.0 >> 32) as usize;
                     if let Some(Some(r)) = slots.get_mut(slot) {
                         r.outstanding = r.outstanding.saturating_sub(1);
@@ -1380,6 +1414,12 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                     LayerExtent::Sparse(s) => s.device_mut().poll(now, memory, &mut account),
                     LayerExtent::Zero => None,
                 };
+                if let (Some(c), LayerExtent::Sparse(s)) = (meta, &mut placed.extent) {
+                    s.on_load_completion(memory, now, c);
+                    if !s.load_busy() {
+                        *loading = loading.saturating_sub(1);
+                    }
+                }
                 if let Some(t) = t {
                     next = Some(next.map_or(t, |n: Instant| n.min(t)));
                 }
@@ -1449,25 +1489,62 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         Some((route, n))
     }
 
-    /// Whether every piece of `request` from byte `from` on can be served without metadata
-    /// I/O.
-    fn all_direct(&self, memory: &dyn Memory, request: &BlockRequest, from: u64) -> bool {
+    /// The first obstacle to serving `request` without synchronous metadata I/O, or `None`.
+    fn obstacle(&self, memory: &dyn Memory, request: &BlockRequest) -> Option<Obstacle> {
         let write = request.operation == Operation::Write;
         let unit_bytes = self.unit_sectors * SECTOR;
         let total = request.sg.total_len();
-        let mut at = from;
+        let mut at = 0;
         for _ in 0..=total / SECTOR {
             if at >= total {
-                return true;
+                return None;
             }
             let byte = request.lba.0 * SECTOR + at;
             let bytes = (unit_bytes - byte % unit_bytes).min(total - at);
             match self.route(memory, write, byte / SECTOR, bytes) {
                 Some((_, n)) if n > 0 => at += n,
-                _ => return false,
+                _ => {
+                    return Some(
+                        self.miss(memory, write, byte / SECTOR)
+                            .unwrap_or(Obstacle::Slow),
+                    );
+                }
             }
         }
-        false
+        Some(Obstacle::Slow)
+    }
+
+    /// If the piece at `sector` is held up only by an uncached grain table, which one.
+    fn miss(&self, memory: &dyn Memory, write: bool, sector: u64) -> Option<Obstacle> {
+        let unit = sector / self.unit_sectors;
+        let serving = *self.map.get(unit as usize)?;
+        let layer = if write {
+            self.layers.len().checked_sub(1)?
+        } else {
+            serving as usize
+        };
+        let (extent, placed) = self
+            .layers
+            .get(layer)?
+            .extents
+            .iter()
+            .enumerate()
+            .find(|(_, p)| sector >= p.start && sector < p.start + p.sectors)?;
+        let LayerExtent::Sparse(s) = &placed.extent else {
+            return None;
+        };
+        let grain = (sector - placed.start) / s.grain_sectors();
+        if s.is_compressed()
+            || grain >= s.header().grains()
+            || s.cached_grain(memory, grain).is_some()
+        {
+            return None;
+        }
+        Some(Obstacle::Miss {
+            layer,
+            extent,
+            gd_index: s.gd_index_of(grain),
+        })
     }
 
     /// Advances the request in `slot`: starts it (directly or, when metadata I/O is needed and
@@ -1479,30 +1556,69 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         };
         if !r.started {
             let request = r.request.clone();
+            let loads = r.loads;
+            let is_rw = matches!(request.operation, Operation::Read | Operation::Write);
             let direct = match request.validate(&self.geometry()) {
                 Err(e) => Some(Err(e)),
-                Ok(()) => match request.operation {
-                    Operation::Read | Operation::Write
-                        if self.read_only && request.operation == Operation::Write =>
-                    {
-                        Some(Err(BlockError::new(BE::WriteProtected)))
-                    }
-                    Operation::Read | Operation::Write if self.all_direct(memory, &request, 0) => {
+                Ok(()) if self.read_only && request.operation.is_write() => {
+                    Some(Err(BlockError::new(BE::WriteProtected)))
+                }
+                Ok(())
+                    if !is_rw
+                        && !matches!(
+                            request.operation,
+                            Operation::Flush | Operation::WriteZeroes | Operation::Unmap
+                        ) =>
+                {
+                    Some(Err(BlockError::new(BE::Unsupported)))
+                }
+                Ok(()) => match if is_rw {
+                    self.obstacle(memory, &request)
+                } else {
+                    Some(Obstacle::Slow)
+                } {
+                    None => {
+                        if request.operation == Operation::Write
+                            && let Some(top) = self.layers.last_mut()
+                        {
+                            top.written = true;
+                        }
                         None
                     }
-                    Operation::Read
-                    | Operation::Write
-                    | Operation::Flush
-                    | Operation::WriteZeroes
-                    | Operation::Unmap => {
-                        // Slow path: metadata I/O, allocation, copy-on-write, flush. Runs
-                        // alone, after every earlier request's children completed.
-                        if self.children > 0 {
+                    Some(Obstacle::Miss {
+                        layer,
+                        extent,
+                        gd_index,
+                    }) if loads < CACHE_SLOTS => {
+                        let LayerExtent::Sparse(s) = &mut self.layers[layer].extents[extent].extent
+                        else {
+                            return false;
+                        };
+                        if let Some(e) = s.take_load_error(gd_index) {
+                            Some(Err(e.to_block_error()))
+                        } else {
+                            match s.start_load(now, gd_index) {
+                                Ok(started) => {
+                                    if started {
+                                        self.loading += 1;
+                                        if let Some(Some(r)) = self.slots.get_mut(slot) {
+                                            r.loads += 1;
+                                        }
+                                    }
+                                    return false;
+                                }
+                                Err(e) => Some(Err(e.to_block_error())),
+                            }
+                        }
+                    }
+                    Some(_) => {
+                        // Slow path: metadata I/O, allocation, copy-on-write, flush, zeroing.
+                        // Runs alone, once nothing else is in flight.
+                        if self.children > 0 || self.loads_busy() {
                             return false;
                         }
                         Some(self.execute(memory, now, &request))
                     }
-                    _ => Some(Err(BlockError::new(BE::Unsupported))),
                 },
             };
             let Some(Some(r)) = self.slots.get_mut(slot) else {

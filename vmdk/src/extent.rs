@@ -8,10 +8,11 @@
 //!
 //! Requests start at `poll` in submission order. A read or write of allocated grains whose
 //! grain table is cached (the common case) becomes tagged child requests on the inner device,
-//! and the request completes when they all have. A request that needs metadata I/O (a table
-//! miss, a new grain, a compressed grain, the first write's unclean flag) or a flush is the
-//! slow path: it waits until no child is outstanding, then runs synchronously, driving the
-//! inner device with [`run_to_completion`].
+//! and the request completes when they all have. A grain table that is not cached is loaded
+//! asynchronously (directory sector, then table, as child requests) and the request retries.
+//! A request that needs a new grain, a compressed grain, the first write's unclean flag, a
+//! flush or zeroing is the slow path: it waits until nothing is outstanding, then runs
+//! synchronously, driving the inner device with [`run_to_completion`].
 
 use block::{
     BlockCount, BlockDevice, BlockError, BlockRequest, Completion, DeviceFeatures, ErrorKind as BE,
@@ -218,6 +219,10 @@ pub struct SparseExtent<D, const C: usize = 4, const Q: usize = 8> {
     marked_unclean: bool,
     /// The grain currently inflated in the grain scratch, if any.
     inflated: Option<u64>,
+    /// The asynchronous grain table load in flight, if any.
+    load: Load,
+    /// The error of the last failed load, for the request that waits on it.
+    load_error: Option<(u64, Error)>,
     /// Accepted requests by slot; a child's tag carries its parent's slot.
     jobs: heapless::Vec<Option<Job>, Q>,
     /// Slots whose children are not all submitted yet, in arrival order.
@@ -226,9 +231,33 @@ pub struct SparseExtent<D, const C: usize = 4, const Q: usize = 8> {
     children: u32,
 }
 
+/// The `gd_index` of a cache slot that holds no table.
+const NO_TABLE: u64 = u64::MAX;
+/// Tags of a grain table load's children (slot `0xffff_ffff` is never a request's).
+pub(crate) const META_TAG: u64 = 0xffff_ffff << 32;
+
+/// An asynchronous grain table load.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    Idle,
+    /// Reading the directory sector that holds `gd_index`'s entry.
+    Dir {
+        gd_index: u64,
+        slot: usize,
+    },
+    /// Reading the table into `slot`.
+    Table {
+        gd_index: u64,
+        slot: usize,
+        gt_sector: u64,
+    },
+}
+
 /// A request being served by a [`SparseExtent`] as a block device.
 struct Job {
     request: BlockRequest,
+    /// Grain table loads started for it; past the cache size it takes the slow path.
+    loads: usize,
     planned: u64,
     all_planned: bool,
     started: bool,
@@ -367,6 +396,8 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             cowd: cowd.is_some(),
             marked_unclean: false,
             inflated: None,
+            load: Load::Idle,
+            load_error: None,
             jobs: heapless::Vec::new(),
             order: heapless::Deque::new(),
             children: 0,
@@ -482,7 +513,8 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         self.clock += 1;
         if let Some(i) = self.slots.iter().position(|s| s.gd_index == gd_index) {
             self.slots[i].used = self.clock;
-            return Ok(Some(i));
+            // A slot of gt_sector 0 remembers that the table is not allocated.
+            return Ok((self.slots[i].gt_sector != 0).then_some(i));
         }
         if gd_index >= self.header.gd_entries() {
             return Err(err(ErrorKind::BadMetadata, gd_index));
@@ -520,7 +552,8 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             addr,
             self.header.gt_bytes(),
         ) {
-            self.slots.swap_remove(i);
+            // Slots are tied to their memory by index: invalidate, never move.
+            self.slots[i].gd_index = NO_TABLE;
             return Err(e);
         }
         Ok(Some(i))
@@ -554,10 +587,151 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         }
         let per = u64::from(self.header.num_gtes_per_gt);
         let slot = self.slots.iter().position(|s| s.gd_index == grain / per)?;
+        if self.slots[slot].gt_sector == 0 {
+            return Some(Ok(Grain::Unallocated));
+        }
         Some(
             self.entry(memory, slot, grain % per)
                 .and_then(|gte| self.decode(gte, grain)),
         )
+    }
+
+    /// The grain directory index of `grain`.
+    pub(crate) fn gd_index_of(&self, grain: u64) -> u64 {
+        grain / u64::from(self.header.num_gtes_per_gt)
+    }
+
+    /// Whether an asynchronous grain table load is in flight.
+    pub(crate) fn load_busy(&self) -> bool {
+        !matches!(self.load, Load::Idle)
+    }
+
+    /// The error of a failed load of table `gd_index`, once.
+    pub(crate) fn take_load_error(&mut self, gd_index: u64) -> Option<Error> {
+        match self.load_error {
+            Some((g, e)) if g == gd_index => {
+                self.load_error = None;
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+
+    /// Starts loading grain table `gd_index` into the cache without waiting: the directory
+    /// sector is read into the sector scratch, then the table into a cache slot, as child
+    /// requests on the inner device tagged [`META_TAG`]. Returns `false` if a load is
+    /// already in flight or the device refused (try again at a later poll).
+    pub(crate) fn start_load(&mut self, now: Instant, gd_index: u64) -> Result<bool> {
+        if self.load_busy() {
+            return Ok(false);
+        }
+        if gd_index >= self.header.gd_entries() {
+            return Err(err(ErrorKind::BadMetadata, gd_index));
+        }
+        let byte = gd_index * 4;
+        let sg = SgList::single(self.sector_scratch(), SECTOR as u32)
+            .map_err(|_| err(ErrorKind::Memory, 0))?;
+        let req = BlockRequest::read(
+            Tag(META_TAG),
+            Lba(self.gd_offset + byte / SECTOR),
+            BlockCount(1),
+            sg,
+        );
+        if self.dev.submit(now, req).is_err() {
+            return Ok(false);
+        }
+        // The victim slot is invalidated now, so that nothing reads it while it fills.
+        self.clock += 1;
+        let slot = if self.slots.len() < C {
+            let _ = self.slots.push(Slot {
+                gd_index: NO_TABLE,
+                gt_sector: 0,
+                rgt_sector: None,
+                used: self.clock,
+            });
+            self.slots.len() - 1
+        } else {
+            let (i, _) = self
+                .slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.used)
+                .ok_or(err(ErrorKind::CapacityExceeded, 0))?;
+            self.slots[i].gd_index = NO_TABLE;
+            i
+        };
+        self.load = Load::Dir { gd_index, slot };
+        Ok(true)
+    }
+
+    /// Takes the completion of the load's child request (tag [`META_TAG`]).
+    pub(crate) fn on_load_completion(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        completion: Completion,
+    ) {
+        let load = core::mem::replace(&mut self.load, Load::Idle);
+        let result = (|| -> Result<Option<Load>> {
+            completion.result.map_err(Error::from)?;
+            match load {
+                Load::Idle => Ok(None),
+                Load::Dir { gd_index, slot } => {
+                    let mut e = [0u8; 4];
+                    memory.read(
+                        MemAddr(self.sector_scratch().0 + (gd_index * 4) % SECTOR),
+                        &mut e,
+                    )?;
+                    let gt_sector = u64::from(u32::from_le_bytes(e));
+                    if gt_sector == 0 {
+                        self.slots[slot] = Slot {
+                            gd_index,
+                            gt_sector: 0,
+                            rgt_sector: None,
+                            used: self.clock,
+                        };
+                        return Ok(None);
+                    }
+                    self.check_range(gt_sector, self.header.gt_sectors())?;
+                    let len = u32::try_from(self.header.gt_bytes())
+                        .map_err(|_| err(ErrorKind::BadSize, 0))?;
+                    let sg = SgList::single(self.slot_addr(slot), len)
+                        .map_err(|_| err(ErrorKind::Memory, 0))?;
+                    let blocks = BlockCount((self.header.gt_bytes() / SECTOR) as u32);
+                    let req = BlockRequest::read(Tag(META_TAG | 1), Lba(gt_sector), blocks, sg);
+                    self.dev
+                        .submit(now, req)
+                        .map_err(|_| err(ErrorKind::Io, gt_sector))?;
+                    Ok(Some(Load::Table {
+                        gd_index,
+                        slot,
+                        gt_sector,
+                    }))
+                }
+                Load::Table {
+                    gd_index,
+                    slot,
+                    gt_sector,
+                } => {
+                    self.slots[slot] = Slot {
+                        gd_index,
+                        gt_sector,
+                        rgt_sector: None,
+                        used: self.clock,
+                    };
+                    Ok(None)
+                }
+            }
+        })();
+        match result {
+            Ok(Some(next)) => self.load = next,
+            Ok(None) => {}
+            Err(e) => {
+                if let Load::Dir { gd_index, .. } | Load::Table { gd_index, .. } = load {
+                    self.load_error = Some((gd_index, e));
+                }
+            }
+        }
     }
 
     /// Whether this is an ESX delta (`COWD`) extent.
@@ -772,7 +946,16 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             None
         };
         // Zero a slot's worth of memory and write it to both tables.
-        let i = if self.slots.len() < C {
+        let existing = self.slots.iter().position(|s| s.gd_index == gd_index);
+        let i = if let Some(i) = existing {
+            self.slots[i] = Slot {
+                gd_index,
+                gt_sector: gt,
+                rgt_sector: rgt,
+                used: self.clock,
+            };
+            i
+        } else if self.slots.len() < C {
             let _ = self.slots.push(Slot {
                 gd_index,
                 gt_sector: gt,
@@ -1027,10 +1210,15 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         out: &mut [u8],
     ) -> Result<usize> {
         let (at, bytes) = self.descriptor_area(out.len())?;
-        let scratch = self.grain_scratch();
-        self.inflated = None;
-        self.io(memory, now, Operation::Read, at, scratch, bytes)?;
-        memory.read(scratch, &mut out[..bytes as usize])?;
+        // Sector by sector through the sector scratch: the area may exceed a grain.
+        let scratch = self.sector_scratch();
+        for (i, chunk) in out[..bytes as usize]
+            .chunks_mut(SECTOR as usize)
+            .enumerate()
+        {
+            self.io(memory, now, Operation::Read, at + i as u64, scratch, SECTOR)?;
+            memory.read(scratch, chunk)?;
+        }
         Ok(bytes as usize)
     }
 
@@ -1049,11 +1237,16 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         if text.len() as u64 > bytes {
             return Err(err(ErrorKind::BufferTooSmall, bytes));
         }
-        let scratch = self.grain_scratch();
-        self.inflated = None;
-        zero_range(memory, scratch, bytes)?;
-        memory.write(scratch, text)?;
-        self.io(memory, now, Operation::Write, at, scratch, bytes)
+        let scratch = self.sector_scratch();
+        for i in 0..bytes / SECTOR {
+            zero_range(memory, scratch, SECTOR)?;
+            let from = (i * SECTOR) as usize;
+            if let Some(chunk) = text.get(from..text.len().min(from + SECTOR as usize)) {
+                memory.write(scratch, chunk)?;
+            }
+            self.io(memory, now, Operation::Write, at + i, scratch, SECTOR)?;
+        }
+        Ok(())
     }
 
     fn descriptor_area(&self, room: usize) -> Result<(u64, u64)> {
@@ -1065,7 +1258,7 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             .descriptor_size
             .checked_mul(SECTOR)
             .ok_or(err(ErrorKind::BadSize, 0))?;
-        if bytes > h.grain_bytes() || bytes > room as u64 {
+        if bytes > room as u64 {
             return Err(err(ErrorKind::BufferTooSmall, bytes));
         }
         self.check_range(h.descriptor_offset, h.descriptor_size)?;
@@ -1300,6 +1493,7 @@ impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExten
         }
         self.jobs[slot] = Some(Job {
             request,
+            loads: 0,
             planned: 0,
             all_planned: false,
             started: false,
@@ -1323,10 +1517,16 @@ impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExten
         let mut next = None;
         for _ in 0..Q + 2 {
             let mut progress = false;
-            if self.children > 0 {
+            if self.children > 0 || self.load_busy() {
                 let jobs = &mut self.jobs;
                 let children = &mut self.children;
+                let mut meta = None;
                 next = self.dev.poll(now, memory, &mut |c| {
+                    if c.tag.0 >> 32 == META_TAG >> 32 {
+                        meta = Some(c);
+                        progress = true;
+                        return;
+                    }
                     let slot = (c.tag.0 >> 32) as usize;
                     if let Some(Some(j)) = jobs.get_mut(slot) {
                         j.outstanding = j.outstanding.saturating_sub(1);
@@ -1339,6 +1539,9 @@ impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExten
                     *children = children.saturating_sub(1);
                     progress = true;
                 });
+                if let Some(c) = meta {
+                    self.on_load_completion(memory, now, c);
+                }
             }
             let before = self.children;
             while let Some(&slot) = self.order.front() {
@@ -1367,7 +1570,7 @@ impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExten
                 break;
             }
         }
-        if next.is_none() && (self.children > 0 || !self.order.is_empty()) {
+        if next.is_none() && (self.children > 0 || self.load_busy() || !self.order.is_empty()) {
             return Some(now);
         }
         next
@@ -1378,6 +1581,14 @@ impl<D: BlockDevice, const C: usize, const Q: usize> BlockDevice for SparseExten
 enum Direct {
     Zeros,
     At(u64),
+}
+
+/// What stands in the way of serving a request without synchronous metadata I/O.
+enum Obstacle {
+    /// Grain table `gd_index` is not cached: load it asynchronously, then retry.
+    Miss(u64),
+    /// Allocation, a compressed grain, the first write's unclean flag: the slow path.
+    Slow,
 }
 
 impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
@@ -1394,7 +1605,11 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         }
     }
 
-    fn all_direct(&self, memory: &dyn Memory, request: &BlockRequest) -> bool {
+    /// The first obstacle to serving `request` directly, or `None` if there is none.
+    fn obstacle(&self, memory: &dyn Memory, request: &BlockRequest) -> Option<Obstacle> {
+        if !matches!(request.operation, Operation::Read | Operation::Write) {
+            return Some(Obstacle::Slow);
+        }
         let write = request.operation == Operation::Write;
         let grain_bytes = self.header.grain_bytes();
         let total = request.sg.total_len();
@@ -1402,11 +1617,19 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         while at < total {
             let pos = request.lba.0 * SECTOR + at;
             if self.direct(memory, write, pos).is_none() {
-                return false;
+                let grain = pos / grain_bytes;
+                let cached = self.cached_grain(memory, grain).is_some();
+                return Some(
+                    if cached || self.header.is_compressed() || grain >= self.header.grains() {
+                        Obstacle::Slow
+                    } else {
+                        Obstacle::Miss(self.gd_index_of(grain))
+                    },
+                );
             }
             at += (grain_bytes - pos % grain_bytes).min(total - at);
         }
-        true
+        None
     }
 
     fn plan(&mut self, slot: usize, now: Instant, memory: &mut dyn Memory) -> bool {
@@ -1417,18 +1640,37 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             let request = job.request.clone();
             let direct = match request.validate(&self.geometry()) {
                 Err(e) => Some(Err(e)),
-                Ok(())
-                    if matches!(request.operation, Operation::Read | Operation::Write)
-                        && self.all_direct(memory, &request) =>
-                {
-                    None
-                }
-                Ok(()) => {
-                    if self.children > 0 {
-                        return false;
+                Ok(()) => match self.obstacle(memory, &request) {
+                    None => None,
+                    Some(Obstacle::Miss(_)) if job.loads >= C => {
+                        // More tables than the cache holds: the slow path walks them.
+                        if self.children > 0 || self.load_busy() {
+                            return false;
+                        }
+                        Some(self.execute(memory, now, &request))
                     }
-                    Some(self.execute(memory, now, &request))
-                }
+                    Some(Obstacle::Miss(gd_index)) => {
+                        if let Some(e) = self.take_load_error(gd_index) {
+                            Some(Err(e.to_block_error()))
+                        } else {
+                            match self.start_load(now, gd_index) {
+                                Ok(started) => {
+                                    if started && let Some(Some(job)) = self.jobs.get_mut(slot) {
+                                        job.loads += 1;
+                                    }
+                                    return false;
+                                }
+                                Err(e) => Some(Err(e.to_block_error())),
+                            }
+                        }
+                    }
+                    Some(Obstacle::Slow) => {
+                        if self.children > 0 || self.load_busy() {
+                            return false;
+                        }
+                        Some(self.execute(memory, now, &request))
+                    }
+                },
             };
             let Some(Some(job)) = self.jobs.get_mut(slot) else {
                 return true;

@@ -15,7 +15,8 @@ use common::{META_ADDR, read_all};
 use proptest::prelude::*;
 use vmdk::{DeltaFormat, ExtentSource, MemDisk, MemSource, MetaRegion, OpenOptions, VirtualDisk};
 
-const SECTORS: u64 = 8192;
+/// 16 MiB: with 8-sector grains, eight grain tables, more than a 4-slot cache holds.
+const SECTORS: u64 = 32768;
 const META_LEN: usize = 4 << 20;
 /// Each outstanding request gets its own 64 KiB buffer.
 const BUFFERS: MemAddr = MemAddr(0x1000_0000);
@@ -58,6 +59,10 @@ impl ExtentSource for Slow {
     fn reserve(&mut self, name: &str, sectors: u64) -> vmdk::Result<()> {
         self.files.reserve(name, sectors)
     }
+
+    fn write_text(&mut self, name: &str, text: &[u8]) -> vmdk::Result<()> {
+        self.files.write_text(name, text)
+    }
 }
 
 proptest! {
@@ -68,17 +73,31 @@ proptest! {
         seed in any::<u64>(),
         batches in proptest::collection::vec(proptest::collection::vec((any::<bool>(), 0u64..(SECTORS / 128), 0u64..120, 1u64..9, any::<u8>()), 1..DEPTH), 1..8),
         snapshot_at in 0usize..8,
+        sparse_base in any::<bool>(),
     ) {
         let mut files = MemSource::new();
-        files.insert("base-flat.bin", vec![0u8; (SECTORS * 512) as usize]);
-        files.insert("base.vmdk", format!("# Disk DescriptorFile\nversion=1\nCID=00000001\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW {SECTORS} FLAT \"base-flat.bin\" 0\n").into_bytes());
+        if sparse_base {
+            // 8-sector grains: eight grain tables, so that the 4-slot cache misses and loads
+            // tables asynchronously.
+            let header = vmdk::SparseHeader::new_layout(SECTORS, 8, 20).unwrap();
+            let text = format!("# Disk DescriptorFile\nversion=1\nCID=00000001\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n# Extent description\nRW {SECTORS} SPARSE \"base.vmdk\"\n");
+            files.insert("base.vmdk", vec![0u8; ((header.overhead + SECTORS) * 512) as usize]);
+            let mut dev = files.open("base.vmdk", true).unwrap();
+            let mut scratch = vec![0u8; 512];
+            let mut m = MemoryRegions::<1>::new();
+            m.add(MemAddr(0), &mut scratch).unwrap();
+            vmdk::format_sparse(&mut dev, &mut m, Instant(0), MemAddr(0), &header, text.as_bytes()).unwrap();
+        } else {
+            files.insert("base-flat.bin", vec![0u8; (SECTORS * 512) as usize]);
+            files.insert("base.vmdk", format!("# Disk DescriptorFile\nversion=1\nCID=00000001\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW {SECTORS} FLAT \"base-flat.bin\" 0\n").into_bytes());
+        }
         let mut source = Slow { files, seed };
         let mut buffers = vec![0u8; DEPTH * BUFFER_LEN as usize];
         let mut metab = vec![0u8; META_LEN];
         let mut memory = MemoryRegions::<2>::new();
         memory.add(BUFFERS, &mut buffers).unwrap();
         memory.add(META_ADDR, &mut metab).unwrap();
-        let mut map = vec![0u8; 1024];
+        let mut map = vec![0u8; 8192];
         let mut text = vec![0u8; 16 << 10];
         let meta = MetaRegion { addr: META_ADDR, len: META_LEN as u64 };
         let disk = VirtualDisk::<_, 4, 8, 32>::open(&mut source, "base.vmdk", &mut text, meta, &mut map, &mut memory, Instant(0), OpenOptions::default()).unwrap();
@@ -150,9 +169,12 @@ proptest! {
         seed in any::<u64>(),
         batches in proptest::collection::vec(proptest::collection::vec((any::<bool>(), 0u64..(SECTORS / 128), 0u64..120, 1u64..9, any::<u8>()), 1..DEPTH), 1..8),
     ) {
-        let header = vmdk::SparseHeader::new_layout(SECTORS, 128, 0).unwrap();
+        // 8-sector grains: eight grain tables and a one-slot cache, so that requests miss the
+        // cache and load tables asynchronously.
+        let header = vmdk::SparseHeader::new_layout(SECTORS, 8, 0).unwrap();
         let mut files = MemSource::new();
         files.insert("s.vmdk", vec![0u8; ((header.overhead + SECTORS + 64) * 512) as usize]);
+        let _ = header.gd_entries();
         let mut buffers = vec![0u8; DEPTH * BUFFER_LEN as usize];
         let mut metab = vec![0u8; META_LEN];
         let mut memory = MemoryRegions::<2>::new();
@@ -163,7 +185,7 @@ proptest! {
         let mut source = Slow { files, seed };
         let dev = source.open("s.vmdk", true).unwrap();
         let meta = MetaRegion { addr: META_ADDR, len: META_LEN as u64 };
-        let extent = vmdk::SparseExtent::<_, 2, 32>::open(dev, meta, &mut memory, Instant(0), false).unwrap();
+        let extent = vmdk::SparseExtent::<_, 1, 32>::open(dev, meta, &mut memory, Instant(0), false).unwrap();
         let mut disk = ExactlyOnce::<_, 64>::new(extent);
         let mut model = vec![0u8; (SECTORS * 512) as usize];
         let mut now = Instant(0);
