@@ -148,6 +148,82 @@ fn chain_read(c: &mut Criterion) {
     group.finish();
 }
 
+/// Depth 32 against depth 1 measured interleaved (alternating batches of reads), so that the
+/// shared machine's load drifts affect both alike; prints the median ratio of 41 rounds.
+fn chain_ratio_interleaved(_c: &mut Criterion) {
+    let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..2)
+        .map(|_| (vec![0u8; 1 << 20], vec![0u8; META_LEN]))
+        .collect();
+    let mut memories: Vec<MemoryRegions<'_, 2>> = bufs
+        .iter_mut()
+        .map(|(data, meta)| {
+            let mut m = MemoryRegions::<2>::new();
+            m.add(DATA, data).unwrap();
+            m.add(META, meta).unwrap();
+            m
+        })
+        .collect();
+    let mut setups = Vec::new();
+    for (depth, memory) in [1usize, 32].into_iter().zip(memories.iter_mut()) {
+        setups.push(chain(depth, memory));
+    }
+    let mut maps = vec![vec![0u8; 1024]; 2];
+    let mut texts = vec![vec![0u8; 16 << 10]; 2];
+    let meta = MetaRegion {
+        addr: META,
+        len: META_LEN as u64,
+    };
+    let mut disks = Vec::new();
+    for (((source, top), map), (text, memory)) in setups
+        .iter_mut()
+        .zip(maps.iter_mut())
+        .zip(texts.iter_mut().zip(memories.iter_mut()))
+    {
+        let disk = VirtualDisk::<_, 4, 32>::open(
+            source,
+            top,
+            text,
+            meta,
+            map,
+            memory,
+            Instant(0),
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        disks.push(disk);
+    }
+    let sg = SgList::single(DATA, 4096).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut ratios = Vec::new();
+    for _ in 0..41 {
+        let mut times = [0f64; 2];
+        for (k, (disk, memory)) in disks.iter_mut().zip(memories.iter_mut()).enumerate() {
+            let start = std::time::Instant::now();
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let lba = (x % (SECTORS / 8)) * 8;
+                let req = BlockRequest::read(Tag(x), Lba(lba), BlockCount(8), sg.clone());
+                disk.submit(Instant(0), req).unwrap();
+                let mut ok = false;
+                disk.poll(Instant(0), memory, &mut |c| ok = c.is_ok());
+                assert!(black_box(ok));
+            }
+            times[k] = start.elapsed().as_secs_f64();
+        }
+        ratios.push(times[1] / times[0]);
+    }
+    ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "chain/interleaved: depth 32 / depth 1 median ratio {:.3} (min {:.3}, max {:.3}, 41 rounds of 20000 reads each)",
+        ratios[20], ratios[0], ratios[40]
+    );
+}
+
 fn qemu_side_by_side(c: &mut Criterion) {
     if Command::new("qemu-img").arg("--version").output().is_err() {
         eprintln!(
@@ -234,5 +310,10 @@ fn qemu_side_by_side(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-criterion_group!(benches, chain_read, qemu_side_by_side);
+criterion_group!(
+    benches,
+    chain_read,
+    chain_ratio_interleaved,
+    qemu_side_by_side
+);
 criterion_main!(benches);

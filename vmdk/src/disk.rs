@@ -247,6 +247,9 @@ pub struct VirtualDisk<
     children: u32,
     /// Sparse extents with a grain table load in flight.
     loading: u32,
+    /// Per layer, children and loads in flight, so that polling skips idle layers without
+    /// touching them (a deep chain costs no more than a shallow one).
+    busy: [u32; DEPTH],
 }
 
 /// A request being served: its children are submitted in order from `planned` bytes on.
@@ -365,6 +368,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             order: heapless::Deque::new(),
             children: 0,
             loading: 0,
+            busy: [0; DEPTH],
         };
         let mut next: Option<(heapless::String<MAX_NAME>, u32)> =
             Some((copy_name(name.as_bytes())?, 0));
@@ -1162,8 +1166,11 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
 
     /// Consolidates: copies every grain the top layer holds into its parent, then drops the
     /// top from the chain (its file may then be deleted). The parent must have been opened
-    /// writable ([`OpenOptions::parents_writable`]).
+    /// writable ([`OpenOptions::parents_writable`]). Call it with no request outstanding.
     pub fn consolidate(&mut self, memory: &mut dyn Memory, now: Instant) -> Result<()> {
+        if self.children > 0 || self.loading > 0 || self.slots.iter().any(Option::is_some) {
+            return Err(err(ErrorKind::Io, u64::from(self.children)));
+        }
         let n = self.layers.len();
         if n < 2 {
             return Err(err(ErrorKind::BadMetadata, 0));
@@ -1381,7 +1388,10 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         let slots = &mut self.slots;
         let children = &mut self.children;
         let loading = &mut self.loading;
-        for layer in self.layers.iter_mut() {
+        for (layer, busy) in self.layers.iter_mut().zip(self.busy.iter_mut()) {
+            if *busy == 0 {
+                continue;
+            }
             for placed in layer.extents.iter_mut() {
                 let extent_loading =
                     matches!(&placed.extent, LayerExtent::Sparse(s) if s.load_busy());
@@ -1407,6 +1417,7 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                     }
                     *inflight = inflight.saturating_sub(1);
                     *children = children.saturating_sub(1);
+                    *busy = busy.saturating_sub(1);
                     *progress = true;
                 };
                 let t = match &mut placed.extent {
@@ -1418,6 +1429,7 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                     s.on_load_completion(memory, now, c);
                     if !s.load_busy() {
                         *loading = loading.saturating_sub(1);
+                        *busy = busy.saturating_sub(1);
                     }
                 }
                 if let Some(t) = t {
@@ -1601,6 +1613,7 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                                 Ok(started) => {
                                     if started {
                                         self.loading += 1;
+                                        self.busy[layer] += 1;
                                         if let Some(Some(r)) = self.slots.get_mut(slot) {
                                             r.loads += 1;
                                         }
@@ -1692,6 +1705,7 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                         Ok(()) => {
                             placed.inflight += 1;
                             self.children += 1;
+                            self.busy[layer] += 1;
                             child += 1;
                             if let Some(Some(r)) = self.slots.get_mut(slot) {
                                 r.outstanding += 1;
