@@ -174,7 +174,6 @@ proptest! {
         let header = vmdk::SparseHeader::new_layout(SECTORS, 8, 0).unwrap();
         let mut files = MemSource::new();
         files.insert("s.vmdk", vec![0u8; ((header.overhead + SECTORS + 64) * 512) as usize]);
-        let _ = header.gd_entries();
         let mut buffers = vec![0u8; DEPTH * BUFFER_LEN as usize];
         let mut metab = vec![0u8; META_LEN];
         let mut memory = MemoryRegions::<2>::new();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use block::{FileDisk, Instant, MemAddr, MemoryRegions};
+use block::{FileDisk, Instant, MemoryRegions};
 use common::*;
 use vmdk::descriptor::NO_PARENT_CID;
 use vmdk::{
@@ -157,7 +157,6 @@ fn sparse_extents_we_write_pass_qemu_check_and_compare() {
         path.to_str().unwrap(),
         raw.to_str().unwrap(),
     ]);
-    let _ = MemAddr(0);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
