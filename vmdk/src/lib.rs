@@ -3,7 +3,8 @@
 //! - [`descriptor`]: descriptor files, parsed and emitted byte-exact.
 //! - [`sparse`]: the hosted sparse header (`KDMV`), grain directory and table entries,
 //!   stream-optimized markers, and the ESX delta header (`COWD`).
-//! - [`SparseExtent`]: one sparse extent as a block device over the device holding its file.
+//! - [`SparseExtent`]: one sparse extent as a block device over the device holding its file;
+//!   [`FlatExtent`]: the same for a flat extent (a window of the device).
 //! - [`VirtualDisk`]: a descriptor's extents and a snapshot chain, as one block device.
 //!
 //! The crate is `no_std`, never allocates, and checks every value it reads from a file.
@@ -14,6 +15,7 @@ pub mod descriptor;
 pub mod disk;
 mod error;
 pub mod extent;
+pub mod flat;
 #[cfg(feature = "std")]
 mod source;
 pub mod sparse;
@@ -28,6 +30,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use extent::{
     CheckReport, MetaRegion, SparseExtent, format_cowd, format_sparse, meta_bytes_needed,
 };
+pub use flat::FlatExtent;
 #[cfg(feature = "std")]
 pub use source::{DirSource, MemDisk, MemFile, MemSource};
 pub use sparse::{CowdHeader, Grain, SparseHeader};
