@@ -310,10 +310,109 @@ fn qemu_side_by_side(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A 64 MiB chain made by QEMU (`qemu-img create -b`, one `qemu-io` write per layer), 32 deep
+/// against 1 deep, read whole through the crate (`DirSource`, `VirtualDisk`) and by
+/// `qemu-img convert -O raw`.
+fn qemu_chain_side_by_side(c: &mut Criterion) {
+    if Command::new("qemu-img").arg("--version").output().is_err() {
+        eprintln!(
+            "qemu-img not found (apt-get install qemu-utils): skipping the chain side-by-side bench"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vmdk-bench-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        assert!(
+            Command::new(args[0])
+                .args(&args[1..])
+                .current_dir(&dir)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        )
+    };
+    run(&["qemu-img", "create", "-q", "-f", "vmdk", "base.vmdk", "64M"]);
+    let mut prev = String::from("base.vmdk");
+    for level in 0..32u64 {
+        if level > 0 {
+            let name = format!("d{level}.vmdk");
+            run(&[
+                "qemu-img", "create", "-q", "-f", "vmdk", "-b", &prev, "-F", "vmdk", &name,
+            ]);
+            prev = name;
+        }
+        // 1 MiB per layer at a different place, so that every depth serves some data.
+        let cmd = format!(
+            "write -P 0x{:02x} {} 1M",
+            level + 1,
+            level * 2 * 1024 * 1024
+        );
+        run(&["qemu-io", "-f", "vmdk", "-c", &cmd, &prev]);
+    }
+    let mut group = c.benchmark_group("qemu_chain_64m");
+    group.sample_size(10);
+    for (label, top) in [("depth_1", "base.vmdk"), ("depth_32", prev.as_str())] {
+        group.bench_function(format!("vmdk_crate_read_all_{label}"), |b| {
+            let mut data = vec![0u8; 1 << 20];
+            let mut metab = vec![0u8; META_LEN];
+            let mut map = vec![0u8; 1024];
+            let mut text = vec![0u8; 16 << 10];
+            b.iter(|| {
+                let mut memory = MemoryRegions::<2>::new();
+                memory.add(DATA, &mut data).unwrap();
+                memory.add(META, &mut metab).unwrap();
+                let mut source = vmdk::DirSource::<4>::new(&dir);
+                let meta = MetaRegion {
+                    addr: META,
+                    len: META_LEN as u64,
+                };
+                let options = OpenOptions {
+                    read_only: true,
+                    ..Default::default()
+                };
+                let mut disk = VirtualDisk::<_, 4, 32>::open(
+                    &mut source,
+                    top,
+                    &mut text,
+                    meta,
+                    &mut map,
+                    &mut memory,
+                    Instant(0),
+                    options,
+                )
+                .unwrap();
+                let sg = SgList::single(DATA, 1 << 20).unwrap();
+                for i in 0..64u64 {
+                    let req =
+                        BlockRequest::read(Tag(i), Lba(i * 2048), BlockCount(2048), sg.clone());
+                    let d = run_to_completion(
+                        &mut disk,
+                        &mut memory,
+                        Instant(0),
+                        req,
+                        100,
+                        &mut |_| {},
+                    )
+                    .unwrap();
+                    d.completion.result.unwrap();
+                }
+            })
+        });
+        group.bench_function(format!("qemu_img_convert_raw_{label}"), |b| {
+            b.iter(|| run(&["qemu-img", "convert", "-O", "raw", top, "out.raw"]))
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 criterion_group!(
     benches,
     chain_read,
     chain_ratio_interleaved,
-    qemu_side_by_side
+    qemu_side_by_side,
+    qemu_chain_side_by_side
 );
 criterion_main!(benches);
