@@ -30,7 +30,7 @@ pub const UNALLOCATED: u8 = 0xFF;
 pub const EMBEDDED_DESCRIPTOR_SECTORS: u64 = 20;
 /// Sectors of the unit of the allocation map when no layer is sparse.
 const FLAT_UNIT_SECTORS: u64 = 128;
-use crate::extent::{META_TAG, SYNC_TAGS};
+use crate::extent::{ALLOC_TAG, AllocStep, META_TAG, SYNC_TAGS};
 
 type Sparse<D> = SparseExtent<D, CACHE_SLOTS, 1>;
 
@@ -219,9 +219,10 @@ impl<D: BlockDevice, const E: usize> Layer<D, E> {
 /// whose pieces are all served without metadata I/O (allocated grains with cached tables,
 /// flat and zero extents, unallocated grains) becomes tagged child requests on the serving
 /// layers' devices and completes, once, with the first error, when they all have; a grain
-/// table missing from a cache is loaded asynchronously first; anything else (copy-on-write of
-/// a new grain, a flush, zeroing) is the slow path, run synchronously once nothing is
-/// outstanding.
+/// table missing from a cache is loaded asynchronously first, and a copy-on-write of a new
+/// grain in the top delta runs asynchronously in stages (one at a time); anything else (a new
+/// grain table, the first write's unclean flag, a flush, zeroing) is the slow path, run
+/// synchronously once nothing is outstanding.
 ///
 /// The structure holds every layer's extents inline (no heap): with the defaults and a
 /// device type of a few hundred bytes it is tens of kilobytes, so keep it off small stacks.
@@ -250,6 +251,24 @@ pub struct VirtualDisk<
     /// Per layer, children and loads in flight, so that polling skips idle layers without
     /// touching them (a deep chain costs no more than a shallow one).
     busy: [u32; DEPTH],
+    /// The asynchronous copy-on-write allocation in flight, if any (one at a time).
+    alloc: Option<AllocOwner>,
+}
+
+/// Who an allocation in flight works for, and where.
+#[derive(Debug, Clone, Copy)]
+struct AllocOwner {
+    /// The request's slot.
+    slot: usize,
+    /// The top layer's extent that allocates.
+    extent: usize,
+    /// The map unit (grain) being allocated.
+    unit: u64,
+    /// The extent whose device reads the previous contents, while that read is in flight.
+    fill: Option<(usize, usize)>,
+    /// The write's piece: bytes `[piece_at, piece_at + piece_len)` of the request's SG list.
+    piece_at: u64,
+    piece_len: u64,
 }
 
 /// A request being served: its children are submitted in order from `planned` bytes on.
@@ -369,6 +388,7 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             children: 0,
             loading: 0,
             busy: [0; DEPTH],
+            alloc: None,
         };
         let mut next: Option<(heapless::String<MAX_NAME>, u32)> =
             Some((copy_name(name.as_bytes())?, 0));
@@ -1388,11 +1408,13 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         let slots = &mut self.slots;
         let children = &mut self.children;
         let loading = &mut self.loading;
-        for (layer, busy) in self.layers.iter_mut().zip(self.busy.iter_mut()) {
+        let mut alloc_events: heapless::Vec<((usize, usize), Completion), 4> = heapless::Vec::new();
+        for (li, (layer, busy)) in self.layers.iter_mut().zip(self.busy.iter_mut()).enumerate() {
             if *busy == 0 {
                 continue;
             }
-            for placed in layer.extents.iter_mut() {
+            for (ei, placed) in layer.extents.iter_mut().enumerate() {
+                let mut alloc_event = None;
                 let extent_loading =
                     matches!(&placed.extent, LayerExtent::Sparse(s) if s.load_busy());
                 if placed.inflight == 0 && !extent_loading {
@@ -1403,6 +1425,11 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 let mut account = |c: Completion| {
                     if c.tag.0 >> 32 == META_TAG >> 32 {
                         meta = Some(c);
+                        *progress = true;
+                        return;
+                    }
+                    if c.tag.0 >> 32 == ALLOC_TAG >> 32 {
+                        alloc_event = Some(c);
                         *progress = true;
                         return;
                     }
@@ -1425,6 +1452,9 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                     LayerExtent::Sparse(s) => s.device_mut().poll(now, memory, &mut account),
                     LayerExtent::Zero => None,
                 };
+                if let Some(c) = alloc_event {
+                    let _ = alloc_events.push(((li, ei), c));
+                }
                 if let (Some(c), LayerExtent::Sparse(s)) = (meta, &mut placed.extent) {
                     s.on_load_completion(memory, now, c);
                     if !s.load_busy() {
@@ -1436,6 +1466,9 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                     next = Some(next.map_or(t, |n: Instant| n.min(t)));
                 }
             }
+        }
+        for (from, c) in alloc_events {
+            self.on_alloc_event(from, c, now, memory);
         }
         next
     }
@@ -1515,6 +1548,7 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             let bytes = (unit_bytes - byte % unit_bytes).min(total - at);
             match self.route(memory, write, byte / SECTOR, bytes) {
                 Some((_, n)) if n > 0 => at += n,
+                _ if write && self.fill_plan(memory, byte / SECTOR).is_some() => at += bytes,
                 _ => {
                     return Some(
                         self.miss(memory, write, byte / SECTOR)
@@ -1524,6 +1558,214 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             }
         }
         Some(Obstacle::Slow)
+    }
+
+    /// If the write piece at `sector` can be served by an asynchronous allocation in the top
+    /// layer: the top extent, and how to get the grain's previous contents (`None`: zeros).
+    fn fill_plan(&self, memory: &dyn Memory, sector: u64) -> Option<(usize, Option<Route>)> {
+        if self.alloc.is_some() {
+            return None;
+        }
+        let top = self.layers.len().checked_sub(1)?;
+        let (extent, placed) = self.layers[top]
+            .extents
+            .iter()
+            .enumerate()
+            .find(|(_, p)| sector >= p.start && sector < p.start + p.sectors)?;
+        let LayerExtent::Sparse(s) = &placed.extent else {
+            return None;
+        };
+        let rel = sector - placed.start;
+        if s.grain_sectors() != self.unit_sectors || !s.can_alloc(memory, rel / s.grain_sectors()) {
+            return None;
+        }
+        let unit = sector / self.unit_sectors;
+        let serving = *self.map.get(unit as usize)?;
+        if serving == UNALLOCATED || serving as usize >= top {
+            return Some((extent, None));
+        }
+        let unit_start = unit * self.unit_sectors;
+        let unit_bytes = (self.unit_sectors * SECTOR).min((self.capacity - unit_start) * SECTOR);
+        match self.route(memory, false, unit_start, unit_bytes)? {
+            (Route::Zeros, _) => Some((extent, None)),
+            (route, n) if n == unit_bytes => Some((extent, Some(route))),
+            _ => None,
+        }
+    }
+
+    /// Starts allocating the grain of the write piece `piece` at `sector` for the request in
+    /// `slot`. Returns `Err` with the error the request fails with.
+    fn start_alloc(
+        &mut self,
+        slot: usize,
+        sector: u64,
+        (piece_at, piece): (u64, SgList),
+        now: Instant,
+        memory: &mut dyn Memory,
+    ) -> core::result::Result<(), BlockError> {
+        let Some((extent, fill)) = self.fill_plan(memory, sector) else {
+            return Err(BlockError::with_info(BE::MediumError, sector));
+        };
+        let top = self.layers.len() - 1;
+        let unit = sector / self.unit_sectors;
+        let unit_bytes = self.unit_sectors * SECTOR;
+        let placed = &mut self.layers[top].extents[extent];
+        let rel = sector - placed.start;
+        let LayerExtent::Sparse(s) = &mut placed.extent else {
+            return Err(BlockError::new(BE::MediumError));
+        };
+        let g = s.grain_sectors();
+        let whole = rel.is_multiple_of(g) && piece.total_len() == g * SECTOR;
+        let zeroed = s
+            .begin_alloc(memory, rel / g, (rel % g) * SECTOR)
+            .map_err(Error::to_block_error)?;
+        let scratch = s.grain_scratch();
+        placed.inflight += 1;
+        self.busy[top] += 1;
+        self.children += 1;
+        if let Some(Some(r)) = self.slots.get_mut(slot) {
+            r.outstanding += 1;
+        }
+        let mut owner = AllocOwner {
+            slot,
+            extent,
+            unit,
+            fill: None,
+            piece_at,
+            piece_len: piece.total_len(),
+        };
+        match fill {
+            Some(Route::Device {
+                layer,
+                extent: fe,
+                sector: at,
+            }) if !whole && !zeroed => {
+                let len = u32::try_from(unit_bytes).unwrap_or(0);
+                let submitted = SgList::single(scratch, len)
+                    .map_err(|_| BlockError::new(BE::MemoryFault))
+                    .and_then(|sg| {
+                        let blocks = block::BlockCount(len / SECTOR as u32);
+                        let req = BlockRequest::read(
+                            block::Tag(ALLOC_TAG | 2),
+                            block::Lba(at),
+                            blocks,
+                            sg,
+                        );
+                        let fp = &mut self.layers[layer].extents[fe];
+                        let r = match &mut fp.extent {
+                            LayerExtent::Flat { dev, .. } => dev.submit(now, req),
+                            LayerExtent::Sparse(p) => p.device_mut().submit(now, req),
+                            LayerExtent::Zero => Ok(()),
+                        };
+                        r.map_err(|_| BlockError::new(BE::QueueFull))?;
+                        fp.inflight += 1;
+                        Ok(())
+                    });
+                match submitted {
+                    Ok(()) => {
+                        self.busy[layer] += 1;
+                        owner.fill = Some((layer, fe));
+                        self.alloc = Some(owner);
+                    }
+                    Err(e) => {
+                        self.alloc = Some(owner);
+                        if let LayerExtent::Sparse(s) = &mut self.layers[top].extents[extent].extent
+                        {
+                            s.abort_alloc();
+                        }
+                        self.finish_alloc(AllocStep::Failed(e));
+                    }
+                }
+            }
+            _ => {
+                self.alloc = Some(owner);
+                let LayerExtent::Sparse(s) = &mut self.layers[top].extents[extent].extent else {
+                    return Ok(());
+                };
+                let step = s.alloc_filled(memory, now, true, &piece);
+                if step != AllocStep::Pending {
+                    self.finish_alloc(step);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the allocation in flight: accounts it to its request, and on success points the
+    /// map at the top layer.
+    fn finish_alloc(&mut self, step: AllocStep) {
+        let Some(owner) = self.alloc.take() else {
+            return;
+        };
+        let top = self.layers.len() - 1;
+        if let Some(p) = self.layers[top].extents.get_mut(owner.extent) {
+            p.inflight = p.inflight.saturating_sub(1);
+        }
+        self.busy[top] = self.busy[top].saturating_sub(1);
+        self.children = self.children.saturating_sub(1);
+        if let Some(Some(r)) = self.slots.get_mut(owner.slot) {
+            r.outstanding = r.outstanding.saturating_sub(1);
+            if let AllocStep::Failed(e) = step {
+                r.error.get_or_insert(e);
+            }
+        }
+        if step == AllocStep::Done
+            && let Some(m) = self.map.get_mut(owner.unit as usize)
+        {
+            *m = top as u8;
+        }
+    }
+
+    /// Takes an allocation child's completion (from the fill device or the top's device).
+    fn on_alloc_event(
+        &mut self,
+        from: (usize, usize),
+        completion: Completion,
+        now: Instant,
+        memory: &mut dyn Memory,
+    ) {
+        let Some(owner) = self.alloc else {
+            return;
+        };
+        let top = self.layers.len() - 1;
+        let step = if owner.fill == Some(from) && completion.tag.0 == ALLOC_TAG | 2 {
+            let piece = match self.slots.get(owner.slot) {
+                Some(Some(r)) => r.request.sg.slice(owner.piece_at, owner.piece_len).ok(),
+                _ => None,
+            };
+            let (layer, fe) = from;
+            if let Some(p) = self.layers[layer].extents.get_mut(fe) {
+                p.inflight = p.inflight.saturating_sub(1);
+            }
+            self.busy[layer] = self.busy[layer].saturating_sub(1);
+            if let Some(a) = self.alloc.as_mut() {
+                a.fill = None;
+            }
+            let LayerExtent::Sparse(s) = &mut self.layers[top].extents[owner.extent].extent else {
+                return;
+            };
+            match completion.result {
+                Ok(()) => match piece {
+                    Some(piece) => s.alloc_filled(memory, now, false, &piece),
+                    None => {
+                        s.abort_alloc();
+                        AllocStep::Failed(BlockError::new(BE::InvalidRequest))
+                    }
+                },
+                Err(e) => {
+                    s.abort_alloc();
+                    AllocStep::Failed(e)
+                }
+            }
+        } else {
+            let LayerExtent::Sparse(s) = &mut self.layers[top].extents[owner.extent].extent else {
+                return;
+            };
+            s.on_alloc_completion(memory, now, completion)
+        };
+        if step != AllocStep::Pending {
+            self.finish_alloc(step);
+        }
     }
 
     /// If the piece at `sector` is held up only by an uncached grain table, which one.
@@ -1668,8 +1910,25 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
             let byte = request.lba.0 * SECTOR + at;
             let bytes = (unit_bytes - byte % unit_bytes).min(total - at);
             let Some((route, n)) = self.route(memory, write, byte / SECTOR, bytes) else {
-                failure = Some(BlockError::with_info(BE::MediumError, byte / SECTOR));
-                break;
+                if write && self.alloc.is_some() {
+                    // One allocation at a time: continue once it is done.
+                    blocked = true;
+                    break;
+                }
+                let Ok(piece) = request.sg.slice(at, bytes) else {
+                    failure = Some(BlockError::new(BE::InvalidRequest));
+                    break;
+                };
+                if !write {
+                    failure = Some(BlockError::with_info(BE::MediumError, byte / SECTOR));
+                    break;
+                }
+                if let Err(e) = self.start_alloc(slot, byte / SECTOR, (at, piece), now, memory) {
+                    failure = Some(e);
+                    break;
+                }
+                at += bytes;
+                continue;
             };
             let Ok(piece) = request.sg.slice(at, n) else {
                 failure = Some(BlockError::new(BE::InvalidRequest));

@@ -223,6 +223,8 @@ pub struct SparseExtent<D, const C: usize = 4, const Q: usize = 8> {
     load: Load,
     /// The error of the last failed load, for the request that waits on it.
     load_error: Option<(u64, Error)>,
+    /// The asynchronous allocation in flight, if any.
+    alloc: Alloc,
     /// Accepted requests by slot; a child's tag carries its parent's slot.
     jobs: heapless::Vec<Option<Job>, Q>,
     /// Slots whose children are not all submitted yet, in arrival order.
@@ -235,6 +237,45 @@ pub struct SparseExtent<D, const C: usize = 4, const Q: usize = 8> {
 const NO_TABLE: u64 = u64::MAX;
 /// Tags of a grain table load's children (slot `0xffff_ffff` is never a request's).
 pub(crate) const META_TAG: u64 = 0xffff_ffff << 32;
+
+/// Tags of an asynchronous allocation's children (slot `0xffff_fffe`).
+pub(crate) const ALLOC_TAG: u64 = 0xffff_fffe << 32;
+
+/// An asynchronous allocation of one grain (copy-on-write), one stage at a time.
+#[derive(Debug, Clone)]
+enum Alloc {
+    Idle,
+    /// Waiting for the grain's previous contents in the grain scratch (the caller fills it).
+    Filling {
+        grain: u64,
+        offset: u64,
+        slot: usize,
+        at: u64,
+    },
+    /// The new grain's data is being written at sector `at`.
+    Writing {
+        grain: u64,
+        slot: usize,
+        at: u64,
+    },
+    /// The grain table sector (then, if `redundant`, its redundant copy) is being written.
+    Table {
+        grain: u64,
+        slot: usize,
+        redundant: bool,
+    },
+}
+
+/// What an allocation's completion led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AllocStep {
+    /// Still in flight.
+    Pending,
+    /// Finished: the grain is allocated and both tables point at it.
+    Done,
+    /// Failed; the grain stays as it was (its space may leak).
+    Failed(BlockError),
+}
 
 /// An asynchronous grain table load.
 #[derive(Debug, Clone, Copy)]
@@ -398,6 +439,7 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             inflated: None,
             load: Load::Idle,
             load_error: None,
+            alloc: Alloc::Idle,
             jobs: heapless::Vec::new(),
             order: heapless::Deque::new(),
             children: 0,
@@ -651,10 +693,12 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
             });
             self.slots.len() - 1
         } else {
+            let pinned = self.pinned_slot();
             let (i, _) = self
                 .slots
                 .iter()
                 .enumerate()
+                .filter(|(i, _)| Some(*i) != pinned)
                 .min_by_key(|(_, s)| s.used)
                 .ok_or(err(ErrorKind::CapacityExceeded, 0))?;
             self.slots[i].gd_index = NO_TABLE;
@@ -662,6 +706,193 @@ impl<D: BlockDevice, const C: usize, const Q: usize> SparseExtent<D, C, Q> {
         };
         self.load = Load::Dir { gd_index, slot };
         Ok(true)
+    }
+
+    /// The cache slot an allocation in flight holds on to.
+    fn pinned_slot(&self) -> Option<usize> {
+        match self.alloc {
+            Alloc::Idle => None,
+            Alloc::Filling { slot, .. }
+            | Alloc::Writing { slot, .. }
+            | Alloc::Table { slot, .. } => Some(slot),
+        }
+    }
+
+    /// Abandons the allocation in flight before its data is written (the grain stays as it
+    /// was; the sector reserved for it is not reused).
+    pub(crate) fn abort_alloc(&mut self) {
+        self.alloc = Alloc::Idle;
+        self.inflated = None;
+    }
+
+    /// Whether an asynchronous allocation is in flight.
+    pub(crate) fn alloc_busy(&self) -> bool {
+        !matches!(self.alloc, Alloc::Idle)
+    }
+
+    /// Whether grain `grain` can be allocated asynchronously now: writable with the unclean
+    /// flag set, not compressed, nothing else in flight on the metadata, its table cached and
+    /// allocated, the redundant table's place known, and the grain unallocated or zeroed.
+    pub(crate) fn can_alloc(&self, memory: &dyn Memory, grain: u64) -> bool {
+        if !self.ready_for_direct_writes()
+            || self.header.is_compressed()
+            || self.load_busy()
+            || self.alloc_busy()
+        {
+            return false;
+        }
+        let Some(slot) = self
+            .slots
+            .iter()
+            .position(|s| s.gd_index == self.gd_index_of(grain))
+        else {
+            return false;
+        };
+        let s = &self.slots[slot];
+        if s.gt_sector == 0 || (self.header.has_redundant_gd() && s.rgt_sector.is_none()) {
+            return false;
+        }
+        matches!(
+            self.cached_grain(memory, grain),
+            Some(Ok(Grain::Unallocated | Grain::Zero))
+        ) && self
+            .next_free
+            .checked_add(self.header.grain_size)
+            .is_some_and(|e| e <= self.file_sectors)
+    }
+
+    /// Starts allocating `grain` for a write at byte `offset` of it (check
+    /// [`Self::can_alloc`] first). The grain's previous contents must then be put in the grain
+    /// scratch (zeros, or a parent's data) before [`Self::alloc_filled`] is called. Returns
+    /// whether the previous contents are plain zeros (a zeroed-grain entry), which
+    /// `alloc_filled` then writes itself.
+    pub(crate) fn begin_alloc(
+        &mut self,
+        memory: &dyn Memory,
+        grain: u64,
+        offset: u64,
+    ) -> Result<bool> {
+        let slot = self
+            .slots
+            .iter()
+            .position(|s| s.gd_index == self.gd_index_of(grain))
+            .ok_or(err(ErrorKind::BadMetadata, grain))?;
+        let zeroed = matches!(self.cached_grain(memory, grain), Some(Ok(Grain::Zero)));
+        let at = self.allocate(self.header.grain_size)?;
+        self.inflated = None;
+        self.alloc = Alloc::Filling {
+            grain,
+            offset,
+            slot,
+            at,
+        };
+        Ok(zeroed)
+    }
+
+    /// The grain scratch holds the previous contents (or `zeros` asks for them): lays the
+    /// write's `piece` over them and writes the new grain (a child tagged [`ALLOC_TAG`]).
+    pub(crate) fn alloc_filled(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        zeros: bool,
+        piece: &SgList,
+    ) -> AllocStep {
+        let Alloc::Filling {
+            grain,
+            offset,
+            slot,
+            at,
+        } = core::mem::replace(&mut self.alloc, Alloc::Idle)
+        else {
+            return AllocStep::Failed(BlockError::new(BE::InvalidRequest));
+        };
+        let scratch = self.grain_scratch();
+        let grain_bytes = self.header.grain_bytes();
+        let result = (|| -> Result<()> {
+            if zeros {
+                zero_range(memory, scratch, grain_bytes)?;
+            }
+            copy_from_sg(memory, piece, MemAddr(scratch.0 + offset))?;
+            let len =
+                u32::try_from(grain_bytes).map_err(|_| err(ErrorKind::BadSize, grain_bytes))?;
+            let sg = SgList::single(scratch, len).map_err(|_| err(ErrorKind::Memory, 0))?;
+            let blocks = BlockCount((grain_bytes / SECTOR) as u32);
+            let req = BlockRequest::write(Tag(ALLOC_TAG), Lba(at), blocks, sg);
+            self.dev
+                .submit(now, req)
+                .map_err(|_| err(ErrorKind::Io, at))
+        })();
+        match result {
+            Ok(()) => {
+                self.alloc = Alloc::Writing { grain, slot, at };
+                AllocStep::Pending
+            }
+            Err(e) => AllocStep::Failed(e.to_block_error()),
+        }
+    }
+
+    /// Takes the completion of an allocation child on this extent's device.
+    pub(crate) fn on_alloc_completion(
+        &mut self,
+        memory: &mut dyn Memory,
+        now: Instant,
+        completion: Completion,
+    ) -> AllocStep {
+        let state = core::mem::replace(&mut self.alloc, Alloc::Idle);
+        if let Err(e) = completion.result {
+            return AllocStep::Failed(e);
+        }
+        let per = u64::from(self.header.num_gtes_per_gt);
+        let result = (|| -> Result<Option<Alloc>> {
+            let (grain, slot, redundant) = match state {
+                Alloc::Writing { grain, slot, at } => {
+                    // Data is on disk: point the cached table at it, then write its sector.
+                    let v = u32::try_from(at).map_err(|_| err(ErrorKind::BadSize, at))?;
+                    let addr = self.slot_addr(slot);
+                    memory.write(MemAddr(addr.0 + (grain % per) * 4), &v.to_le_bytes())?;
+                    (grain, slot, false)
+                }
+                Alloc::Table {
+                    grain,
+                    slot,
+                    redundant: false,
+                } if self.header.has_redundant_gd() => (grain, slot, true),
+                _ => return Ok(None),
+            };
+            let in_table = (grain % per) * 4 / SECTOR * SECTOR;
+            let table = if redundant {
+                self.slots[slot]
+                    .rgt_sector
+                    .ok_or(err(ErrorKind::BadMetadata, grain))?
+            } else {
+                self.slots[slot].gt_sector
+            };
+            let sg = SgList::single(MemAddr(self.slot_addr(slot).0 + in_table), SECTOR as u32)
+                .map_err(|_| err(ErrorKind::Memory, 0))?;
+            let req = BlockRequest::write(
+                Tag(ALLOC_TAG | 1),
+                Lba(table + in_table / SECTOR),
+                BlockCount(1),
+                sg,
+            );
+            self.dev
+                .submit(now, req)
+                .map_err(|_| err(ErrorKind::Io, table))?;
+            Ok(Some(Alloc::Table {
+                grain,
+                slot,
+                redundant,
+            }))
+        })();
+        match result {
+            Ok(Some(next)) => {
+                self.alloc = next;
+                AllocStep::Pending
+            }
+            Ok(None) => AllocStep::Done,
+            Err(e) => AllocStep::Failed(e.to_block_error()),
+        }
     }
 
     /// Takes the completion of the load's child request (tag [`META_TAG`]).
