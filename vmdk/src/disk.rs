@@ -763,13 +763,19 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 LayerExtent::Sparse(s) => {
                     let tag = &mut self.tag;
                     let unit_start = unit * self.unit_sectors;
+                    let capacity = self.capacity;
                     let below = &mut *below;
                     let parent_has_data = serving != UNALLOCATED && (serving as usize) < top_index;
                     let mut fill = |m: &mut dyn Memory, now: Instant, at: MemAddr| -> Result<()> {
                         match below.get_mut(serving as usize) {
                             Some(layer) if serving != UNALLOCATED => {
-                                let len = u32::try_from(unit_bytes)
-                                    .map_err(|_| err(ErrorKind::BadSize, unit_bytes))?;
+                                // The last grain of a disk may be partial: zero the rest.
+                                let fill = unit_bytes.min((capacity - unit_start) * SECTOR);
+                                if fill < unit_bytes {
+                                    zero_range(m, at, unit_bytes)?;
+                                }
+                                let len = u32::try_from(fill)
+                                    .map_err(|_| err(ErrorKind::BadSize, fill))?;
                                 let sg = SgList::single(at, len)
                                     .map_err(|_| err(ErrorKind::Memory, 0))?;
                                 layer.read(m, now, tag, unit_start, &sg)
@@ -899,12 +905,18 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 LayerExtent::Sparse(s) => {
                     let tag = &mut self.tag;
                     let unit_start = unit * self.unit_sectors;
+                    let capacity = self.capacity;
                     let below = &mut *below;
                     let mut fill = |m: &mut dyn Memory, now: Instant, at: MemAddr| -> Result<()> {
                         match below.get_mut(serving as usize) {
                             Some(layer) if serving != UNALLOCATED => {
-                                let len = u32::try_from(unit_bytes)
-                                    .map_err(|_| err(ErrorKind::BadSize, unit_bytes))?;
+                                // The last grain of a disk may be partial: zero the rest.
+                                let fill = unit_bytes.min((capacity - unit_start) * SECTOR);
+                                if fill < unit_bytes {
+                                    zero_range(m, at, unit_bytes)?;
+                                }
+                                let len = u32::try_from(fill)
+                                    .map_err(|_| err(ErrorKind::BadSize, fill))?;
                                 let sg = SgList::single(at, len)
                                     .map_err(|_| err(ErrorKind::Memory, 0))?;
                                 layer.read(m, now, tag, unit_start, &sg)
@@ -1640,7 +1652,13 @@ impl<D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                 extent: fe,
                 sector: at,
             }) if !whole && !zeroed => {
-                let len = u32::try_from(unit_bytes).unwrap_or(0);
+                // The last grain of a disk may be partial: read what exists, zero the rest.
+                let unit_start = unit * self.unit_sectors;
+                let fill_bytes = unit_bytes.min((self.capacity - unit_start) * SECTOR);
+                if fill_bytes < unit_bytes {
+                    let _ = zero_range(memory, scratch, unit_bytes);
+                }
+                let len = u32::try_from(fill_bytes).unwrap_or(0);
                 let submitted = SgList::single(scratch, len)
                     .map_err(|_| BlockError::new(BE::MemoryFault))
                     .and_then(|sg| {

@@ -258,3 +258,46 @@ fn absurd_sizes_and_unknown_types_are_errors() {
         assert!(open(&mut source, "d.vmdk", &mut map, &mut memory).is_err());
     }
 }
+
+#[test]
+fn a_partial_last_grain_is_copied_on_write() {
+    // 1000 sectors: the last 64 KiB grain holds only 104 of them.
+    let sectors = 1000u64;
+    let mut source = MemSource::new();
+    let base: Vec<u8> = (0..sectors * 512).map(|k| (k / 512) as u8 ^ 0x5a).collect();
+    source.insert("b-flat.bin", base.clone());
+    source.insert("b.vmdk", format!("# Disk DescriptorFile\nversion=1\nCID=00000001\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW {sectors} FLAT \"b-flat.bin\" 0\n").into_bytes());
+    let mut data = vec![0u8; DATA_LEN];
+    let mut metab = vec![0u8; META_LEN];
+    let mut memory = regions(&mut data, &mut metab);
+    let mut map = vec![0u8; 64];
+    let mut disk = open(&mut source, "b.vmdk", &mut map, &mut memory).unwrap();
+    disk.create_snapshot(
+        &mut source,
+        "s.vmdk",
+        DeltaFormat::HostedSparse,
+        &mut vec![0u8; 32 << 10],
+        &mut memory,
+        Instant(1),
+    )
+    .unwrap();
+    let mut model = base;
+    // The first write (sector 0) sets the unclean flag synchronously; later ones allocate
+    // asynchronously, the last grain included.
+    for (at, n) in [(0u64, 1u64), (990, 4), (900, 8), (996, 4)] {
+        let bytes = vec![0xEEu8; (n * 512) as usize];
+        write_at(&mut disk, &mut memory, at * 512, &bytes);
+        model[(at * 512) as usize..((at + n) * 512) as usize].copy_from_slice(&bytes);
+        assert!(read_all(&mut disk, &mut memory) == model);
+    }
+    disk.close(
+        &mut source,
+        &mut vec![0u8; 32 << 10],
+        &mut memory,
+        Instant(2),
+    )
+    .unwrap();
+    drop(disk);
+    let mut disk = open(&mut source, "s.vmdk", &mut map, &mut memory).unwrap();
+    assert!(read_all(&mut disk, &mut memory) == model);
+}
