@@ -145,3 +145,25 @@ impl<T: BlockDevice<SG> + ?Sized, const SG: usize> BlockDevice<SG> for &mut T {
         (**self).poll(now, memory, done)
     }
 }
+
+/// A boxed device is a device, so a layer can keep large devices (a `FileDisk` with a deep
+/// queue) off the stack.
+#[cfg(feature = "std")]
+impl<T: BlockDevice<SG> + ?Sized, const SG: usize> BlockDevice<SG> for std::boxed::Box<T> {
+    fn geometry(&self) -> Geometry {
+        (**self).geometry()
+    }
+
+    fn submit(&mut self, now: Instant, request: BlockRequest<SG>) -> Result<(), SubmitError<SG>> {
+        (**self).submit(now, request)
+    }
+
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(Completion),
+    ) -> Option<Instant> {
+        (**self).poll(now, memory, done)
+    }
+}

@@ -23,9 +23,10 @@ const VOLUME_PARENTS: usize = 64;
 
 /// A device file.
 pub type DeviceFile = FileDisk<DEVICE_QUEUE_DEPTH>;
-/// An LVM volume over device files.
+/// An LVM volume over device files (boxed: a `FileDisk` with a deep queue is large, and a
+/// volume holds up to `MAX_DEVICES` of them).
 pub type LvmVolume =
-    lvm::Volume<DeviceFile, MAX_DEVICES, MAX_EXTENTS, VOLUME_PARENTS, DEFAULT_SG_CAPACITY>;
+    lvm::Volume<Box<DeviceFile>, MAX_DEVICES, MAX_EXTENTS, VOLUME_PARENTS, DEFAULT_SG_CAPACITY>;
 /// The result of scanning the given devices.
 pub type DeviceScan = Scan<MAX_DEVICES, MAX_EXTENTS>;
 
@@ -225,11 +226,11 @@ pub fn open_volume(
     let order: Vec<usize> = volume.member_devices().collect();
     let member_paths: Vec<PathBuf> = order.iter().map(|&i| paths[i].clone()).collect();
     let mut slots: Vec<Option<DeviceFile>> = devices.into_iter().map(Some).collect();
-    let mut members = heapless::Vec::<DeviceFile, MAX_DEVICES>::new();
+    let mut members = heapless::Vec::<Box<DeviceFile>, MAX_DEVICES>::new();
     for index in order {
         let device = slots[index].take().ok_or("a device is a member twice")?;
         members
-            .push(device)
+            .push(Box::new(device))
             .map_err(|_| "too many member devices")?;
     }
     let mut table = MountTable::<1>::new();

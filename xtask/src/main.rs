@@ -71,20 +71,9 @@ fn cargo() -> Command {
 }
 
 fn run(mut command: Command) -> Result<()> {
+    // Debug shows the working directory, the environment changes and the arguments.
     let shown = format!("{command:?}").replace('"', "");
-    let envs: Vec<String> = command
-        .get_envs()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
-        .collect();
-    println!(
-        "\n==> {}{}",
-        if envs.is_empty() {
-            String::new()
-        } else {
-            envs.join(" ") + " "
-        },
-        shown
-    );
+    println!("\n==> {shown}");
     let status = command
         .status()
         .map_err(|e| format!("could not start {shown}: {e}"))?;
