@@ -337,3 +337,41 @@ mod tests {
         assert_eq!(s.queue_depth(), 64);
     }
 }
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    extern crate std;
+
+    #[test]
+    fn batch_completions_keep_proportions() {
+        let mut s: Scheduler<4, 128> = Scheduler::new(SchedConfig::default());
+        let ws = [
+            s.set_shares(WorldId(1), 1000).unwrap(),
+            s.set_shares(WorldId(2), 2000).unwrap(),
+            s.set_shares(WorldId(3), 4000).unwrap(),
+        ];
+        let mut next = 0u16;
+        for w in ws {
+            for _ in 0..40 {
+                s.enqueue(w, next).unwrap();
+                next += 1;
+            }
+        }
+        let mut counts = [0u32; 3];
+        for _ in 0..500 {
+            let mut batch = std::vec::Vec::new();
+            while let Some((w, item)) = s.dispatch() {
+                counts[w] += 1;
+                batch.push((w, item));
+            }
+            for (w, _) in &batch {
+                s.complete(*w);
+            }
+            for (w, item) in batch {
+                s.enqueue(w, item).unwrap();
+            }
+        }
+        assert!(counts[2] as f64 / counts[0] as f64 > 3.8, "{counts:?}");
+    }
+}

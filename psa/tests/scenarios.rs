@@ -32,6 +32,15 @@ struct Scenario {
     faults: fn(Personality) -> Vec<(u64, Fault)>,
     config: fn() -> NmpConfig,
     expect: Expect,
+    /// Whether the fault visibly happened (so that a scenario cannot pass by missing it).
+    bites: fn(Personality, &Observed) -> bool,
+}
+
+struct Observed {
+    top: psa::Esxtop,
+    array: array::ArrayStats,
+    paths: Vec<psa::Path>,
+    lost: bool,
 }
 
 fn default_config() -> NmpConfig {
@@ -52,6 +61,7 @@ fn scenarios() -> Vec<Scenario> {
             faults: |_| vec![],
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.top.stats.retries == 0 && o.array.delivery_failures == 0,
         },
         Scenario {
             name: "link down, commands time out",
@@ -69,6 +79,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.array.delivery_failures > 0 && o.top.stats.retries > 0,
         },
         Scenario {
             name: "link down, transport errors",
@@ -94,6 +105,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.array.delivery_failures > 0 && o.top.stats.retries > 0,
         },
         Scenario {
             name: "flapping link",
@@ -110,6 +122,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.array.delivery_failures > 0,
         },
         Scenario {
             name: "controller failure and failover",
@@ -121,6 +134,10 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |p, o| {
+                o.array.delivery_failures > 0
+                    && (p == Personality::ActiveActive || o.array.trespasses > 0)
+            },
         },
         Scenario {
             name: "BUSY",
@@ -137,6 +154,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.array.congested > 0 && o.top.stats.queue_full > 0,
         },
         Scenario {
             name: "TASK SET FULL",
@@ -169,6 +187,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.array.congested > 0 && o.top.stats.queue_full > 0,
         },
         Scenario {
             name: "transitioning",
@@ -196,6 +215,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |p, o| !matches!(p, Personality::Alua { .. }) || o.top.stats.retries > 0,
         },
         Scenario {
             name: "unit attentions",
@@ -206,6 +226,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.top.stats.retries > 0,
         },
         Scenario {
             name: "added latency on one path",
@@ -229,6 +250,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.paths[0].stats.davg_ns() > 300_000,
         },
         Scenario {
             name: "all paths down, back before the APD timeout",
@@ -245,6 +267,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |_, o| o.array.delivery_failures > 0,
         },
         Scenario {
             name: "all paths down beyond the APD timeout",
@@ -261,12 +284,14 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: short_apd,
             expect: Expect::SomeNoPath,
+            bites: |_, o| o.array.delivery_failures > 0,
         },
         Scenario {
             name: "LUN removed (PDL)",
             faults: |_| vec![(50 * MS, Fault::RemoveLun { lun: 0 })],
             config: default_config,
             expect: Expect::DeviceLost,
+            bites: |_, o| o.lost,
         },
         Scenario {
             name: "array-side trespass",
@@ -290,6 +315,11 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
+            bites: |p, o| match p {
+                Personality::ActivePassive { .. } => o.array.passive > 0 && o.array.trespasses == 2,
+                Personality::Alua { .. } => o.array.trespasses == 2,
+                _ => true,
+            },
         },
     ]
 }
@@ -355,6 +385,18 @@ fn run_one(personality: Personality, scenario: &Scenario, seed: u64, ios: u64) {
         }
     }
     let nmp = dev.into_inner();
+    let observed = Observed {
+        top: nmp.esxtop(),
+        array: nmp.transport().stats(),
+        paths: nmp.paths().to_vec(),
+        lost: nmp.is_lost(),
+    };
+    assert!(
+        (scenario.bites)(personality, &observed),
+        "{label}: the fault did not show: {:?} {:?}",
+        observed.top,
+        observed.array
+    );
     let top = nmp.esxtop();
     let extra = u64::from(scenario.expect == Expect::SomeNoPath);
     assert_eq!(top.stats.commands, out.completed + extra, "{label}");

@@ -90,6 +90,18 @@ pub fn claim<'a, 'b>(
     memory: &mut MemoryRegions<'_, 2>,
     config: NmpConfig,
 ) -> (Nmp<'a, 'b>, Instant) {
+    claim_with::<64>(array, memory, config)
+}
+
+/// [`claim`] with `N` request slots.
+pub fn claim_with<'a, 'b, const N: usize>(
+    array: &'b mut Sim<'a>,
+    memory: &mut MemoryRegions<'_, 2>,
+    config: NmpConfig,
+) -> (
+    NmpDevice<&'b mut Sim<'a>, DefaultAa, MostRecentlyUsed, 4, N, 8>,
+    Instant,
+) {
     let t1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
     let t2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
     let adapters = [
