@@ -367,3 +367,188 @@ impl Psp for MostRecentlyUsed {
         Some(chosen)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::PathName;
+    use scsi::{Nexus, SenseFormat, SenseRepr};
+
+    fn paths() -> [Path; 2] {
+        let p = |t| {
+            Path::new(
+                PathName {
+                    adapter: 1,
+                    channel: 0,
+                    target: t,
+                    lun: 0,
+                },
+                Nexus::default(),
+                PathState::Active,
+            )
+        };
+        [p(0), p(1)]
+    }
+
+    fn check(key: SenseKey, asc: Asc) -> CommandCompletion {
+        CommandCompletion::check_condition(
+            Tag(1),
+            SenseRepr::new(key, asc).to_buf(SenseFormat::Fixed),
+        )
+    }
+
+    use block::Tag;
+
+    #[test]
+    fn default_aa_table_case_by_case() {
+        let zero = Duration::ZERO;
+        let satp_default = DefaultAa::default();
+        let busy = satp_default.busy_delay;
+        let nr = satp_default.not_ready_delay;
+        let sdf = CommandCompletion {
+            service: ServiceResponse::ServiceDeliveryFailure,
+            ..CommandCompletion::good(Tag(1), scsi::Residual::None)
+        };
+        let cases: [(CommandCompletion, SatpAction, PathState); 15] = [
+            (sdf, SatpAction::Failover { delay: zero }, PathState::Dead),
+            (
+                CommandCompletion::status(Tag(1), Status::BUSY),
+                SatpAction::Retry { delay: busy },
+                PathState::Active,
+            ),
+            (
+                CommandCompletion::status(Tag(1), Status::TASK_SET_FULL),
+                SatpAction::Retry { delay: busy },
+                PathState::Active,
+            ),
+            (
+                CommandCompletion::status(Tag(1), Status::TASK_ABORTED),
+                SatpAction::Retry { delay: zero },
+                PathState::Active,
+            ),
+            (
+                CommandCompletion::status(Tag(1), Status::RESERVATION_CONFLICT),
+                SatpAction::Fail(BlockError::new(ErrorKind::ReservationConflict)),
+                PathState::Active,
+            ),
+            (
+                check(SenseKey::UNIT_ATTENTION, Asc::POWER_ON_OCCURRED),
+                SatpAction::Retry { delay: zero },
+                PathState::Active,
+            ),
+            (
+                check(SenseKey::ABORTED_COMMAND, Asc::NO_ADDITIONAL_SENSE),
+                SatpAction::Retry { delay: zero },
+                PathState::Active,
+            ),
+            (
+                check(SenseKey::NOT_READY, Asc::ASYMMETRIC_ACCESS_TRANSITION),
+                SatpAction::Retry { delay: nr },
+                PathState::Active,
+            ),
+            (
+                check(SenseKey::NOT_READY, NOT_READY_MANUAL_INTERVENTION),
+                SatpAction::Failover { delay: zero },
+                PathState::Standby,
+            ),
+            (
+                check(SenseKey::NOT_READY, Asc::TARGET_PORT_STANDBY),
+                SatpAction::Failover { delay: zero },
+                PathState::Standby,
+            ),
+            (
+                check(SenseKey::NOT_READY, Asc::TARGET_PORT_UNAVAILABLE),
+                SatpAction::Failover { delay: zero },
+                PathState::Unavailable,
+            ),
+            (
+                check(SenseKey::NOT_READY, Asc::BECOMING_READY),
+                SatpAction::Retry { delay: nr },
+                PathState::Active,
+            ),
+            (
+                check(SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED),
+                SatpAction::DeviceLost,
+                PathState::Active,
+            ),
+            (
+                check(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE),
+                SatpAction::Failover { delay: zero },
+                PathState::Active,
+            ),
+            (
+                check(SenseKey::MEDIUM_ERROR, Asc::UNRECOVERED_READ_ERROR),
+                SatpAction::Fail(BlockError::new(ErrorKind::MediumError)),
+                PathState::Active,
+            ),
+        ];
+        for (completion, action, state) in cases {
+            let mut satp = DefaultAa::default();
+            let mut p = paths();
+            let got = satp.evaluate(Instant(0), PathId(1), &mut p, &completion);
+            assert_eq!(got, action, "{completion:?}");
+            assert_eq!(p[1].state, state, "{completion:?}");
+            assert_eq!(p[0].state, PathState::Active);
+        }
+        // A good command on a standby path makes it active again.
+        let mut satp = DefaultAa::default();
+        let mut p = paths();
+        p[1].state = PathState::Standby;
+        satp.path_ok(Instant(0), PathId(1), &mut p);
+        assert_eq!(p[1].state, PathState::Active);
+    }
+
+    #[test]
+    fn errors_map_to_block_errors() {
+        let lba = CommandCompletion::check_condition(
+            Tag(1),
+            SenseRepr::new(SenseKey::MEDIUM_ERROR, Asc::UNRECOVERED_READ_ERROR)
+                .with_information(77)
+                .to_buf(SenseFormat::Descriptor),
+        );
+        assert_eq!(
+            error_of(&lba),
+            BlockError::with_info(ErrorKind::MediumError, 77)
+        );
+        assert_eq!(
+            error_of(&check(SenseKey::ILLEGAL_REQUEST, Asc::LBA_OUT_OF_RANGE)).kind(),
+            ErrorKind::OutOfRange
+        );
+        assert_eq!(
+            error_of(&check(SenseKey::DATA_PROTECT, Asc::WRITE_PROTECTED)).kind(),
+            ErrorKind::WriteProtected
+        );
+        assert_eq!(
+            error_of(&CommandCompletion::status(Tag(1), Status::BUSY)).kind(),
+            ErrorKind::Busy
+        );
+    }
+
+    #[test]
+    fn mru_stays_prefers_optimized_and_falls_back_to_standby() {
+        let mut p = [paths()[0].clone(), paths()[1].clone(), paths()[0].clone()];
+        p[0].state = PathState::ActiveUnoptimized;
+        let hint = IoHint {
+            operation: Operation::Read,
+            bytes: 512,
+            avoid: 0,
+        };
+        let mut mru = MostRecentlyUsed::new();
+        assert_eq!(mru.select(Instant(0), &p, &hint), Some(PathId(1)));
+        // Stays even when a better path appears.
+        p[0].state = PathState::Active;
+        assert_eq!(mru.select(Instant(0), &p, &hint), Some(PathId(1)));
+        // Avoids a path the I/O failed on.
+        let avoid = IoHint {
+            avoid: 0b010,
+            ..hint
+        };
+        assert_eq!(mru.select(Instant(0), &p, &avoid), Some(PathId(0)));
+        p[0].state = PathState::Dead;
+        p[1].state = PathState::Dead;
+        p[2].state = PathState::Standby;
+        assert_eq!(mru.select(Instant(0), &p, &hint), Some(PathId(2)));
+        p[2].state = PathState::Dead;
+        assert_eq!(mru.select(Instant(0), &p, &hint), None);
+    }
+}

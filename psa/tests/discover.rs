@@ -1,0 +1,292 @@
+//! Discovery, naming, Disk.MaxLUN, claim rules, and path activation by an SATP.
+
+use std::time::Duration;
+
+use array::{Array, ArrayConfig, Fault, Personality};
+use block::{
+    BlockCount, BlockDevice, BlockRequest, Instant, Lba, MemAddr, MemoryRegions, RamDisk, SgList,
+    Tag,
+};
+use psa::{
+    Activation, Adapter, ClaimRule, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice, Path,
+    PathId, PathState, Satp, SatpAction, ScanConfig, Target,
+};
+use scsi::cdb::CdbRepr;
+use scsi::{CdbBytes, CommandCompletion, InitiatorId, LunConfig, NaaId};
+
+type Sim<'a> = Array<RamDisk<'a, 16>, 4, 4, 32, 8>;
+
+const SCRATCH: MemAddr = MemAddr(0x10_0000);
+const PAGE: MemAddr = MemAddr(0x20_0000);
+
+fn scan_config<'a>(adapters: &'a [Adapter<'a>], max_lun: u16) -> ScanConfig<'a> {
+    ScanConfig {
+        adapters,
+        max_lun,
+        scratch: SCRATCH,
+        max_polls: 256,
+    }
+}
+
+#[test]
+fn luns_are_grouped_by_identity_named_and_limited_by_max_lun() {
+    let mut s0 = vec![0u8; 64 * 512];
+    let mut s1 = vec![0u8; 128 * 512];
+    let mut s5 = vec![0u8; 64 * 512];
+    let personality = Personality::Alua {
+        explicit: false,
+        non_owner: scsi::AccessState::ActiveNonOptimized,
+    };
+    let mut a: Sim<'_> = Array::new(ArrayConfig::new(personality));
+    for (id, c) in [(1, 0), (2, 1)] {
+        a.add_port(id, c).unwrap();
+    }
+    let luns: [(&mut Vec<u8>, u64, &str, &str); 3] = [
+        (&mut s0, 0, "ACME", "FAST"),
+        (&mut s1, 1, "ACME", "SLOW"),
+        (&mut s5, 5, "OTHER", "DISK"),
+    ];
+    for (storage, lun, vendor, model) in luns {
+        let disk = RamDisk::new(storage, 512).unwrap();
+        let id = LunConfig::new(
+            vendor,
+            model,
+            "1",
+            "S",
+            NaaId::registered(0x1405, 100 + lun),
+        )
+        .with_lun(lun);
+        a.add_lun(disk, id, (lun % 2) as u8).unwrap();
+    }
+    let mut scratch = vec![0u8; 2048];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(SCRATCH, &mut scratch).unwrap();
+    let targets = [Target { number: 0, port: 1 }, Target { number: 1, port: 2 }];
+    let adapters = [
+        Adapter {
+            number: 2,
+            initiator: InitiatorId(7),
+            targets: &targets,
+        },
+        Adapter {
+            number: 3,
+            initiator: InitiatorId(8),
+            targets: &targets,
+        },
+    ];
+    let (all, _) = psa::scan::<_, 4, 8>(
+        &mut a,
+        &mut memory,
+        Instant(0),
+        &scan_config(&adapters, 256),
+    )
+    .unwrap();
+    assert_eq!(all.len(), 3);
+    let (devices, _) =
+        psa::scan::<_, 4, 8>(&mut a, &mut memory, Instant(0), &scan_config(&adapters, 2)).unwrap();
+    assert_eq!(devices.len(), 2, "Disk.MaxLUN 2 hides LUN 5");
+    let d1 = &devices[1];
+    assert_eq!(d1.name.as_str(), "naa.5001405000000065");
+    assert_eq!(d1.geometry.block_count, 128);
+    assert_eq!(d1.geometry.block_size, 512);
+    let names: Vec<String> = d1.paths.iter().map(|p| p.name.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "vmhba2:C0:T0:L1",
+            "vmhba2:C0:T1:L1",
+            "vmhba3:C0:T0:L1",
+            "vmhba3:C0:T1:L1"
+        ]
+    );
+    // LUN 1 is owned by controller 1: its port-2 paths are optimized.
+    let states: Vec<PathState> = d1.paths.iter().map(|p| p.state).collect();
+    assert_eq!(
+        states,
+        [
+            PathState::ActiveUnoptimized,
+            PathState::Active,
+            PathState::ActiveUnoptimized,
+            PathState::Active
+        ]
+    );
+    assert_eq!(d1.vendor_str(), "ACME");
+    assert_eq!(d1.model_str(), "SLOW");
+    assert_ne!(d1.tpgs, 0);
+
+    let rules = [
+        ClaimRule {
+            vendor: Some("ACME"),
+            model: Some("FAST"),
+            alua: None,
+            satp: "VMW_SATP_ALUA",
+            psp: "VMW_PSP_RR",
+        },
+        ClaimRule {
+            vendor: Some("OTHER"),
+            model: None,
+            alua: None,
+            satp: "VMW_SATP_LOCAL",
+            psp: "VMW_PSP_FIXED",
+        },
+    ];
+    let c0 = psa::claim(&rules, &all[0]);
+    assert_eq!(
+        (c0.satp, c0.psp, c0.rule),
+        ("VMW_SATP_ALUA", "VMW_PSP_RR", Some(0))
+    );
+    let c1 = psa::claim(&rules, &all[1]);
+    assert_eq!(
+        (c1.satp, c1.psp, c1.rule),
+        ("VMW_SATP_ALUA", "VMW_PSP_MRU", None)
+    );
+    let c5 = psa::claim(&rules, &all[2]);
+    assert_eq!((c5.satp, c5.rule), ("VMW_SATP_LOCAL", Some(1)));
+}
+
+/// An SATP that activates the other controller of an active/passive array with START STOP
+/// UNIT when no active path is left (the simplest trespass).
+struct StartStopTrespass {
+    inner: DefaultAa,
+    activations: u32,
+}
+
+impl Satp for StartStopTrespass {
+    fn name(&self) -> &'static str {
+        "TEST_SATP_AP_START_STOP"
+    }
+
+    fn evaluate(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+    ) -> SatpAction {
+        match self.inner.evaluate(now, path, paths, completion) {
+            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
+                SatpAction::Activate
+            }
+            other => other,
+        }
+    }
+
+    fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {
+        let (i, _) = paths
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.state == PathState::Standby)?;
+        self.activations += 1;
+        let cdb = CdbBytes::from_repr(&CdbRepr::StartStopUnit {
+            immed: false,
+            power_condition_modifier: 0,
+            power_condition: 0,
+            no_flush: false,
+            loej: false,
+            start: true,
+        });
+        Some(Activation {
+            path: PathId(i as u16),
+            cdb,
+            data: heapless::Vec::new(),
+        })
+    }
+}
+
+#[test]
+fn an_satp_activation_trespasses_an_active_passive_lun() {
+    let mut storage = vec![0u8; 64 * 512];
+    let personality = Personality::ActivePassive {
+        implicit_trespass: false,
+    };
+    let config = ArrayConfig::new(personality).with_latency(Duration::from_micros(100));
+    let mut a: Sim<'_> = Array::new(config);
+    a.add_port(1, 0).unwrap();
+    a.add_port(2, 1).unwrap();
+    let disk = RamDisk::new(&mut storage, 512).unwrap();
+    a.add_lun(
+        disk,
+        LunConfig::new("AP", "ARRAY", "1", "S", NaaId::registered(1, 2)),
+        0,
+    )
+    .unwrap();
+    let mut scratch = vec![0u8; 2048];
+    let mut page = vec![0u8; 4096];
+    let mut memory = MemoryRegions::<2>::new();
+    memory.add(SCRATCH, &mut scratch).unwrap();
+    memory.add(PAGE, &mut page).unwrap();
+    let targets = [Target { number: 0, port: 1 }, Target { number: 1, port: 2 }];
+    let adapters = [Adapter {
+        number: 1,
+        initiator: InitiatorId(1),
+        targets: &targets,
+    }];
+    let (devices, now) = psa::scan::<_, 1, 4>(
+        &mut a,
+        &mut memory,
+        Instant(0),
+        &scan_config(&adapters, 256),
+    )
+    .unwrap();
+    let satp = StartStopTrespass {
+        inner: DefaultAa::default(),
+        activations: 0,
+    };
+    let mut nmp: NmpDevice<_, _, _, 4, 8> = NmpDevice::new(
+        &mut a,
+        &devices[0],
+        satp,
+        MostRecentlyUsed::new(),
+        NmpConfig::default(),
+    )
+    .unwrap();
+    // The array moves the LUN to controller 1 and then fails controller 1's partner path:
+    // path 0 answers NOT READY, path 1 ... is the owner. Make both standby first: the array
+    // trespasses to controller 1 and the host's path 1 is told it is passive by an earlier
+    // I/O after a trespass back.
+    nmp.transport_mut().apply(
+        now,
+        Fault::Trespass {
+            lun: 0,
+            controller: 1,
+        },
+    );
+    let sg = SgList::single(PAGE, 512).unwrap();
+    let r = block::run_to_completion(
+        &mut nmp,
+        &mut memory,
+        now,
+        BlockRequest::write(Tag(1), Lba(0), BlockCount(1), sg.clone()),
+        10_000,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(r.completion.is_ok());
+    // Path 0 (controller 0) is now standby, path 1 active.
+    assert_eq!(nmp.paths()[0].state, PathState::Standby);
+    assert_eq!(nmp.paths()[1].state, PathState::Active);
+    // Controller 1's port goes down; the only path left is the standby one: the SATP
+    // activates it with START STOP UNIT, which trespasses the LUN back.
+    nmp.transport_mut().apply(
+        r.now,
+        Fault::LinkDown {
+            port: 2,
+            failure: array::LinkFailure::Error,
+        },
+    );
+    let r = block::run_to_completion(
+        &mut nmp,
+        &mut memory,
+        r.now,
+        BlockRequest::read(Tag(2), Lba(0), BlockCount(1), sg),
+        10_000,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(r.completion.is_ok(), "{:?}", r.completion);
+    assert_eq!(nmp.satp().activations, 1);
+    assert_eq!(nmp.paths()[0].state, PathState::Active);
+    assert_eq!(nmp.paths()[1].state, PathState::Dead);
+    assert_eq!(nmp.transport().owner(0), Some(0));
+    assert!(nmp.geometry().block_count == 64);
+}
