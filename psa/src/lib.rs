@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod discover;
+pub mod hub;
 pub mod nmp;
 pub mod path;
 pub mod plugin;
@@ -11,6 +12,7 @@ pub mod stats;
 pub use discover::{
     Adapter, Claim, ClaimRule, DiscoveredDevice, ScanConfig, ScanError, Target, claim, scan,
 };
+pub use hub::{HubPort, TransportHub};
 pub use nmp::{NmpConfig, NmpDevice, NmpError};
 pub use path::{MAX_PATHS, Path, PathId, PathName, PathState};
 pub use plugin::{Activation, DefaultAa, IoHint, MostRecentlyUsed, Psp, Satp, SatpAction};

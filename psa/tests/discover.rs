@@ -240,10 +240,8 @@ fn an_satp_activation_trespasses_an_active_passive_lun() {
         NmpConfig::default(),
     )
     .unwrap();
-    // The array moves the LUN to controller 1 and then fails controller 1's partner path:
-    // path 0 answers NOT READY, path 1 ... is the owner. Make both standby first: the array
-    // trespasses to controller 1 and the host's path 1 is told it is passive by an earlier
-    // I/O after a trespass back.
+    // The array trespasses the LUN to controller 1: the first I/O finds path 0 passive
+    // (NOT READY 02/04/03) and fails over to path 1.
     nmp.transport_mut().apply(
         now,
         Fault::Trespass {
