@@ -223,6 +223,16 @@ where
         }
     }
     for device in devices.iter_mut() {
+        // The path that found the device may be passive (an active/passive array answers
+        // NOT READY there): read the capacity on the first path that answers.
+        for index in 0..device.paths.len() {
+            if device.geometry.block_count != 0 {
+                break;
+            }
+            if let Some(geometry) = read_geometry(&mut s, device.paths[index].nexus) {
+                device.geometry = geometry;
+            }
+        }
         if device.tpgs != 0 {
             read_port_groups(&mut s, device);
         }
@@ -302,7 +312,13 @@ fn probe_lun<T: Transport + ?Sized, const D: usize, const P: usize>(
     if let Some(device) = devices.iter_mut().find(|d| d.naa == naa) {
         return device.paths.push(path).map_err(|_| ScanError::TooManyPaths);
     }
-    let geometry = read_geometry(s, nexus);
+    let geometry = read_geometry(s, nexus).unwrap_or(Geometry {
+        block_size: 512,
+        block_count: 0,
+        max_transfer_blocks: 0xFFFF,
+        queue_depth: 64,
+        features: DeviceFeatures::empty(),
+    });
     let mut device_name = DeviceName::new();
     let _ = device_name.push_str("naa.");
     for b in naa.as_bytes() {
@@ -323,7 +339,12 @@ fn probe_lun<T: Transport + ?Sized, const D: usize, const P: usize>(
         .map_err(|_| ScanError::TooManyDevices)
 }
 
-fn read_geometry<T: Transport + ?Sized>(s: &mut Scanner<'_, '_, T>, nexus: Nexus) -> Geometry {
+/// READ CAPACITY(16) and the block limits page on `nexus`; `None` if the capacity is not
+/// readable there.
+fn read_geometry<T: Transport + ?Sized>(
+    s: &mut Scanner<'_, '_, T>,
+    nexus: Nexus,
+) -> Option<Geometry> {
     let mut geometry = Geometry {
         block_size: 512,
         block_count: 0,
@@ -336,9 +357,11 @@ fn read_geometry<T: Transport + ?Sized>(s: &mut Scanner<'_, '_, T>, nexus: Nexus
         pmi: false,
         allocation_length: 32,
     };
-    if s.run(nexus, &rc16, 32).is_some_and(|c| c.is_good())
-        && let Some(data) = s.data(32).and_then(ReadCapacity16Data::parse)
+    if !s.run(nexus, &rc16, 32).is_some_and(|c| c.is_good()) {
+        return None;
+    }
     {
+        let data = s.data(32).and_then(ReadCapacity16Data::parse)?;
         geometry.block_size = data.block_len;
         geometry.block_count = data.last_lba.saturating_add(1);
         if data.lbpme {
@@ -363,7 +386,7 @@ fn read_geometry<T: Transport + ?Sized>(s: &mut Scanner<'_, '_, T>, nexus: Nexus
             geometry.features |= DeviceFeatures::COMPARE_AND_WRITE;
         }
     }
-    geometry
+    Some(geometry)
 }
 
 fn read_port_groups<T: Transport + ?Sized, const P: usize>(

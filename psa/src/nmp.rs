@@ -503,7 +503,9 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         if self.paths.iter().any(|p| !p.state.is_usable()) {
             wake(self.next_probe);
         }
-        if !self.refused.is_empty() || !self.ready.is_empty() {
+        // Requests left in the ready queue wait for the transport to take them, which its own
+        // timer covers; only refusals still to be reported need an immediate poll.
+        if !self.refused.is_empty() {
             wake(Instant::ZERO);
         }
         next

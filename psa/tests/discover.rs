@@ -288,3 +288,40 @@ fn an_satp_activation_trespasses_an_active_passive_lun() {
     assert_eq!(nmp.transport().owner(0), Some(0));
     assert!(nmp.geometry().block_count == 64);
 }
+
+#[test]
+fn capacity_is_read_on_an_active_path_when_the_first_is_passive() {
+    let mut storage = vec![0u8; 96 * 512];
+    let personality = Personality::ActivePassive {
+        implicit_trespass: false,
+    };
+    let mut a: Sim<'_> = Array::new(ArrayConfig::new(personality));
+    a.add_port(1, 0).unwrap();
+    a.add_port(2, 1).unwrap();
+    let disk = RamDisk::new(&mut storage, 512).unwrap();
+    // Owned by controller 1: the first path scanned (port 1) is passive.
+    a.add_lun(
+        disk,
+        LunConfig::new("AP", "ARRAY", "1", "S", NaaId::registered(1, 3)),
+        1,
+    )
+    .unwrap();
+    let mut scratch = vec![0u8; 2048];
+    let mut memory = MemoryRegions::<1>::new();
+    memory.add(SCRATCH, &mut scratch).unwrap();
+    let targets = [Target { number: 0, port: 1 }, Target { number: 1, port: 2 }];
+    let adapters = [Adapter {
+        number: 1,
+        initiator: InitiatorId(1),
+        targets: &targets,
+    }];
+    let (devices, _) = psa::scan::<_, 1, 4>(
+        &mut a,
+        &mut memory,
+        Instant(0),
+        &scan_config(&adapters, 256),
+    )
+    .unwrap();
+    assert_eq!(devices[0].paths.len(), 2);
+    assert_eq!(devices[0].geometry.block_count, 96);
+}
