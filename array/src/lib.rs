@@ -408,12 +408,22 @@ where
             .map(|l| &mut l.lun)
     }
 
-    /// The controller owning LUN `number`.
+    /// The controller owning LUN `number` (for ALUA, the controller of an active/optimized
+    /// group, which SET TARGET PORT GROUPS may have changed).
     pub fn owner(&self, number: u64) -> Option<u8> {
         self.luns
             .iter()
             .find(|l| l.number == number)
-            .map(|l| l.owner)
+            .map(|l| alua_owner(l).unwrap_or(l.owner))
+    }
+
+    /// Follows explicit ALUA transitions (SET TARGET PORT GROUPS) into the owner field.
+    fn sync_owners(&mut self) {
+        for l in self.luns.iter_mut() {
+            if let Some(owner) = alua_owner(l) {
+                l.owner = owner;
+            }
+        }
     }
 
     /// Commands accepted and not yet completed.
@@ -528,6 +538,7 @@ where
                 if c >= MAX_CONTROLLERS {
                     return;
                 }
+                self.sync_owners();
                 self.failed[c] = true;
                 if self.config.failover
                     && let Some(to) = self.first_alive_controller(controller)
@@ -633,6 +644,7 @@ where
                 }
             }
             Fault::Trespass { lun, controller } => {
+                self.sync_owners();
                 if let Some(index) = self.luns.iter().position(|l| l.number == lun) {
                     self.move_ownership(index, controller);
                 }
@@ -764,6 +776,19 @@ where
         }
         None
     }
+}
+
+/// The controller of the first active/optimized group of an ALUA LUN.
+fn alua_owner<D, const Q: usize, const SG: usize>(l: &LunSlot<D, Q, SG>) -> Option<u8>
+where
+    D: BlockDevice<SG>,
+{
+    l.lun
+        .config()
+        .port_groups
+        .iter()
+        .find(|g| g.state == AccessState::ActiveOptimized)
+        .and_then(|g| u8::try_from(g.id.checked_sub(1)?).ok())
 }
 
 fn delivery_failure(tag: Tag) -> CommandCompletion {

@@ -330,3 +330,45 @@ fn congestion_queue_limit_latency_and_lun_removal() {
     );
     assert_eq!(a.outstanding(), 0);
 }
+
+#[test]
+fn explicit_alua_set_target_port_groups_moves_the_owner() {
+    use block::Memory;
+    let mut storage = vec![0u8; 64 * 512];
+    let mut page = [0u8; 512];
+    let mut mem = MemoryRegions::<1>::new();
+    mem.add(MemAddr(0x1000), &mut page).unwrap();
+    let personality = Personality::Alua {
+        explicit: true,
+        non_owner: AccessState::Standby,
+    };
+    let mut a = array(&mut storage, personality);
+    assert!(
+        run_past_ua(&mut a, &mut mem, 0, 3, &CdbRepr::TestUnitReady)
+            .sense_repr()
+            .is_some()
+    );
+    // Group 2 active/optimized, group 1 standby.
+    mem.write(MemAddr(0x1000), &[0, 0, 0, 0, 0x00, 0, 0, 2, 0x02, 0, 0, 1])
+        .unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 3,
+        lun: 0,
+    };
+    let stpg = CdbRepr::SetTargetPortGroups {
+        parameter_list_length: 12,
+    };
+    let cmd =
+        Command::new(Tag(77), nexus, &stpg).data_out(SgList::single(MemAddr(0x1000), 12).unwrap());
+    let (c, _) = run_to_completion(&mut a, &mut mem, Instant(1000), cmd, 64, &mut |_| {}).unwrap();
+    assert!(c.is_good(), "{c:?}");
+    assert_eq!(a.owner(0), Some(1));
+    assert!(run_past_ua(&mut a, &mut mem, 2000, 4, &read()).is_good());
+    let c = run_past_ua(&mut a, &mut mem, 3000, 2, &read());
+    assert_eq!(key_asc(&c), (SenseKey::NOT_READY, Asc::TARGET_PORT_STANDBY));
+    // Controller 1 now fails: the LUN fails over back to controller 0.
+    a.apply(Instant(SEC), Fault::ControllerFail { controller: 1 });
+    assert_eq!(a.owner(0), Some(0));
+    assert!(run_past_ua(&mut a, &mut mem, 2 * SEC, 1, &read()).is_good());
+}
