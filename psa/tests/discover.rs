@@ -325,3 +325,123 @@ fn capacity_is_read_on_an_active_path_when_the_first_is_passive() {
     assert_eq!(devices[0].paths.len(), 2);
     assert_eq!(devices[0].geometry.block_count, 96);
 }
+
+/// An SATP that, when no usable path is left, makes the group of the first standby path
+/// active/optimized with SET TARGET PORT GROUPS (explicit ALUA, parameter data through the
+/// device's scratch buffer).
+struct ExplicitAlua {
+    inner: DefaultAa,
+}
+
+impl Satp for ExplicitAlua {
+    fn name(&self) -> &'static str {
+        "TEST_SATP_EXPLICIT_ALUA"
+    }
+
+    fn evaluate(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+    ) -> SatpAction {
+        match self.inner.evaluate(now, path, paths, completion) {
+            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
+                SatpAction::Activate
+            }
+            other => other,
+        }
+    }
+
+    fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {
+        let (i, p) = paths
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.state == PathState::Standby)?;
+        let group = p.group?.to_be_bytes();
+        let mut data = heapless::Vec::new();
+        data.extend_from_slice(&[0, 0, 0, 0, 0x00, 0, group[0], group[1]])
+            .ok()?;
+        let cdb = CdbBytes::from_repr(&CdbRepr::SetTargetPortGroups {
+            parameter_list_length: 8,
+        });
+        Some(Activation {
+            path: PathId(i as u16),
+            cdb,
+            data,
+        })
+    }
+}
+
+#[test]
+fn an_explicit_alua_activation_sends_set_target_port_groups() {
+    let mut storage = vec![0u8; 64 * 512];
+    let personality = Personality::Alua {
+        explicit: true,
+        non_owner: scsi::AccessState::Standby,
+    };
+    let mut a: Sim<'_> = Array::new(ArrayConfig::new(personality));
+    a.add_port(1, 0).unwrap();
+    a.add_port(2, 1).unwrap();
+    let disk = RamDisk::new(&mut storage, 512).unwrap();
+    a.add_lun(
+        disk,
+        LunConfig::new("AL", "UA", "1", "S", NaaId::registered(1, 4)),
+        0,
+    )
+    .unwrap();
+    let mut scratch = vec![0u8; 2048];
+    let mut page = vec![0u8; 4096];
+    let mut activation = vec![0u8; 64];
+    let mut memory = MemoryRegions::<3>::new();
+    memory.add(SCRATCH, &mut scratch).unwrap();
+    memory.add(PAGE, &mut page).unwrap();
+    memory.add(MemAddr(0x30_0000), &mut activation).unwrap();
+    let targets = [Target { number: 0, port: 1 }, Target { number: 1, port: 2 }];
+    let adapters = [Adapter {
+        number: 1,
+        initiator: InitiatorId(1),
+        targets: &targets,
+    }];
+    let (devices, now) = psa::scan::<_, 1, 4>(
+        &mut a,
+        &mut memory,
+        Instant(0),
+        &scan_config(&adapters, 256),
+    )
+    .unwrap();
+    assert_eq!(devices[0].paths[1].state, PathState::Standby);
+    let config = NmpConfig {
+        scratch: Some(MemAddr(0x30_0000)),
+        ..NmpConfig::default()
+    };
+    let satp = ExplicitAlua {
+        inner: DefaultAa::default(),
+    };
+    let mut nmp: NmpDevice<_, _, _, 4, 8> =
+        NmpDevice::new(&mut a, &devices[0], satp, MostRecentlyUsed::new(), config).unwrap();
+    nmp.transport_mut().apply(
+        now,
+        Fault::LinkDown {
+            port: 1,
+            failure: array::LinkFailure::Error,
+        },
+    );
+    let sg = SgList::single(PAGE, 512).unwrap();
+    let r = block::run_to_completion(
+        &mut nmp,
+        &mut memory,
+        now,
+        BlockRequest::write(Tag(1), Lba(3), BlockCount(1), sg),
+        10_000,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(r.completion.is_ok(), "{:?}", r.completion);
+    // The default `path_ok` makes the activated path usable; an ALUA SATP would re-read the
+    // groups to learn that it is optimized now.
+    assert!(nmp.paths()[1].state.is_usable());
+    let groups = &nmp.transport().lun(0).unwrap().config().port_groups;
+    assert_eq!(groups[1].id, 2);
+    assert_eq!(groups[1].state, scsi::AccessState::ActiveOptimized);
+}
