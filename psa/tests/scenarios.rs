@@ -79,7 +79,7 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
-            bites: |_, o| o.array.delivery_failures > 0 && o.top.stats.retries > 0,
+            bites: |_, o| o.array.delivery_failures > 0 && o.paths[0].stats.errors > 0,
         },
         Scenario {
             name: "link down, transport errors",
