@@ -119,3 +119,62 @@ pub struct Esxtop {
     /// The device queue depth now (DQLEN).
     pub queue_depth: u16,
 }
+
+impl core::fmt::Display for Esxtop {
+    /// One line in the columns of esxtop's disk device view: DQLEN, ACTV, QUED, CMDS, READS,
+    /// WRITES, MBREAD, MBWRTN, DAVG, KAVG, GAVG, QAVG (latencies in ms, as esxtop shows them).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ms = |ns: u64| (ns / 1_000_000, (ns % 1_000_000) / 10_000);
+        let s = &self.stats;
+        let (davg, davg_f) = ms(s.davg_ns());
+        let (kavg, kavg_f) = ms(s.kavg_ns());
+        let (gavg, gavg_f) = ms(s.gavg_ns());
+        let (qavg, qavg_f) = ms(s.qavg_ns());
+        write!(
+            f,
+            "DQLEN {} ACTV {} QUED {} CMDS {} READS {} WRITES {} MBREAD {} MBWRTN {} \
+             DAVG {davg}.{davg_f:02} KAVG {kavg}.{kavg_f:02} GAVG {gavg}.{gavg_f:02} QAVG {qavg}.{qavg_f:02}",
+            self.queue_depth,
+            self.active,
+            self.queued,
+            s.commands,
+            s.reads,
+            s.writes,
+            s.mb_read(),
+            s.mb_written(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn esxtop_line_and_averages() {
+        let top = Esxtop {
+            stats: DeviceStats {
+                commands: 4,
+                reads: 3,
+                writes: 1,
+                bytes_read: 3 << 20,
+                bytes_written: 1 << 20,
+                queue_ns: 4_000_000,
+                device_ns: 8_000_000,
+                guest_ns: 14_000_000,
+                ..DeviceStats::default()
+            },
+            active: 2,
+            queued: 1,
+            queue_depth: 32,
+        };
+        assert_eq!(top.stats.kavg_ns(), 1_500_000);
+        assert_eq!(
+            top.to_string(),
+            "DQLEN 32 ACTV 2 QUED 1 CMDS 4 READS 3 WRITES 1 MBREAD 3 MBWRTN 1 \
+             DAVG 2.00 KAVG 1.50 GAVG 3.50 QAVG 1.00"
+        );
+    }
+}
