@@ -80,6 +80,19 @@ struct Io<const SG: usize> {
     last_error: Option<BlockError>,
 }
 
+/// What [`Core::finish`] keeps of a request.
+struct Finished {
+    tag: Tag,
+    operation: Operation,
+    bytes: u64,
+    state: IoState,
+    dispatched_flag: bool,
+    world: u16,
+    accepted: Instant,
+    dispatched: Instant,
+    device_ns: u64,
+}
+
 impl<const SG: usize> Io<SG> {
     fn is_dispatched(&self) -> bool {
         !matches!(self.state, IoState::Queued | IoState::Refused(_))
@@ -125,7 +138,10 @@ struct Core<S, P, const PATHS: usize, const N: usize, const W: usize, const SG: 
     geometry: Geometry,
     paths: heapless::Vec<Path, PATHS>,
     slots: [Option<Io<SG>>; N],
-    tags: [Option<Tag>; N],
+    /// The tag of each slot (meaningful where `live`); plain words so the duplicate check
+    /// is a vectorisable scan.
+    tags: [u64; N],
+    live: [bool; N],
     free: heapless::Vec<u16, N>,
     ready: heapless::Deque<u16, N>,
     refused: heapless::Deque<u16, N>,
@@ -214,7 +230,8 @@ where
                 geometry,
                 paths,
                 slots: core::array::from_fn(|_| None),
-                tags: [None; N],
+                tags: [0; N],
+                live: [false; N],
                 free,
                 ready: heapless::Deque::new(),
                 refused: heapless::Deque::new(),
@@ -321,7 +338,12 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         refuse: Option<ErrorKind>,
     ) -> Result<(), SubmitError<SG>> {
         let tag = request.tag;
-        if self.tags.contains(&Some(tag)) {
+        if self
+            .tags
+            .iter()
+            .zip(self.live.iter())
+            .any(|(t, live)| *t == tag.0 && *live)
+        {
             return Err(SubmitError::new(SubmitErrorKind::DuplicateTag, request));
         }
         let Some(slot) = self.free.pop() else {
@@ -338,7 +360,8 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                 error = Some(e);
             }
         }
-        self.tags[index] = Some(tag);
+        self.tags[index] = tag.0;
+        self.live[index] = true;
         let state = match error {
             Some(e) => IoState::Refused(e),
             None => IoState::Queued,
@@ -382,23 +405,36 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         done: &mut dyn FnMut(Completion),
     ) {
         let index = usize::from(slot);
-        let Some(io) = self.slots[index].take() else {
+        // Read what the statistics need in place rather than moving the whole request out.
+        let Some(io) = self.slots[index].as_ref() else {
             return;
         };
-        self.tags[index] = None;
+        let io = Finished {
+            tag: io.request.tag,
+            operation: io.request.operation,
+            bytes: io.request.sg.total_len(),
+            state: io.state,
+            dispatched_flag: io.is_dispatched(),
+            world: io.world,
+            accepted: io.accepted,
+            dispatched: io.dispatched,
+            device_ns: io.device_ns,
+        };
+        self.slots[index] = None;
+        self.live[index] = false;
         let _ = self.free.push(slot);
         match io.state {
             IoState::Waiting(_) => self.waiting = self.waiting.saturating_sub(1),
             IoState::Held => self.held = self.held.saturating_sub(1),
             _ => {}
         }
-        if io.is_dispatched() {
+        if io.dispatched_flag {
             self.sched.complete(usize::from(io.world));
         }
         let s = &mut self.stats;
         s.commands += 1;
-        let bytes = io.request.sg.total_len();
-        match (&result, io.request.operation) {
+        let bytes = io.bytes;
+        match (&result, io.operation) {
             (Ok(()), Operation::Read) => {
                 s.reads += 1;
                 s.bytes_read = s.bytes_read.saturating_add(bytes);
@@ -418,7 +454,7 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         s.guest_ns = s.guest_ns.saturating_add(guest);
         s.guest_ns_max = s.guest_ns_max.max(guest);
         done(Completion {
-            tag: io.request.tag,
+            tag: io.tag,
             result,
         });
     }
@@ -534,8 +570,31 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         };
         let nexus = path.nexus;
         match r.operation {
-            Operation::Read => Command::new(tag, nexus, &rw(RwKind::Read)).data_in(r.sg.clone()),
-            Operation::Write => Command::new(tag, nexus, &rw(RwKind::Write)).data_out(r.sg.clone()),
+            Operation::Read | Operation::Write => {
+                let (cdb, direction) = read_write_cdb(r.operation, r.lba.0, r.blocks.0, r.flags);
+                match cdb {
+                    Some(cdb) => Command {
+                        tag,
+                        nexus,
+                        cdb,
+                        direction,
+                        sg: r.sg.clone(),
+                    },
+                    // Unreachable for a valid length; fall back to the general encoder.
+                    None => {
+                        let kind = if r.operation == Operation::Read {
+                            RwKind::Read
+                        } else {
+                            RwKind::Write
+                        };
+                        Command {
+                            direction,
+                            sg: r.sg.clone(),
+                            ..Command::new(tag, nexus, &rw(kind))
+                        }
+                    }
+                }
+            }
             Operation::Flush => Command::new(
                 tag,
                 nexus,
@@ -903,5 +962,102 @@ where
             next = Some(now);
         }
         next
+    }
+}
+
+/// The READ or WRITE CDB of a data request, built directly (SBC-3: READ(10) 28h and WRITE(10)
+/// 2Ah with a 32-bit LBA and 16-bit length, READ(16) 88h and WRITE(16) 8Ah otherwise; FUA is
+/// bit 3 of byte 1): the per-I/O path skips the general CDB encoder.
+fn read_write_cdb(
+    operation: Operation,
+    lba: u64,
+    blocks: u32,
+    flags: RequestFlags,
+) -> (Option<scsi::CdbBytes>, scsi::DataDirection) {
+    let read = operation == Operation::Read;
+    let direction = if read {
+        scsi::DataDirection::FromDevice
+    } else {
+        scsi::DataDirection::ToDevice
+    };
+    let fua = if flags.contains(RequestFlags::FUA) {
+        0x08
+    } else {
+        0
+    };
+    let cdb = match (u32::try_from(lba), u16::try_from(blocks)) {
+        (Ok(lba), Ok(blocks)) => {
+            let l = lba.to_be_bytes();
+            let n = blocks.to_be_bytes();
+            let opcode = if read { 0x28 } else { 0x2A };
+            scsi::CdbBytes::new(&[opcode, fua, l[0], l[1], l[2], l[3], 0, n[0], n[1], 0])
+        }
+        _ => {
+            let l = lba.to_be_bytes();
+            let n = blocks.to_be_bytes();
+            let opcode = if read { 0x88 } else { 0x8A };
+            scsi::CdbBytes::new(&[
+                opcode, fua, l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], n[0], n[1], n[2],
+                n[3], 0, 0,
+            ])
+        }
+    };
+    (cdb, direction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scsi::cdb::Cdb;
+
+    /// The direct encoding equals the general encoder's, for both sizes and FUA.
+    #[test]
+    fn direct_read_write_cdbs_match_the_encoder() {
+        for (operation, kind) in [
+            (Operation::Read, RwKind::Read),
+            (Operation::Write, RwKind::Write),
+        ] {
+            for (lba, blocks) in [
+                (0u64, 1u32),
+                (0xFFFF_FFFF, 0xFFFF),
+                (1 << 32, 8),
+                (5, 0x1_0000),
+            ] {
+                for fua in [false, true] {
+                    let flags = if fua {
+                        RequestFlags::FUA
+                    } else {
+                        RequestFlags::empty()
+                    };
+                    let (cdb, _) = read_write_cdb(operation, lba, blocks, flags);
+                    let cdb = cdb.unwrap();
+                    let size = if lba <= u64::from(u32::MAX) && blocks <= 0xFFFF {
+                        CdbSize::Ten
+                    } else {
+                        CdbSize::Sixteen
+                    };
+                    let repr = CdbRepr::ReadWrite(
+                        kind,
+                        Rw {
+                            size,
+                            lba,
+                            blocks,
+                            dpo: false,
+                            fua,
+                            bytchk: 0,
+                            group: 0,
+                        },
+                    );
+                    assert_eq!(
+                        cdb,
+                        scsi::CdbBytes::from_repr(&repr),
+                        "{operation:?} {lba} {blocks} {fua}"
+                    );
+                    let parsed =
+                        CdbRepr::parse(&Cdb::new_checked(cdb.as_bytes()).unwrap()).unwrap();
+                    assert_eq!(parsed, repr);
+                }
+            }
+        }
     }
 }
