@@ -503,3 +503,121 @@ fn discovery_reads_alua_states_and_a_dead_path_is_probed_back() {
     // MRU did not fail back: the I/O stayed on the path it moved to.
     assert!(nmp.paths()[2].stats.commands > 0);
 }
+
+/// Random mixes of every recoverable fault (each undone before the APD timeout could
+/// expire): nothing lost, duplicated or corrupted, and nothing fails.
+fn fault_storm(seed: u64, personality: Personality) -> Vec<(u64, Fault)> {
+    let mut rng = Rng(seed);
+    let mut faults = Vec::new();
+    let ports = [1u16, 2, 3, 4];
+    while faults.len() < 14 {
+        let at = 5 * MS + rng.below(300) * MS;
+        let port = ports[rng.below(4) as usize];
+        let failure = if rng.below(2) == 0 {
+            LinkFailure::Error
+        } else {
+            LinkFailure::Timeout
+        };
+        match rng.below(9) {
+            0 => {
+                faults.push((at, Fault::LinkDown { port, failure }));
+                faults.push((at + (1 + rng.below(3000)) * MS, Fault::LinkUp { port }));
+            }
+            1 => faults.push((
+                at,
+                Fault::Flap {
+                    port,
+                    period: Duration::from_millis(1 + rng.below(20)),
+                    duration: Duration::from_millis(10 + rng.below(300)),
+                    failure,
+                },
+            )),
+            2 => {
+                let controller = rng.below(2) as u8;
+                faults.push((at, Fault::ControllerFail { controller }));
+                faults.push((
+                    at + (1 + rng.below(8)) * SEC,
+                    Fault::ControllerRestore { controller },
+                ));
+            }
+            3 => faults.push((
+                at,
+                Fault::Congestion {
+                    port: Some(port).filter(|_| rng.below(2) == 0),
+                    status: if rng.below(2) == 0 {
+                        Status::BUSY
+                    } else {
+                        Status::TASK_SET_FULL
+                    },
+                    permille: 1 + rng.below(300) as u16,
+                    duration: Duration::from_millis(1 + rng.below(200)),
+                },
+            )),
+            4 => faults.push((at, Fault::UnitAttention { lun: 0 })),
+            5 => {
+                faults.push((
+                    at,
+                    Fault::Latency {
+                        port,
+                        extra: Duration::from_micros(rng.below(5000)),
+                    },
+                ));
+            }
+            6 if matches!(personality, Personality::Alua { .. }) => faults.push((
+                at,
+                Fault::Transition {
+                    lun: 0,
+                    group: 1 + rng.below(2) as u16,
+                    to: if rng.below(2) == 0 {
+                        AccessState::ActiveOptimized
+                    } else {
+                        AccessState::ActiveNonOptimized
+                    },
+                    duration: Duration::from_millis(rng.below(800)),
+                },
+            )),
+            7 => faults.push((
+                at,
+                Fault::Trespass {
+                    lun: 0,
+                    controller: rng.below(2) as u8,
+                },
+            )),
+            8 => {
+                faults.push((at, Fault::AllPathsDown { failure }));
+                faults.push((at + (1 + rng.below(4000)) * MS, Fault::AllPathsUp));
+            }
+            _ => {}
+        }
+    }
+    faults.truncate(16);
+    faults
+}
+
+fn run_storms(personality: Personality) {
+    let (seeds, ios) = if soak() { (16, 20_000) } else { (2, 10_000) };
+    for seed in 0..seeds {
+        let label = format!("{} storm seed {seed}", personality_name(personality));
+        let mut storage = vec![0u8; DISK_BLOCKS as usize * BLOCK];
+        let mut scratch = vec![0u8; 2048];
+        let mut buffers = vec![0u8; QD * BUFFER_LEN];
+        let mut memory = memory_regions(&mut scratch, &mut buffers);
+        let mut array = make_array(&mut storage, personality, seed);
+        let (mut nmp, start) = claim(&mut array, &mut memory, NmpConfig::default());
+        let faults = fault_storm(0xF00D + seed, personality);
+        schedule(nmp.transport_mut(), start, &faults);
+        let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
+        let out = run_workload(&mut dev, &mut memory, start, ios, seed);
+        assert_eq!(out.completed, ios, "{label}");
+        assert_eq!(out.failures(), 0, "{label}: {out:?} with {faults:?}");
+    }
+}
+
+#[test]
+fn fault_storms_on_every_personality() {
+    run_storms(Personality::ActiveActive);
+    run_storms(Personality::ActivePassive {
+        implicit_trespass: false,
+    });
+    run_storms(alua_ano());
+}
