@@ -15,6 +15,9 @@ pub use discover::{
 pub use hub::{HubPort, TransportHub};
 pub use nmp::{NmpConfig, NmpDevice, NmpError};
 pub use path::{MAX_PATHS, Path, PathId, PathName, PathState};
-pub use plugin::{Activation, DefaultAa, IoHint, MostRecentlyUsed, Psp, Satp, SatpAction};
+pub use plugin::{
+    Activation, DefaultAa, IoHint, MostRecentlyUsed, Psp, SATP_DATA_MAX, Satp, SatpAction,
+    SatpCommand,
+};
 pub use sched::{SHARES_NORMAL, SchedConfig, Scheduler, WorldId};
 pub use stats::{DeviceStats, Esxtop, PathStats};

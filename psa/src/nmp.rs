@@ -11,7 +11,9 @@ use scsi::{Command, CommandCompletion, ServiceResponse, Status, Transport};
 
 use crate::discover::{DeviceName, DiscoveredDevice};
 use crate::path::{MAX_PATHS, Path, PathId, PathState};
-use crate::plugin::{Activation, IoHint, Psp, Satp, SatpAction, error_of};
+use crate::plugin::{
+    Activation, IoHint, Psp, SATP_DATA_MAX, Satp, SatpAction, SatpCommand, error_of,
+};
 use crate::sched::{SHARES_NORMAL, SchedConfig, SchedError, Scheduler, WorldId};
 use crate::stats::{DeviceStats, Esxtop};
 
@@ -19,6 +21,8 @@ use crate::stats::{DeviceStats, Esxtop};
 const PROBE_TAG: u64 = 1 << 63;
 /// The tag of the activation command.
 const ACTIVATION_TAG: u64 = (1 << 63) | (1 << 62);
+/// The tag of the SATP's own command.
+const SATP_TAG: u64 = (1 << 63) | (1 << 62) | (1 << 61);
 
 /// The NMP device's knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +37,8 @@ pub struct NmpConfig {
     pub apd_timeout: Duration,
     /// How often paths that are not active are probed with TEST UNIT READY. Default 1 s.
     pub probe_interval: Duration,
-    /// A 64-byte buffer in the lent memory for the parameter data of activation commands.
+    /// A buffer of [`SATP_DATA_MAX`] bytes in the lent memory for the data of activation and
+    /// SATP commands (`None`: such commands move no data).
     pub scratch: Option<MemAddr>,
 }
 
@@ -151,6 +156,8 @@ struct Core<S, P, const PATHS: usize, const N: usize, const W: usize, const SG: 
     probes: u32,
     activation_wanted: bool,
     activation: Option<Activation>,
+    satp_command: Option<SatpCommand>,
+    satp_done: Option<CommandCompletion>,
     next_probe: Instant,
     apd_since: Option<Instant>,
     lost: bool,
@@ -241,6 +248,8 @@ where
                 probes: 0,
                 activation_wanted: false,
                 activation: None,
+                satp_command: None,
+                satp_done: None,
                 next_probe: Instant::ZERO,
                 apd_since: None,
                 lost: false,
@@ -484,6 +493,30 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         }
     }
 
+    /// Hands the SATP its command's completion and data-in.
+    fn satp_command_done(&mut self, now: Instant, memory: &mut dyn Memory) {
+        let Some(completion) = self.satp_done.take() else {
+            return;
+        };
+        let Some(cmd) = self.satp_command.take() else {
+            return;
+        };
+        let mut buf = [0u8; SATP_DATA_MAX];
+        let len = usize::from(cmd.data_in_len).min(SATP_DATA_MAX);
+        let data: &[u8] = match self.config.scratch {
+            Some(scratch) if len > 0 && completion.is_good() => {
+                match memory.read(scratch, &mut buf[..len]) {
+                    Ok(()) => &buf[..len],
+                    Err(_) => &[],
+                }
+            }
+            _ => &[],
+        };
+        self.satp
+            .command_done(now, &cmd, &mut self.paths, &completion, data);
+        self.psp.paths_changed(&self.paths);
+    }
+
     fn timers(&mut self, now: Instant, done: &mut dyn FnMut(Completion)) {
         while let Some(slot) = self.refused.pop_front() {
             let error = match self.slots[usize::from(slot)].as_ref().map(|io| io.state) {
@@ -538,6 +571,9 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         }
         if self.paths.iter().any(|p| !p.state.is_usable()) {
             wake(self.next_probe);
+        }
+        if let Some(at) = self.satp.next_event() {
+            wake(at);
         }
         // Requests left in the ready queue wait for the transport to take them, which its own
         // timer covers; only refusals still to be reported need an immediate poll.
@@ -652,7 +688,44 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
             }
             let _ = self.ready.push_back(slot);
         }
-        if self.activation_wanted && self.activation.is_none() {
+        if self.satp_command.is_none()
+            && self.satp_done.is_none()
+            && self.activation.is_none()
+            && let Some(cmd) = self.satp.poll_command(now, &self.paths)
+            && let Some(path) = self.paths.get(usize::from(cmd.path.0))
+        {
+            let mut command = Command {
+                tag: Tag(SATP_TAG),
+                nexus: path.nexus,
+                cdb: cmd.cdb,
+                direction: scsi::DataDirection::None,
+                sg: SgList::new(),
+            };
+            let out_len = u32::try_from(cmd.data_out.len()).unwrap_or(0);
+            let in_len = u32::from(cmd.data_in_len).min(SATP_DATA_MAX as u32);
+            let mut ok = true;
+            if out_len > 0 || in_len > 0 {
+                ok = false;
+                if let Some(scratch) = self.config.scratch {
+                    if out_len > 0 {
+                        if memory.write(scratch, &cmd.data_out).is_ok()
+                            && let Ok(sg) = SgList::single(scratch, out_len)
+                        {
+                            command = command.data_out(sg);
+                            ok = true;
+                        }
+                    } else if let Ok(sg) = SgList::single(scratch, in_len) {
+                        command = command.data_in(sg);
+                        ok = true;
+                    }
+                }
+            }
+            if ok && transport.submit(now, command).is_ok() {
+                self.satp_command = Some(cmd);
+                submitted = true;
+            }
+        }
+        if self.activation_wanted && self.activation.is_none() && self.satp_command.is_none() {
             self.activation_wanted = false;
             if let Some(act) = self.satp.activation(now, &self.paths) {
                 let nexus = self.paths.get(usize::from(act.path.0)).map(|p| p.nexus);
@@ -768,6 +841,11 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                 self.satp.path_ok(now, act.path, &mut self.paths);
                 self.psp.paths_changed(&self.paths);
             }
+            return;
+        }
+        if tag == SATP_TAG {
+            // Its data is read once the transport lets go of the memory.
+            self.satp_done = Some(c);
             return;
         }
         if tag & PROBE_TAG != 0 {
@@ -952,6 +1030,7 @@ where
         let transport_next = self
             .transport
             .poll(now, memory, &mut |c| core.on_completion(now, c, done));
+        core.satp_command_done(now, memory);
         core.timers(now, done);
         let again = core.issue(now, &mut self.transport, memory, done);
         let mut next = core.next_timer().map(|t| t.max(now));

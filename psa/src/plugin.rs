@@ -48,6 +48,24 @@ pub struct Activation {
     pub data: heapless::Vec<u8, 64>,
 }
 
+/// Bytes of data-in an SATP command may ask for (and of the scratch buffer it needs).
+pub const SATP_DATA_MAX: usize = 512;
+
+/// A command the SATP wants sent on its own account: REPORT TARGET PORT GROUPS to re-read
+/// the groups, an INQUIRY, a vendor command. Data-out bytes are written to the device's
+/// scratch buffer first; data-in lands there and is handed to [`Satp::command_done`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SatpCommand {
+    /// The path to send it on.
+    pub path: PathId,
+    /// The CDB.
+    pub cdb: CdbBytes,
+    /// Data-out parameter bytes (empty: none).
+    pub data_out: heapless::Vec<u8, 64>,
+    /// Data-in bytes wanted (0: none; at most [`SATP_DATA_MAX`]).
+    pub data_in_len: u16,
+}
+
 /// A storage array type plugin: the control plane of a device.
 ///
 /// The NMP calls it with every command that did not complete GOOD (and with probe results),
@@ -84,6 +102,31 @@ pub trait Satp {
     /// SATP cannot activate anything; the NMP then tries standby paths as a last resort).
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
         let _ = (now, paths);
+        None
+    }
+
+    /// A command the SATP wants sent now (asked at every poll while none of its commands is
+    /// outstanding; needs [`crate::NmpConfig::scratch`] if it moves data).
+    fn poll_command(&mut self, now: Instant, paths: &[Path]) -> Option<SatpCommand> {
+        let _ = (now, paths);
+        None
+    }
+
+    /// The SATP's command completed; `data_in` holds what it read (empty on failure).
+    fn command_done(
+        &mut self,
+        now: Instant,
+        command: &SatpCommand,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+        data_in: &[u8],
+    ) {
+        let _ = (now, command, paths, completion, data_in);
+    }
+
+    /// When the SATP next wants to be asked for a command (a timer, such as re-reading the
+    /// target port groups every 2 s during a transition).
+    fn next_event(&self) -> Option<Instant> {
         None
     }
 }
@@ -137,6 +180,22 @@ impl<T: Satp + ?Sized> Satp for &mut T {
     }
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
         (**self).activation(now, paths)
+    }
+    fn poll_command(&mut self, now: Instant, paths: &[Path]) -> Option<SatpCommand> {
+        (**self).poll_command(now, paths)
+    }
+    fn command_done(
+        &mut self,
+        now: Instant,
+        command: &SatpCommand,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+        data_in: &[u8],
+    ) {
+        (**self).command_done(now, command, paths, completion, data_in)
+    }
+    fn next_event(&self) -> Option<Instant> {
+        (**self).next_event()
     }
 }
 

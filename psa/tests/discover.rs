@@ -445,3 +445,143 @@ fn an_explicit_alua_activation_sends_set_target_port_groups() {
     assert_eq!(groups[1].id, 2);
     assert_eq!(groups[1].state, scsi::AccessState::ActiveOptimized);
 }
+
+/// An SATP that re-reads the target port groups every 2 s through its own commands.
+struct GroupReader {
+    inner: DefaultAa,
+    next: Instant,
+    reads: Vec<Vec<(u16, u8)>>,
+}
+
+impl Satp for GroupReader {
+    fn name(&self) -> &'static str {
+        "TEST_SATP_RTPG"
+    }
+
+    fn evaluate(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+    ) -> SatpAction {
+        self.inner.evaluate(now, path, paths, completion)
+    }
+
+    fn poll_command(&mut self, now: Instant, _paths: &[Path]) -> Option<psa::SatpCommand> {
+        if now < self.next {
+            return None;
+        }
+        self.next = Instant(now.0 + 2_000_000_000);
+        Some(psa::SatpCommand {
+            path: PathId(0),
+            cdb: CdbBytes::from_repr(&CdbRepr::ReportTargetPortGroups {
+                extended: false,
+                allocation_length: 256,
+            }),
+            data_out: heapless::Vec::new(),
+            data_in_len: 256,
+        })
+    }
+
+    fn command_done(
+        &mut self,
+        _now: Instant,
+        _command: &psa::SatpCommand,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+        data_in: &[u8],
+    ) {
+        if !completion.is_good() {
+            return;
+        }
+        let (_, groups) = scsi::response::parse_target_port_groups(data_in).unwrap();
+        let groups: Vec<(u16, u8)> = groups.flatten().map(|g| (g.id, g.state_code)).collect();
+        for p in paths.iter_mut() {
+            if let Some(&(_, code)) = groups.iter().find(|(id, _)| Some(*id) == p.group) {
+                p.state = PathState::from_access_state(scsi::AccessState::from_code(code).unwrap());
+            }
+        }
+        self.reads.push(groups);
+    }
+
+    fn next_event(&self) -> Option<Instant> {
+        Some(self.next)
+    }
+}
+
+#[test]
+fn an_satp_reads_target_port_groups_through_its_own_commands() {
+    let mut storage = vec![0u8; 64 * 512];
+    let personality = Personality::Alua {
+        explicit: false,
+        non_owner: scsi::AccessState::ActiveNonOptimized,
+    };
+    let mut a: Sim<'_> = Array::new(ArrayConfig::new(personality));
+    a.add_port(1, 0).unwrap();
+    a.add_port(2, 1).unwrap();
+    let disk = RamDisk::new(&mut storage, 512).unwrap();
+    a.add_lun(
+        disk,
+        LunConfig::new("AL", "UA", "1", "S", NaaId::registered(1, 5)),
+        0,
+    )
+    .unwrap();
+    let mut scratch = vec![0u8; 2048];
+    let mut page = vec![0u8; 4096];
+    let mut satp_buf = vec![0u8; psa::SATP_DATA_MAX];
+    let mut memory = MemoryRegions::<3>::new();
+    memory.add(SCRATCH, &mut scratch).unwrap();
+    memory.add(PAGE, &mut page).unwrap();
+    memory.add(MemAddr(0x30_0000), &mut satp_buf).unwrap();
+    let targets = [Target { number: 0, port: 1 }, Target { number: 1, port: 2 }];
+    let adapters = [Adapter {
+        number: 1,
+        initiator: InitiatorId(1),
+        targets: &targets,
+    }];
+    let (devices, now) = psa::scan::<_, 1, 4>(
+        &mut a,
+        &mut memory,
+        Instant(0),
+        &scan_config(&adapters, 256),
+    )
+    .unwrap();
+    let config = NmpConfig {
+        scratch: Some(MemAddr(0x30_0000)),
+        ..NmpConfig::default()
+    };
+    let satp = GroupReader {
+        inner: DefaultAa::default(),
+        next: now,
+        reads: Vec::new(),
+    };
+    let mut nmp: NmpDevice<_, _, _, 4, 8> =
+        NmpDevice::new(&mut a, &devices[0], satp, MostRecentlyUsed::new(), config).unwrap();
+    // The array swaps the groups at 1 s (group 1 non-optimized, group 2 optimized).
+    nmp.transport_mut()
+        .schedule(
+            Instant(now.0 + 1_000_000_000),
+            Fault::Trespass {
+                lun: 0,
+                controller: 1,
+            },
+        )
+        .unwrap();
+    // Idle for 5 s, following the device's timers (the SATP's 2 s reads).
+    let mut t = now;
+    for _ in 0..100 {
+        match nmp.poll(t, &mut memory, &mut |c| panic!("{c:?}")) {
+            Some(next) if next.0 < now.0 + 5_000_000_000 => t = next.max(Instant(t.0 + 1)),
+            _ => break,
+        }
+    }
+    let reads = &nmp.satp().reads;
+    // The read at 2 s meets the ASYMMETRIC ACCESS STATE CHANGED unit attention; 0 s and 4 s
+    // succeed.
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert_eq!(reads[0], vec![(1, 0), (2, 1)]);
+    assert_eq!(reads.last().unwrap(), &vec![(1, 1), (2, 0)]);
+    assert_eq!(nmp.paths()[0].state, PathState::ActiveUnoptimized);
+    assert_eq!(nmp.paths()[1].state, PathState::Active);
+}
