@@ -585,3 +585,74 @@ fn an_satp_reads_target_port_groups_through_its_own_commands() {
     assert_eq!(nmp.paths()[0].state, PathState::ActiveUnoptimized);
     assert_eq!(nmp.paths()[1].state, PathState::Active);
 }
+
+#[test]
+fn submit_refuses_only_for_back_pressure_and_duplicate_tags() {
+    let mut storage = vec![0u8; 64 * 512];
+    let mut a: Sim<'_> = Array::new(ArrayConfig::new(Personality::ActiveActive));
+    a.add_port(1, 0).unwrap();
+    let disk = RamDisk::new(&mut storage, 512).unwrap();
+    a.add_lun(
+        disk,
+        LunConfig::new("AA", "X", "1", "S", NaaId::registered(1, 6)),
+        0,
+    )
+    .unwrap();
+    let mut scratch = vec![0u8; 2048];
+    let mut page = vec![0u8; 4096];
+    let mut memory = MemoryRegions::<2>::new();
+    memory.add(SCRATCH, &mut scratch).unwrap();
+    memory.add(PAGE, &mut page).unwrap();
+    let targets = [Target { number: 0, port: 1 }];
+    let adapters = [Adapter {
+        number: 1,
+        initiator: InitiatorId(1),
+        targets: &targets,
+    }];
+    let (devices, now) = psa::scan::<_, 1, 4>(
+        &mut a,
+        &mut memory,
+        Instant(0),
+        &scan_config(&adapters, 256),
+    )
+    .unwrap();
+    let mut nmp: NmpDevice<_, _, _, 4, 4> = NmpDevice::new(
+        &mut a,
+        &devices[0],
+        DefaultAa::default(),
+        MostRecentlyUsed::new(),
+        NmpConfig::default(),
+    )
+    .unwrap();
+    let sg = SgList::single(PAGE, 512).unwrap();
+    let read = |t| BlockRequest::read(Tag(t), Lba(0), BlockCount(1), sg.clone());
+    for t in 0..4 {
+        nmp.submit(now, read(t)).unwrap();
+    }
+    let e = nmp.submit(now, read(1)).unwrap_err();
+    assert_eq!(e.kind, block::SubmitErrorKind::DuplicateTag);
+    let e = nmp.submit(now, read(9)).unwrap_err();
+    assert_eq!(e.kind, block::SubmitErrorKind::QueueFull);
+    assert_eq!(e.request, read(9), "the request is handed back");
+    // A bad request is accepted and completes with an error; an unknown world likewise.
+    let mut done = Vec::new();
+    nmp.poll(now, &mut memory, &mut |c| done.push(c));
+    assert_eq!(done.len(), 4);
+    nmp.submit(
+        now,
+        BlockRequest::read(Tag(20), Lba(64), BlockCount(1), sg.clone()),
+    )
+    .unwrap();
+    nmp.submit_as(psa::WorldId(77), now, read(21)).unwrap();
+    done.clear();
+    nmp.poll(now, &mut memory, &mut |c| done.push(c));
+    let kinds: Vec<_> = done.iter().map(|c| c.result.unwrap_err().kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            block::ErrorKind::OutOfRange,
+            block::ErrorKind::InvalidRequest
+        ]
+    );
+    assert_eq!(nmp.outstanding(), 0);
+}
