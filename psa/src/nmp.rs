@@ -493,6 +493,16 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         }
     }
 
+    /// Whether a second issue pass in this poll has anything to do.
+    fn has_work(&self, now: Instant) -> bool {
+        !self.ready.is_empty()
+            || !self.refused.is_empty()
+            || self.sched.queued() > 0
+            || self.activation_wanted
+            || (now >= self.next_probe && self.paths.iter().any(|p| !p.state.is_usable()))
+            || self.satp.next_event().is_some_and(|t| t <= now)
+    }
+
     /// Hands the SATP its command's completion and data-in.
     fn satp_command_done(&mut self, now: Instant, memory: &mut dyn Memory) {
         let Some(completion) = self.satp_done.take() else {
@@ -1031,8 +1041,12 @@ where
             .transport
             .poll(now, memory, &mut |c| core.on_completion(now, c, done));
         core.satp_command_done(now, memory);
-        core.timers(now, done);
-        let again = core.issue(now, &mut self.transport, memory, done);
+        // Issue again only if the completions left something to send: retries, requests the
+        // scheduler may now dispatch, an activation, or probes that fell due.
+        let again = core.has_work(now) && {
+            core.timers(now, done);
+            core.issue(now, &mut self.transport, memory, done)
+        };
         let mut next = core.next_timer().map(|t| t.max(now));
         if let Some(t) = transport_next {
             next = Some(next.map_or(t, |n| n.min(t)));
