@@ -17,9 +17,13 @@ const MASK: u64 = 0xFF << SHIFT;
 struct Inner<T, const PORTS: usize, const Q: usize> {
     transport: T,
     stash: [heapless::Deque<CommandCompletion, Q>; PORTS],
+    /// Commands of each port at the transport or in its stash: at most `Q`, so a stash never
+    /// overflows.
+    outstanding: [usize; PORTS],
 }
 
-/// A transport shared by up to `PORTS` devices, each with up to `Q` commands outstanding.
+/// A transport shared by up to `PORTS` devices, each with up to `Q` commands outstanding (a
+/// port refuses more with `QueueFull`, so the stash of completions never overflows).
 pub struct TransportHub<T, const PORTS: usize, const Q: usize> {
     inner: RefCell<Inner<T, PORTS, Q>>,
 }
@@ -31,6 +35,7 @@ impl<T, const PORTS: usize, const Q: usize> TransportHub<T, PORTS, Q> {
             inner: RefCell::new(Inner {
                 transport,
                 stash: core::array::from_fn(|_| heapless::Deque::new()),
+                outstanding: [0; PORTS],
             }),
         }
     }
@@ -75,12 +80,21 @@ where
                 command,
             });
         };
+        let own = usize::from(self.index);
+        if inner.outstanding.get(own).is_none_or(|n| *n >= Q) {
+            return Err(TransportSubmitError {
+                kind: TransportSubmitErrorKind::QueueFull,
+                command,
+            });
+        }
         let original = command.tag;
         command.tag = Tag((original.0 & !MASK) | (u64::from(self.index) << SHIFT));
         inner.transport.submit(now, command).map_err(|mut e| {
             e.command.tag = original;
             e
-        })
+        })?;
+        inner.outstanding[own] += 1;
+        Ok(())
     }
 
     fn poll(
@@ -95,13 +109,15 @@ where
         let inner = &mut *inner;
         let own = usize::from(self.index);
         let stash = &mut inner.stash;
+        let outstanding = &mut inner.outstanding;
         let next = inner.transport.poll(now, memory, &mut |mut c| {
             let port = ((c.tag.0 & MASK) >> SHIFT) as usize;
             c.tag = Tag(c.tag.0 & !MASK);
             if port == own {
+                outstanding[own] = outstanding[own].saturating_sub(1);
                 done(c);
             } else if let Some(queue) = stash.get_mut(port) {
-                // Capacity Q covers every command a port can have outstanding.
+                // A port has at most Q commands outstanding, so its stash has room.
                 let _ = queue.push_back(c);
             }
         });
@@ -109,6 +125,7 @@ where
             let pending = queue.len();
             for _ in 0..pending {
                 if let Some(c) = queue.pop_front() {
+                    outstanding[own] = outstanding[own].saturating_sub(1);
                     done(c);
                 }
             }

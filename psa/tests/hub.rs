@@ -124,3 +124,45 @@ fn two_devices_share_one_array() {
         );
     }
 }
+
+#[test]
+fn a_port_refuses_more_than_its_share_so_stashes_never_overflow() {
+    use scsi::cdb::CdbRepr;
+    use scsi::{Command, Nexus, Transport, TransportSubmitErrorKind};
+    let mut s0 = vec![0u8; 16 * 512];
+    let mut a: Array<RamDisk<'_, 16>, 1, 1, 64, 1> =
+        Array::new(ArrayConfig::new(Personality::ActiveActive));
+    a.add_port(1, 0).unwrap();
+    let disk = RamDisk::new(&mut s0, 512).unwrap();
+    a.add_lun(
+        disk,
+        LunConfig::new("S", "A", "1", "S", NaaId::registered(1, 1)),
+        0,
+    )
+    .unwrap();
+    let hub: TransportHub<_, 2, 2> = TransportHub::new(a);
+    let mut p0 = hub.port(0).unwrap();
+    let mut p1 = hub.port(1).unwrap();
+    let nexus = Nexus {
+        initiator: InitiatorId(1),
+        target_port: 1,
+        lun: 0,
+    };
+    let tur = |t| Command::new(Tag(t), nexus, &CdbRepr::TestUnitReady);
+    p0.submit(Instant(0), tur(1)).unwrap();
+    p0.submit(Instant(0), tur(2)).unwrap();
+    let e = p0.submit(Instant(0), tur(3)).unwrap_err();
+    assert_eq!(e.kind, TransportSubmitErrorKind::QueueFull);
+    assert_eq!(e.command.tag, Tag(3));
+    p1.submit(Instant(0), tur(1)).unwrap();
+    let mut memory = MemoryRegions::<1>::new();
+    // Port 1 polls: its own completion comes back, port 0's two wait in its stash.
+    let mut got = Vec::new();
+    p1.poll(Instant(0), &mut memory, &mut |c| got.push(c.tag));
+    assert_eq!(got, [Tag(1)]);
+    got.clear();
+    p0.poll(Instant(0), &mut memory, &mut |c| got.push(c.tag));
+    got.sort();
+    assert_eq!(got, [Tag(1), Tag(2)]);
+    p0.submit(Instant(0), tur(3)).unwrap();
+}
