@@ -7,7 +7,7 @@ use block::{
     Instant, MemAddr, Memory, Operation, RequestFlags, SgList, SubmitError, SubmitErrorKind, Tag,
 };
 use scsi::cdb::{CdbRepr, CdbSize, Rw, RwKind};
-use scsi::{Command, CommandCompletion, ServiceResponse, Status, Transport};
+use scsi::{Command, CommandCompletion, ServiceResponse, Status, TaskAttribute, Transport};
 
 use crate::discover::{DeviceName, DiscoveredDevice};
 use crate::path::{MAX_PATHS, Path, PathId, PathState};
@@ -621,6 +621,7 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                 match cdb {
                     Some(cdb) => Command {
                         tag,
+                        attribute: TaskAttribute::Simple,
                         nexus,
                         cdb,
                         direction,
@@ -706,6 +707,7 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         {
             let mut command = Command {
                 tag: Tag(SATP_TAG),
+                attribute: TaskAttribute::Simple,
                 nexus: path.nexus,
                 cdb: cmd.cdb,
                 direction: scsi::DataDirection::None,
@@ -742,6 +744,7 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                 if let Some(nexus) = nexus {
                     let mut command = Command {
                         tag: Tag(ACTIVATION_TAG),
+                        attribute: TaskAttribute::Simple,
                         nexus,
                         cdb: act.cdb,
                         direction: scsi::DataDirection::None,
