@@ -1,6 +1,13 @@
 //! The deterministic workload simulator behind `host demo`.
 //!
-//! Each VM keeps `depth` requests outstanding against its own region of a shared LUN, mixing
+//! The stack under the VMs is the real one: a simulated storage array (`array`: two
+//! controllers, four target ports, one LUN emulated by `scsi::Lun` over a `RamDisk`), found by
+//! PSA discovery over two adapters (four paths), claimed by the native multipathing device
+//! (`psa::NmpDevice`: scheduler queue with one world per VM, SATP, PSP, retries). With faults,
+//! the array suffers a flapping link, congestion (BUSY), a controller failure with failover and
+//! restore, and a link that drops commands silently, on a schedule in simulated time.
+//!
+//! Each VM keeps `depth` requests outstanding against its own region of the shared LUN, mixing
 //! reads and writes of 4 KiB to 64 KiB whose pages are scattered in guest memory. Every block a
 //! VM writes is stamped with its LBA and a write sequence number, and every block it reads back
 //! is checked against what the VM knows it wrote: the whole run verifies data end to end, not
@@ -10,16 +17,64 @@
 use core::time::Duration;
 use std::collections::HashMap;
 
-use block::testing::{ExactlyOnce, FaultConfig, FaultInjector, FaultStats};
+use array::{Array, ArrayConfig, ArrayStats, Fault, LinkFailure, Personality};
 use block::{
-    BlockCount, BlockDevice, BlockRequest, Completion, ErrorKind, Instant, Lba, MemAddr, Memory,
+    BlockCount, BlockDevice, BlockRequest, Completion, Instant, Lba, MemAddr, Memory,
     MemoryRegions, RamDisk, Segment, SgList, Tag,
+};
+use psa::{
+    Adapter, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice, SHARES_NORMAL, ScanConfig, Target,
+    WorldId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use scsi::{AccessState, InitiatorId, LunConfig, NaaId, Status};
 
-/// Most requests the simulated LUN keeps outstanding (its queue depth).
+/// Most requests the multipathing device keeps outstanding (its request slots).
 pub const LUN_QUEUE_DEPTH: usize = 64;
+/// Most VMs (scheduler worlds) of one run.
+pub const MAX_VMS: usize = 8;
+/// Paths to the LUN: two adapters, each seeing one port of each controller.
+const PATHS: usize = 4;
+
+type DemoArray<'a> = Array<RamDisk<'a, LUN_QUEUE_DEPTH>, 1, PATHS, LUN_QUEUE_DEPTH, 16>;
+type DemoNmp<'a, 'b> =
+    NmpDevice<&'b mut DemoArray<'a>, DefaultAa, MostRecentlyUsed, PATHS, LUN_QUEUE_DEPTH, MAX_VMS>;
+
+/// How the simulated array presents its LUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayKind {
+    /// Every port serves I/O.
+    ActiveActive,
+    /// The owning controller serves I/O; the other answers NOT READY until a trespass.
+    ActivePassive,
+    /// ALUA: the owner's ports active/optimized, the other controller's active/non-optimized.
+    Alua,
+}
+
+impl ArrayKind {
+    fn personality(self) -> Personality {
+        match self {
+            ArrayKind::ActiveActive => Personality::ActiveActive,
+            ArrayKind::ActivePassive => Personality::ActivePassive {
+                implicit_trespass: false,
+            },
+            ArrayKind::Alua => Personality::Alua {
+                explicit: true,
+                non_owner: AccessState::ActiveNonOptimized,
+            },
+        }
+    }
+
+    /// The name esxcli would show for the array type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArrayKind::ActiveActive => "active/active",
+            ArrayKind::ActivePassive => "active/passive",
+            ArrayKind::Alua => "ALUA",
+        }
+    }
+}
 /// The largest request a VM issues.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const PAGE: usize = 4096;
@@ -44,13 +99,17 @@ pub struct DemoConfig {
     pub latency: Duration,
     /// Percentage of reads in the mix.
     pub read_percent: u8,
-    /// Inject faults (failures, torn writes, delays, reordering).
+    /// How the array presents the LUN.
+    pub array: ArrayKind,
+    /// Schedule array faults: a flapping link, congestion, a controller failure and restore,
+    /// a link that drops commands.
     pub faults: bool,
 }
 
 impl Default for DemoConfig {
     /// The embedded defaults of `host demo`: four VMs, queue depth 8 each, one simulated second
-    /// on a 64 MiB LUN with 100 µs service time, 70 % reads, no faults.
+    /// on a 64 MiB LUN of an active/active array with 100 µs service time, 70 % reads, no
+    /// faults.
     fn default() -> Self {
         Self {
             vms: 4,
@@ -60,6 +119,7 @@ impl Default for DemoConfig {
             lun_mib: 64,
             latency: Duration::from_micros(100),
             read_percent: 70,
+            array: ArrayKind::ActiveActive,
             faults: false,
         }
     }
@@ -99,13 +159,36 @@ impl VmStats {
     }
 }
 
+/// One path's line in the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathReport {
+    /// `vmhbaA:C0:Tn:Ln`.
+    pub name: String,
+    /// Its state at the end of the run.
+    pub state: String,
+    /// Commands sent on it.
+    pub commands: u64,
+    /// Commands that failed on it.
+    pub errors: u64,
+    /// Average device latency on it, in nanoseconds.
+    pub davg_ns: u64,
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemoReport {
     /// Per-VM statistics.
     pub vms: Vec<VmStats>,
-    /// Faults the injector applied.
-    pub faults: FaultStats,
+    /// The device (`naa.` name) and its esxtop line.
+    pub device: String,
+    /// The esxtop line of the device at the end of the run.
+    pub esxtop: String,
+    /// Commands the NMP retried (on the same or another path).
+    pub retries: u64,
+    /// Per-path statistics.
+    pub paths: Vec<PathReport>,
+    /// What the array saw and did.
+    pub array: ArrayStats,
     /// Simulated time the run covered, including the final drain.
     pub simulated: Duration,
     /// Data mismatches found by read verification (each a description); must be empty.
@@ -195,33 +278,34 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
     if region_blocks < (MAX_REQUEST_BYTES / BLOCK) as u64 * 2 {
         return Err("LUN too small for that many VMs".into());
     }
+    if config.vms > MAX_VMS {
+        return Err(format!("at most {MAX_VMS} VMs"));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
 
     let mut lun_storage = vec![0u8; usize::try_from(lun_bytes).map_err(|_| "LUN too large")?];
-    let ram = RamDisk::<'_, LUN_QUEUE_DEPTH>::new(&mut lun_storage, BLOCK as u32)
-        .map_err(|e| e.to_string())?
-        .with_latency(config.latency);
-    let fault_config = if config.faults {
-        FaultConfig {
-            fail_ppm: 2_000,
-            fail_kind: ErrorKind::MediumError,
-            delay_ppm: 50_000,
-            max_delay: config.latency * 4,
-            reorder: true,
-            tear_ppm: 5_000,
-            lose_after_submissions: None,
-        }
-    } else {
-        FaultConfig::default()
-    };
-    let faulty = FaultInjector::<_, LUN_QUEUE_DEPTH>::new(ram, rng.random(), fault_config);
-    let mut lun = ExactlyOnce::<_, LUN_QUEUE_DEPTH>::new(faulty);
+    let mut array = build_array(&mut lun_storage, config, rng.random())?;
 
     let mut guest_memory = vec![0u8; slots_total * MAX_REQUEST_BYTES];
-    let mut memory = MemoryRegions::<1>::new();
+    let mut scratch = vec![0u8; 4096];
+    let mut memory = MemoryRegions::<2>::new();
     memory
         .add(MemAddr(GUEST_BASE), &mut guest_memory)
         .map_err(|e| e.to_string())?;
+    memory
+        .add(SCRATCH, &mut scratch)
+        .map_err(|e| e.to_string())?;
+
+    let (mut lun, start) = claim(&mut array, &mut memory)?;
+    for vm in 0..config.vms {
+        lun.set_shares(WorldId(vm as u32), SHARES_NORMAL)
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    let device = lun.name().to_string();
+    if config.faults {
+        schedule_faults(lun.transport_mut(), start, config.duration)?;
+    }
+    let mut violations = 0usize;
 
     let mut vms: Vec<Vm> = (0..config.vms)
         .map(|i| Vm {
@@ -236,8 +320,8 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
     let mut next_tag = 0u64;
     let mut next_sequence = 1u64;
     let mut mismatches = Vec::new();
-    let end = Instant::ZERO.saturating_add(config.duration);
-    let mut now = Instant::ZERO;
+    let end = start.saturating_add(config.duration);
+    let mut now = start;
     let mut completions: Vec<Completion> = Vec::with_capacity(LUN_QUEUE_DEPTH);
 
     // Each iteration either completes something or jumps time forward to the next device event;
@@ -279,9 +363,11 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
         let next = lun.poll(now, &mut memory, &mut |c| completions.push(c));
         let progressed = !completions.is_empty();
         for completion in completions.drain(..) {
-            let flight = in_flight
-                .remove(&completion.tag.0)
-                .ok_or("completion of an unknown tag")?;
+            // A tag completed twice, or never submitted, breaks the exactly-once contract.
+            let Some(flight) = in_flight.remove(&completion.tag.0) else {
+                violations += 1;
+                continue;
+            };
             complete(
                 &mut vms[flight.vm],
                 &flight,
@@ -312,14 +398,150 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
     if !in_flight.is_empty() {
         return Err("the run did not finish within its iteration bound".into());
     }
-    let faults = lun.inner().stats();
+    let top = lun.esxtop();
+    let paths = lun
+        .paths()
+        .iter()
+        .map(|p| PathReport {
+            name: p.name.to_string(),
+            state: format!("{:?}", p.state),
+            commands: p.stats.commands,
+            errors: p.stats.errors,
+            davg_ns: p.stats.davg_ns(),
+        })
+        .collect();
+    let array_stats = lun.transport().stats();
     Ok(DemoReport {
-        exactly_once_violations: lun.violations().len() + lun.outstanding(),
+        exactly_once_violations: violations + in_flight.len(),
         vms: vms.into_iter().map(|v| v.stats).collect(),
-        faults,
-        simulated: now.saturating_duration_since(Instant::ZERO),
+        device,
+        esxtop: top.to_string(),
+        retries: top.stats.retries,
+        paths,
+        array: array_stats,
+        simulated: now.saturating_duration_since(start),
         mismatches,
     })
+}
+
+/// Scratch memory for discovery commands.
+const SCRATCH: MemAddr = MemAddr(0x8000_0000);
+
+/// The array: controllers 0 and 1, ports 1 and 2 on controller 0, ports 3 and 4 on controller
+/// 1, one LUN over the RAM disk, owned by controller 0.
+fn build_array<'a>(
+    storage: &'a mut [u8],
+    config: &DemoConfig,
+    seed: u64,
+) -> Result<DemoArray<'a>, String> {
+    let mut array_config = ArrayConfig::new(config.array.personality())
+        .with_latency(config.latency)
+        .with_seed(seed);
+    // A dropped command is noticed after 50 ms (the HBA's abort), short against the run.
+    array_config.command_timeout = Duration::from_millis(50);
+    let mut array: DemoArray<'a> = Array::new(array_config);
+    for (port, controller) in [(1, 0), (2, 0), (3, 1), (4, 1)] {
+        array
+            .add_port(port, controller)
+            .map_err(|e| e.to_string())?;
+    }
+    let disk = RamDisk::new(storage, BLOCK as u32).map_err(|e| e.to_string())?;
+    let identity = LunConfig::new(
+        "ESXSIM",
+        "DEMO LUN",
+        "0001",
+        "DEMO0001",
+        NaaId::registered(0x00_0c29, 1),
+    );
+    array
+        .add_lun(disk, identity, 0)
+        .map_err(|e| e.to_string())?;
+    Ok(array)
+}
+
+/// Discovers the LUN through two adapters (vmhba1 sees ports 1 and 3, vmhba2 ports 2 and 4)
+/// and claims it with the default SATP and the MRU path selection policy.
+fn claim<'a, 'b>(
+    array: &'b mut DemoArray<'a>,
+    memory: &mut MemoryRegions<'_, 2>,
+) -> Result<(DemoNmp<'a, 'b>, Instant), String> {
+    let vmhba1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
+    let vmhba2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
+    let adapters = [
+        Adapter {
+            number: 1,
+            initiator: InitiatorId(1),
+            targets: &vmhba1,
+        },
+        Adapter {
+            number: 2,
+            initiator: InitiatorId(2),
+            targets: &vmhba2,
+        },
+    ];
+    let scan = ScanConfig {
+        adapters: &adapters,
+        max_lun: 256,
+        scratch: SCRATCH,
+        max_polls: 256,
+    };
+    let (devices, now) = psa::scan::<_, 2, PATHS>(&mut *array, memory, Instant::ZERO, &scan)
+        .map_err(|e| format!("discovery: {e:?}"))?;
+    let device = devices.first().ok_or("discovery found no device")?;
+    let nmp = NmpDevice::new(
+        array,
+        device,
+        DefaultAa::default(),
+        MostRecentlyUsed::new(),
+        NmpConfig::default(),
+    )
+    .map_err(|e| format!("claim: {e:?}"))?;
+    Ok((nmp, now))
+}
+
+/// The fault schedule of `--faults`, spread over the run.
+fn schedule_faults(
+    array: &mut DemoArray<'_>,
+    start: Instant,
+    duration: Duration,
+) -> Result<(), String> {
+    let at = |fraction: f64| start.saturating_add(duration.mul_f64(fraction));
+    let faults = [
+        (
+            at(0.10),
+            Fault::Flap {
+                port: 1,
+                period: duration / 40,
+                duration: duration / 5,
+                failure: LinkFailure::Error,
+            },
+        ),
+        (
+            at(0.35),
+            Fault::Congestion {
+                port: None,
+                status: Status::BUSY,
+                permille: 20,
+                duration: duration / 10,
+            },
+        ),
+        (at(0.50), Fault::ControllerFail { controller: 0 }),
+        (at(0.65), Fault::ControllerRestore { controller: 0 }),
+        (
+            at(0.75),
+            Fault::LinkDown {
+                port: 3,
+                failure: LinkFailure::Timeout,
+            },
+        ),
+        (at(0.85), Fault::LinkUp { port: 3 }),
+    ];
+    for (when, fault) in faults {
+        array
+            .schedule(when, fault)
+            .map_err(|e| format!("fault schedule: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Chooses the next request of a VM: a range that overlaps none of its own outstanding writes
@@ -410,7 +632,7 @@ fn complete(
     flight: &InFlight,
     completion: Completion,
     now: Instant,
-    memory: &MemoryRegions<'_, 1>,
+    memory: &MemoryRegions<'_, 2>,
     mismatches: &mut Vec<String>,
 ) {
     let latency = now.saturating_duration_since(flight.submitted).as_nanos() as u64;
@@ -482,10 +704,11 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
     let seconds = report.simulated.as_secs_f64().max(f64::MIN_POSITIVE);
     let mut out = String::new();
     out.push_str(&format!(
-        "host demo: {} VMs x depth {}, {} MiB LUN, {:?} service time, {}% reads, seed {}{}\n",
+        "host demo: {} VMs x depth {}, {} MiB LUN on an {} array, {:?} service time, {}% reads, seed {}{}\n",
         config.vms,
         config.depth,
         config.lun_mib,
+        config.array.name(),
         config.latency,
         config.read_percent,
         config.seed,
@@ -550,10 +773,32 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
         all_latencies.extend(latencies);
     }
     out.push_str(&row("total", &total, &all_latencies));
-    let f = &report.faults;
     out.push_str(&format!(
-        "\nfaults injected: {} failed, {} torn writes, {} delayed, {} after device loss\n",
-        f.failed, f.torn, f.delayed, f.lost
+        "\ndevice {} ({} array, {} paths, retries {})\n",
+        report.device,
+        config.array.name(),
+        report.paths.len(),
+        report.retries
+    ));
+    out.push_str(&format!("  {}\n", report.esxtop));
+    out.push_str(&format!(
+        "{:<20} {:>14} {:>10} {:>8} {:>10}\n",
+        "path", "state", "CMDS", "ERRS", "DAVG us"
+    ));
+    for p in &report.paths {
+        out.push_str(&format!(
+            "{:<20} {:>14} {:>10} {:>8} {:>10.1}\n",
+            p.name,
+            p.state,
+            p.commands,
+            p.errors,
+            p.davg_ns as f64 / 1000.0
+        ));
+    }
+    let a = &report.array;
+    out.push_str(&format!(
+        "array: {} commands, {} delivery failures, {} BUSY/TASK SET FULL, {} NOT READY (passive), {} trespasses\n",
+        a.commands, a.delivery_failures, a.congested, a.passive, a.trespasses
     ));
     out.push_str(&format!(
         "data verification: {} blocks read back, {} mismatches; exactly-once violations: {}\n",

@@ -52,9 +52,24 @@ struct DemoArgs {
     /// Percentage of reads.
     #[arg(long, default_value_t = DemoConfig::default().read_percent)]
     read_percent: u8,
-    /// Inject faults: failed requests, torn writes, delayed and reordered completions.
+    /// How the simulated array presents its LUN.
+    #[arg(long, value_enum, default_value_t = ArrayArg::Aa)]
+    array: ArrayArg,
+    /// Schedule array faults: a flapping link, congestion (BUSY), a controller failure and
+    /// restore, a link that silently drops commands.
     #[arg(long)]
     faults: bool,
+}
+
+/// `--array`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ArrayArg {
+    /// Active/active.
+    Aa,
+    /// Active/passive (trespass on failover).
+    Ap,
+    /// ALUA (active/optimized and active/non-optimized port groups).
+    Alua,
 }
 
 impl Default for DemoArgs {
@@ -68,6 +83,7 @@ impl Default for DemoArgs {
             lun_mib: d.lun_mib,
             latency_us: d.latency.as_micros() as u64,
             read_percent: d.read_percent,
+            array: ArrayArg::Aa,
             faults: d.faults,
         }
     }
@@ -88,6 +104,11 @@ fn run_demo(args: DemoArgs) -> Result<bool, String> {
         lun_mib: args.lun_mib,
         latency: Duration::from_micros(args.latency_us),
         read_percent: args.read_percent,
+        array: match args.array {
+            ArrayArg::Aa => demo::ArrayKind::ActiveActive,
+            ArrayArg::Ap => demo::ArrayKind::ActivePassive,
+            ArrayArg::Alua => demo::ArrayKind::Alua,
+        },
         faults: args.faults,
     };
     let started = std::time::Instant::now();
