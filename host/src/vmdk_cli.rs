@@ -15,7 +15,9 @@ use block::{
 };
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use vmdk::{CheckReport, DirSource, ErrorKind, ExtentKind, MetaRegion, OpenOptions, VirtualDisk};
+use vmdk::{
+    CheckReport, DirSource, ErrorKind, ExtentKind, Grain, MetaRegion, OpenOptions, VirtualDisk,
+};
 
 const NOW: Instant = Instant::ZERO;
 const META_ADDR: MemAddr = MemAddr(0x1_0000_0000);
@@ -378,23 +380,72 @@ pub struct MapRange {
     pub length: u64,
     /// The serving layer (0 is the base), or `None`: no layer has it (reads as zeros).
     pub layer: Option<usize>,
+    /// The serving layer has the grains as zeroed-grain entries (they read as zeros).
+    pub zeroed: bool,
 }
 
-/// The allocation map of an open disk as ranges, in order.
-pub fn map_ranges(disk: &Disk<'_>) -> Vec<MapRange> {
-    disk.runs(0)
-        .map(|(sector, sectors, layer)| MapRange {
-            start: sector * 512,
-            length: sectors * 512,
-            layer,
+/// The allocation map of an open disk as ranges, in order; a range served by a layer is
+/// split where that layer's grains turn from data to zeroed-grain entries.
+pub fn map_ranges(disk: &mut Disk<'_>, memory: &mut dyn Memory) -> Result<Vec<MapRange>, String> {
+    let unit = disk.unit_sectors().max(1);
+    // Zeroed grains are rare: a set of the units whose serving layer has them zeroed.
+    let mut zeroed = std::collections::BTreeSet::new();
+    for i in 0..disk.depth() {
+        let mut found = Vec::new();
+        disk.scan_layer(i, memory, NOW, &mut |u, grain| {
+            if grain == Grain::Zero {
+                found.push(u);
+            }
         })
-        .collect()
+        .map_err(|e| e.to_string())?;
+        zeroed.extend(
+            found
+                .into_iter()
+                .filter(|&u| disk.serving_layer(u) == Some(i)),
+        );
+    }
+    let capacity = disk.capacity();
+    let mut out = Vec::new();
+    for (sector, sectors, layer) in disk.runs(0) {
+        let end = sector + sectors;
+        let mut at = sector;
+        if layer.is_some() {
+            for &u in zeroed.range(sector / unit..end.div_ceil(unit)) {
+                let (a, b) = ((u * unit).max(sector), ((u + 1) * unit).min(end));
+                if a > at {
+                    out.push((at, a, layer, false));
+                }
+                out.push((a, b, layer, true));
+                at = b;
+            }
+        }
+        if at < end {
+            out.push((at, end, layer, false));
+        }
+    }
+    // Merge neighbouring zeroed grains; the runs already merge everything else.
+    let mut ranges: Vec<MapRange> = Vec::new();
+    for (a, b, layer, zero) in out {
+        let b = b.min(capacity);
+        match ranges.last_mut() {
+            Some(r) if r.layer == layer && r.zeroed == zero && r.start + r.length == a * 512 => {
+                r.length += (b - a) * 512
+            }
+            _ => ranges.push(MapRange {
+                start: a * 512,
+                length: (b - a) * 512,
+                layer,
+                zeroed: zero,
+            }),
+        }
+    }
+    Ok(ranges)
 }
 
 fn map(args: &DiskArgs) -> Result<(), String> {
-    with_disk(&args.descriptor, |disk, _| {
+    with_disk(&args.descriptor, |disk, memory| {
         let depth = disk.depth();
-        let ranges = map_ranges(disk);
+        let ranges = map_ranges(disk, memory)?;
         let file = |layer: usize| {
             disk.layer(layer)
                 .map(|l| l.name.as_str().to_string())
@@ -412,8 +463,8 @@ fn map(args: &DiskArgs) -> Result<(), String> {
                         "length": r.length,
                         "depth": depth - 1 - layer,
                         "present": present,
-                        "zero": !present,
-                        "data": present,
+                        "zero": !present || r.zeroed,
+                        "data": present && !r.zeroed,
                     });
                     if present {
                         v["file"] = json!(file(layer));
@@ -427,7 +478,8 @@ fn map(args: &DiskArgs) -> Result<(), String> {
         }
         println!("{:<16}{:<16}{:<8}File", "Offset", "Length", "Depth");
         for r in &ranges {
-            if let Some(layer) = r.layer {
+            // Like qemu-img map: the ranges with data.
+            if let (Some(layer), false) = (r.layer, r.zeroed) {
                 println!(
                     "{:<16}{:<16}{:<8}{}",
                     format!("{:#x}", r.start),

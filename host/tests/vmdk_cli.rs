@@ -131,19 +131,22 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
-/// Present ranges `(start, end, depth)`, adjacent ones of one depth merged.
-fn merged(ranges: impl Iterator<Item = (u64, u64, u64)>) -> Vec<(u64, u64, u64)> {
-    let mut out: Vec<(u64, u64, u64)> = Vec::new();
-    for (start, len, depth) in ranges {
+/// Present ranges `(start, end, depth, data)`, adjacent ones of one depth and kind merged
+/// (`data` is false for zeroed grains).
+fn merged(ranges: impl Iterator<Item = (u64, u64, u64, bool)>) -> Vec<(u64, u64, u64, bool)> {
+    let mut out: Vec<(u64, u64, u64, bool)> = Vec::new();
+    for (start, len, depth, data) in ranges {
         match out.last_mut() {
-            Some(last) if last.1 == start && last.2 == depth => last.1 = start + len,
-            _ => out.push((start, start + len, depth)),
+            Some(last) if last.1 == start && last.2 == depth && last.3 == data => {
+                last.1 = start + len
+            }
+            _ => out.push((start, start + len, depth, data)),
         }
     }
     out
 }
 
-fn present_ranges(json: &Value) -> Vec<(u64, u64, u64)> {
+fn present_ranges(json: &Value) -> Vec<(u64, u64, u64, bool)> {
     merged(
         json.as_array()
             .unwrap()
@@ -154,6 +157,7 @@ fn present_ranges(json: &Value) -> Vec<(u64, u64, u64)> {
                     r["start"].as_u64().unwrap(),
                     r["length"].as_u64().unwrap(),
                     r["depth"].as_u64().unwrap(),
+                    r["data"].as_bool().unwrap(),
                 )
             }),
     )
@@ -331,6 +335,49 @@ fn delta_chain_of_depth_3_agrees_with_qemu() {
     assert!(out.status.success());
     let relative: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(relative, info);
+}
+
+#[test]
+fn zeroed_grains_in_a_chain_agree_with_qemu() {
+    // Zeroed-grain entries (qemu's zeroed_grain option, `write -z`) in a delta hide the
+    // parent's data: cat reads zeros there, map reports them present without data.
+    let dir = Scratch::new("zeroed");
+    let base = dir.path("base.vmdk");
+    let top = dir.path("top.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", s(&base), "64M"]);
+    qemu_io_write(&base, 0x11, 0, 1 << 20);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "zeroed_grain=on",
+        "-b",
+        "base.vmdk",
+        "-F",
+        "vmdk",
+        s(&top),
+    ]);
+    write_patterns(&top, 20, 6);
+    for (off, len) in [(256 << 10, 128 << 10), (8 << 20, 64 << 10)] {
+        run(Command::new(tool("qemu-io")).args([
+            "-f",
+            "vmdk",
+            "-c",
+            &format!("write -z {off} {len}"),
+            s(&top),
+        ]));
+    }
+    let map = host_json(&["vmdk", "map", "--json", s(&top)]);
+    assert!(
+        map.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["present"] == true && r["data"] == false && r["depth"] == 0),
+        "{map}"
+    );
+    compare_with_qemu(&top, "monolithicSparse", 2);
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
