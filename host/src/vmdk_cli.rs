@@ -39,11 +39,28 @@ const CHUNK: u64 = 1 << 20;
 const DEPTH: u64 = 8;
 /// Stack of the thread that holds the disk (a `VirtualDisk` holds every layer inline).
 const STACK: usize = 256 << 20;
-/// Most extents per layer (`twoGbMaxExtent*` disks have one per 2 GiB).
-const EXTENTS: usize = 64;
+/// Most extents per layer of the disk shape tried first (`twoGbMaxExtent*` disks have one
+/// file per 2 GiB: up to 128 GiB), and its longest chain.
+pub const DEEP: (usize, usize) = (64, 32);
+/// The shape tried when a layer has more extents: up to 2 TiB in 2 GiB files, short chains.
+pub const WIDE: (usize, usize) = (1024, 4);
 
-/// The disk type the tool opens.
-pub type Disk<'m> = VirtualDisk<'m, FileDisk<4>, EXTENTS, 32, 32>;
+/// The disk type the tool opens: `E` extents per layer, chains of `DP` layers. Each shape
+/// holds `E * DP` extents inline (a few KiB each), hence the two shapes.
+pub type Disk<'m, const E: usize = { DEEP.0 }, const DP: usize = { DEEP.1 }> =
+    VirtualDisk<'m, FileDisk<4>, E, DP, 32>;
+
+/// What a command does with an open disk, whatever its shape.
+pub trait Job {
+    /// What it returns.
+    type Output;
+    /// Runs on `disk`, whose buffers are in `memory`.
+    fn run<const E: usize, const DP: usize>(
+        &self,
+        disk: &mut Disk<'_, E, DP>,
+        memory: &mut MemoryRegions<'_, 2>,
+    ) -> Result<Self::Output, String>;
+}
 
 /// `host vmdk`.
 #[derive(Args)]
@@ -90,9 +107,9 @@ pub fn run(args: VmdkArgs) -> Result<bool, String> {
         .name("vmdk".into())
         .stack_size(STACK)
         .spawn(move || match args.command {
-            VmdkCommand::Info(a) => info(&a).map(|()| true),
+            VmdkCommand::Info(a) => with_disk(&a.descriptor, &InfoJob(&a)).map(|()| true),
             VmdkCommand::Cat(a) => cat_cmd(&a).map(|()| true),
-            VmdkCommand::Map(a) => map(&a).map(|()| true),
+            VmdkCommand::Map(a) => with_disk(&a.descriptor, &MapJob(&a)).map(|()| true),
             VmdkCommand::Check(a) => check(&a),
         })
         .map_err(|e| e.to_string())?
@@ -136,15 +153,29 @@ fn split(descriptor: &Path) -> Result<(PathBuf, String), String> {
     Ok((dir, name))
 }
 
-/// Opens the disk of `descriptor` read-only and hands it to `f` with its address space.
-/// The allocation map grows to what the disk needs.
-pub fn with_disk<R>(
-    descriptor: &Path,
-    f: impl FnOnce(&mut Disk<'_>, &mut MemoryRegions<'_, 2>) -> Result<R, String>,
-) -> Result<R, String> {
+/// Opens the disk of `descriptor` read-only and runs `job` on it. The allocation map grows to
+/// what the disk needs; a disk with more extents per layer than [`DEEP`] allows is opened in
+/// the [`WIDE`] shape.
+pub fn with_disk<J: Job>(descriptor: &Path, job: &J) -> Result<J::Output, String> {
     let (dir, name) = split(descriptor)?;
+    let opened = match open_with::<{ DEEP.0 }, { DEEP.1 }, J>(&dir, &name, job) {
+        Err(e) if e.kind() == ErrorKind::CapacityExceeded && e.info() == DEEP.0 as u64 => {
+            open_with::<{ WIDE.0 }, { WIDE.1 }, J>(&dir, &name, job)
+        }
+        other => other,
+    };
+    opened.map_err(|e| format!("{}: {e}", descriptor.display()))?
+}
+
+/// Opens the disk `name` in `dir` in one shape; `Err` if it cannot be opened, else what the
+/// job returned.
+fn open_with<const E: usize, const DP: usize, J: Job>(
+    dir: &Path,
+    name: &str,
+    job: &J,
+) -> vmdk::Result<Result<J::Output, String>> {
     let mut buffers = Buffers::default();
-    let mut source = DirSource::<4>::new(&dir);
+    let mut source = DirSource::<4>::new(dir);
     let options = OpenOptions {
         read_only: true,
         ..Default::default()
@@ -154,7 +185,8 @@ pub fn with_disk<R>(
         len: META_LEN as u64,
     };
     // At most one retry: the map then has the entries the disk asked for.
-    for attempt in 0..2 {
+    let mut attempt = 0;
+    loop {
         let Buffers {
             meta: meta_buf,
             data,
@@ -162,11 +194,12 @@ pub fn with_disk<R>(
             map,
         } = &mut buffers;
         let mut memory = MemoryRegions::<2>::new();
-        memory.add(META_ADDR, meta_buf).map_err(|e| e.to_string())?;
-        memory.add(DATA_ADDR, data).map_err(|e| e.to_string())?;
-        let opened = Disk::open(
+        // Two disjoint regions: these cannot fail.
+        let _ = memory.add(META_ADDR, meta_buf);
+        let _ = memory.add(DATA_ADDR, data);
+        let opened = Disk::<E, DP>::open(
             &mut source,
-            &name,
+            name,
             text,
             meta,
             map,
@@ -177,7 +210,7 @@ pub fn with_disk<R>(
         match opened {
             Ok(disk) => {
                 let mut disk = Box::new(disk);
-                return f(&mut disk, &mut memory);
+                return Ok(job.run(&mut disk, &mut memory));
             }
             Err(e)
                 if attempt == 0
@@ -188,14 +221,11 @@ pub fn with_disk<R>(
                 let want = e.info() as usize;
                 drop(memory);
                 buffers.map = vec![0u8; want];
+                attempt += 1;
             }
-            Err(e) => return Err(format!("{}: {e}", descriptor.display())),
+            Err(e) => return Err(e),
         }
     }
-    Err(format!(
-        "{}: allocation map too large",
-        descriptor.display()
-    ))
 }
 
 fn kind_text(kind: ExtentKind) -> &'static str {
@@ -213,7 +243,7 @@ fn cid_text(cid: u32) -> String {
 }
 
 /// The `info` of an open disk as JSON: layers top first (QEMU's depth order).
-pub fn info_json(disk: &Disk<'_>) -> Value {
+pub fn info_json<const E: usize, const DP: usize>(disk: &Disk<'_, E, DP>) -> Value {
     let depth = disk.depth();
     let layers: Vec<Value> = (0..depth)
         .rev()
@@ -256,8 +286,16 @@ pub fn info_json(disk: &Disk<'_>) -> Value {
     })
 }
 
-fn info(args: &DiskArgs) -> Result<(), String> {
-    with_disk(&args.descriptor, |disk, _| {
+struct InfoJob<'a>(&'a DiskArgs);
+
+impl Job for InfoJob<'_> {
+    type Output = ();
+    fn run<const E: usize, const DP: usize>(
+        &self,
+        disk: &mut Disk<'_, E, DP>,
+        _: &mut MemoryRegions<'_, 2>,
+    ) -> Result<(), String> {
+        let args = self.0;
         if args.json {
             let text = serde_json::to_string_pretty(&info_json(disk)).map_err(|e| e.to_string())?;
             println!("{text}");
@@ -296,14 +334,14 @@ fn info(args: &DiskArgs) -> Result<(), String> {
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// Writes the disk's bytes to `out`, front to back, with `DEPTH` reads of `CHUNK` bytes
 /// outstanding; each chunk is written straight from the buffer the disk read into, in order.
 /// Returns the bytes written.
-pub fn cat(
-    disk: &mut Disk<'_>,
+pub fn cat<const E: usize, const DP: usize>(
+    disk: &mut Disk<'_, E, DP>,
     memory: &mut dyn Memory,
     out: &mut dyn Write,
 ) -> Result<u64, String> {
@@ -358,8 +396,15 @@ pub fn cat(
     Ok(total)
 }
 
-fn cat_cmd(args: &CatArgs) -> Result<(), String> {
-    with_disk(&args.descriptor, |disk, memory| {
+struct CatJob;
+
+impl Job for CatJob {
+    type Output = ();
+    fn run<const E: usize, const DP: usize>(
+        &self,
+        disk: &mut Disk<'_, E, DP>,
+        memory: &mut MemoryRegions<'_, 2>,
+    ) -> Result<(), String> {
         // Unbuffered: the standard stdout handle is line buffered and would scan every
         // megabyte for newlines.
         let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
@@ -368,7 +413,11 @@ fn cat_cmd(args: &CatArgs) -> Result<(), String> {
         let mut out = File::from(fd);
         cat(disk, memory, &mut out)?;
         out.flush().map_err(|e| e.to_string())
-    })
+    }
+}
+
+fn cat_cmd(args: &CatArgs) -> Result<(), String> {
+    with_disk(&args.descriptor, &CatJob)
 }
 
 /// One range of `map`: bytes `[start, start + length)` of the disk.
@@ -382,11 +431,17 @@ pub struct MapRange {
     pub layer: Option<usize>,
     /// The serving layer has the grains as zeroed-grain entries (they read as zeros).
     pub zeroed: bool,
+    /// The file of the serving layer's extent that holds the range (empty if none does).
+    pub file: String,
 }
 
 /// The allocation map of an open disk as ranges, in order; a range served by a layer is
-/// split where that layer's grains turn from data to zeroed-grain entries.
-pub fn map_ranges(disk: &mut Disk<'_>, memory: &mut dyn Memory) -> Result<Vec<MapRange>, String> {
+/// split where that layer's grains turn from data to zeroed-grain entries and where its
+/// extents (files) end.
+pub fn map_ranges<const E: usize, const DP: usize>(
+    disk: &mut Disk<'_, E, DP>,
+    memory: &mut dyn Memory,
+) -> Result<Vec<MapRange>, String> {
     let unit = disk.unit_sectors().max(1);
     // Zeroed grains are rare: a set of the units whose serving layer has them zeroed.
     let mut zeroed = std::collections::BTreeSet::new();
@@ -423,34 +478,63 @@ pub fn map_ranges(disk: &mut Disk<'_>, memory: &mut dyn Memory) -> Result<Vec<Ma
             out.push((at, end, layer, false));
         }
     }
-    // Merge neighbouring zeroed grains; the runs already merge everything else.
+    // Split at the serving layer's extent boundaries, then merge neighbouring zeroed grains
+    // (the runs already merge everything else).
     let mut ranges: Vec<MapRange> = Vec::new();
     for (a, b, layer, zero) in out {
-        let b = b.min(capacity);
-        match ranges.last_mut() {
-            Some(r) if r.layer == layer && r.zeroed == zero && r.start + r.length == a * 512 => {
-                r.length += (b - a) * 512
+        let mut pieces = Vec::new();
+        match layer {
+            Some(l) => {
+                for x in disk.extents(l) {
+                    let (xa, xb) = (x.start.max(a), (x.start + x.sectors).min(b));
+                    if xa < xb {
+                        let file = if x.file.is_empty() {
+                            disk.layer(l).map(|i| i.name.as_str()).unwrap_or("")
+                        } else {
+                            x.file
+                        };
+                        pieces.push((xa, xb, file.to_string()));
+                    }
+                }
             }
-            _ => ranges.push(MapRange {
-                start: a * 512,
-                length: (b - a) * 512,
-                layer,
-                zeroed: zero,
-            }),
+            None => pieces.push((a, b, String::new())),
+        }
+        for (a, b, file) in pieces {
+            let b = b.min(capacity);
+            match ranges.last_mut() {
+                Some(r)
+                    if r.layer == layer
+                        && r.zeroed == zero
+                        && r.file == file
+                        && r.start + r.length == a * 512 =>
+                {
+                    r.length += (b - a) * 512
+                }
+                _ => ranges.push(MapRange {
+                    start: a * 512,
+                    length: (b - a) * 512,
+                    layer,
+                    zeroed: zero,
+                    file,
+                }),
+            }
         }
     }
     Ok(ranges)
 }
 
-fn map(args: &DiskArgs) -> Result<(), String> {
-    with_disk(&args.descriptor, |disk, memory| {
+struct MapJob<'a>(&'a DiskArgs);
+
+impl Job for MapJob<'_> {
+    type Output = ();
+    fn run<const E: usize, const DP: usize>(
+        &self,
+        disk: &mut Disk<'_, E, DP>,
+        memory: &mut MemoryRegions<'_, 2>,
+    ) -> Result<(), String> {
+        let args = self.0;
         let depth = disk.depth();
         let ranges = map_ranges(disk, memory)?;
-        let file = |layer: usize| {
-            disk.layer(layer)
-                .map(|l| l.name.as_str().to_string())
-                .unwrap_or_default()
-        };
         if args.json {
             // QEMU's fields: depth 0 is the top; unallocated ranges report the base's depth.
             let list: Vec<Value> = ranges
@@ -467,7 +551,7 @@ fn map(args: &DiskArgs) -> Result<(), String> {
                         "data": present && !r.zeroed,
                     });
                     if present {
-                        v["file"] = json!(file(layer));
+                        v["file"] = json!(r.file);
                     }
                     v
                 })
@@ -485,12 +569,26 @@ fn map(args: &DiskArgs) -> Result<(), String> {
                     format!("{:#x}", r.start),
                     format!("{:#x}", r.length),
                     depth - 1 - layer,
-                    file(layer)
+                    r.file
                 );
             }
         }
         Ok(())
-    })
+    }
+}
+
+struct CheckJob;
+
+impl Job for CheckJob {
+    type Output = (usize, CheckReport);
+    fn run<const E: usize, const DP: usize>(
+        &self,
+        disk: &mut Disk<'_, E, DP>,
+        memory: &mut MemoryRegions<'_, 2>,
+    ) -> Result<(usize, CheckReport), String> {
+        let report = disk.check(memory, NOW).map_err(|e| e.to_string())?;
+        Ok((disk.depth(), report))
+    }
 }
 
 fn report_json(report: &CheckReport) -> Value {
@@ -505,13 +603,7 @@ fn report_json(report: &CheckReport) -> Value {
 fn check(args: &DiskArgs) -> Result<bool, String> {
     // A descriptor that is not there is a usage error; anything wrong past that is a finding.
     split(&args.descriptor)?;
-    let outcome = with_disk(&args.descriptor, |disk, memory| {
-        let depth = disk.depth();
-        let report = disk
-            .check(memory, NOW)
-            .map_err(|e| format!("{}: {e}", args.descriptor.display()))?;
-        Ok((depth, report))
-    });
+    let outcome = with_disk(&args.descriptor, &CheckJob);
     let clean = matches!(&outcome, Ok((_, r)) if r.is_clean());
     if args.json {
         let v = match &outcome {

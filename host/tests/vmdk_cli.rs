@@ -380,6 +380,44 @@ fn zeroed_grains_in_a_chain_agree_with_qemu() {
     compare_with_qemu(&top, "monolithicSparse", 2);
 }
 
+#[test]
+fn a_disk_of_70_extent_files_opens_and_maps_like_qemu() {
+    // 140 GiB in 2 GiB flat files (sparse on the host): more extents than the first disk
+    // shape holds, so the tool opens it in the wide one.
+    let dir = Scratch::new("wide");
+    let disk = dir.path("wide.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=twoGbMaxExtentFlat",
+        s(&disk),
+        "140G",
+    ]);
+    let at = 130u64 << 30;
+    qemu_io_write(&disk, 0x77, at - 4096, 8192);
+    let info = host_json(&["vmdk", "info", "--json", s(&disk)]);
+    assert_eq!(info["capacity_bytes"], 140u64 << 30);
+    let extents = info["chain"][0]["extents"].as_array().unwrap();
+    assert_eq!(extents.len(), 70);
+    assert_eq!(extents[69]["file"], "wide-f070.vmdk");
+
+    let ours = host_json(&["vmdk", "map", "--json", s(&disk)]);
+    let qemu: Value =
+        serde_json::from_slice(&qemu_img(&["map", "--output=json", s(&disk)])).unwrap();
+    assert_eq!(present_ranges(&ours), present_ranges(&qemu));
+    // One range per extent file, each naming its file.
+    let ranges = ours.as_array().unwrap();
+    assert_eq!(ranges.len(), 70);
+    assert_eq!(ranges[65]["file"], "wide-f066.vmdk");
+    assert_eq!(ranges[65]["start"], 65u64 << 31);
+
+    let report = host_json(&["vmdk", "check", "--json", s(&disk)]);
+    assert_eq!(report["clean"], true, "{report}");
+}
+
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
