@@ -2,12 +2,13 @@
 //!
 //! It holds the deterministic workload simulator behind `host demo` (virtual machines issue
 //! verified I/O through the stack in simulated time, with seeded fault injection, and the run
-//! reports esxtop-style statistics), and the inspection commands `host vmfs` and `host lvm`
-//! over disk images.
+//! reports esxtop-style statistics), and the inspection commands `host vmfs`, `host lvm`
+//! and `host vmdk` over disk images.
 
 #![doc = include_str!("../README.md")]
 
 pub mod demo;
 pub mod lvm_cli;
+pub mod vmdk_cli;
 pub mod vmfs_cli;
 pub mod volumes;

@@ -27,6 +27,8 @@ enum Command {
     Vmfs(host::vmfs_cli::VmfsArgs),
     /// Inspect the ESXi LVM devices and volumes in disk images.
     Lvm(host::lvm_cli::LvmArgs),
+    /// Inspect a VMDK virtual disk and its snapshot chain: info, cat, map, check.
+    Vmdk(host::vmdk_cli::VmdkArgs),
 }
 
 #[derive(clap::Args)]
@@ -130,6 +132,11 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(args),
         Command::Vmfs(args) => host::vmfs_cli::run(args).map(|()| true),
         Command::Lvm(args) => host::lvm_cli::run(args).map(|()| true),
+        // `check` reports what it found itself; exit 1 without the demo's message.
+        Command::Vmdk(args) => match host::vmdk_cli::run(args) {
+            Ok(false) => return ExitCode::FAILURE,
+            other => other,
+        },
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -634,6 +634,31 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         })
     }
 
+    /// Visits each grain that the sparse extents of layer `i` (0 is the base) have, allocated
+    /// or zeroed, as `(map unit, grain)`; flat and zero extents are not visited. For
+    /// `map`-style tools that tell zeroed grains from data. Call it with no request
+    /// outstanding.
+    pub fn scan_layer(
+        &mut self,
+        i: usize,
+        memory: &mut dyn Memory,
+        now: Instant,
+        visit: &mut dyn FnMut(u64, crate::sparse::Grain),
+    ) -> Result<()> {
+        let unit = self.unit_sectors.max(1);
+        let layer = self
+            .layers
+            .get_mut(i)
+            .ok_or(err(ErrorKind::ChainTooLong, i as u64))?;
+        for placed in layer.extents.iter_mut() {
+            if let LayerExtent::Sparse(s) = &mut placed.extent {
+                let first = placed.start / unit;
+                s.scan(memory, now, &mut |g, grain| visit(first + g, grain))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every sparse extent of every layer (see [`SparseExtent::check`]); returns the
     /// reports summed. Call it with no request outstanding.
     pub fn check(
