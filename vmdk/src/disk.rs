@@ -429,6 +429,11 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
         writable: bool,
     ) -> Result<(Layer<D, E>, Option<heapless::String<MAX_NAME>>)> {
         let len = source.read_head(file, text)?;
+        // A descriptor embedded in a sparse file (monolithicSparse, streamOptimized) describes
+        // that very file: its sparse extent is the file itself, whatever name the descriptor
+        // recorded when it was made (the file may have been renamed or copied since), as QEMU
+        // reads it.
+        let embedded = len >= 4 && le32(text, 0) == MAGIC;
         let (start, end) = descriptor_text(text, len.min(text.len()))?;
         let d = Descriptor::<128>::parse(&text[start..end])?;
         let create_type = d.create_type().ok_or(err(ErrorKind::BadDescriptor, 0))?;
@@ -484,7 +489,11 @@ impl<'m, D: BlockDevice, const E: usize, const DEPTH: usize, const Q: usize>
                     }
                 }
                 ExtentType::Sparse | ExtentType::VmfsSparse => {
-                    let name = x.file_name_str().ok_or(err(ErrorKind::BadDescriptor, 0))?;
+                    let name = if embedded {
+                        file
+                    } else {
+                        x.file_name_str().ok_or(err(ErrorKind::BadDescriptor, 0))?
+                    };
                     let mut dev = source.open(name, w)?;
                     if w {
                         // Room for every grain and table the extent may still need.

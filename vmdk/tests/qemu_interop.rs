@@ -272,6 +272,32 @@ fn every_qemu_subformat_reads_back_identically() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A monolithicSparse disk renamed after it was made still names its old file in its embedded
+/// descriptor; the file itself is the extent (QEMU reads it the same way).
+#[test]
+fn renamed_and_copied_sparse_disks_read_their_own_grains() {
+    let dir = scratch_dir("renamed");
+    let made = dir.join("made.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", made.to_str().unwrap(), "64M"]);
+    for (pat, off, len) in patterns(7, 8, CAPACITY) {
+        qemu_io_write(&made, pat, off, len);
+    }
+    let expected = convert_raw(&made);
+    std::fs::rename(&made, dir.join("renamed.vmdk")).unwrap();
+    assert_eq!(
+        first_difference(&read_through_crate(&dir, "renamed.vmdk"), &expected),
+        None
+    );
+    // A copy beside a different disk of the original name reads the copy, not that disk.
+    std::fs::copy(dir.join("renamed.vmdk"), dir.join("copy.vmdk")).unwrap();
+    qemu_img(&["create", "-q", "-f", "vmdk", made.to_str().unwrap(), "64M"]);
+    assert_eq!(
+        first_difference(&read_through_crate(&dir, "copy.vmdk"), &expected),
+        None
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn multi_extent_descriptor_reads_back_identically() {
     let dir = scratch_dir("multi-extent");
