@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{
     Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify, batch_ringbuf,
-    batch_rtrb, batch_shared, single,
+    batch_rtrb, batch_shared, make_padded, single,
 };
 
 type Run = Box<dyn FnMut(u64) -> Duration>;
@@ -21,10 +21,10 @@ where
     Q::Tx: 'static,
     Q::Rx: 'static,
 {
-    let (mut tx, mut rx) = Q::make();
+    let (mut tx, mut rx) = make_padded::<T, Q>();
     (
         format!("single/{}", Q::NAME),
-        Box::new(move |n| single::<T, Q>(&mut tx, &mut rx, n)),
+        Box::new(move |n| single::<T, Q>(&mut tx.0, &mut rx.0, n)),
     )
 }
 
@@ -49,20 +49,20 @@ fn measure<T: Item>(rounds: usize, scale: u64) {
         single_run::<T, Crossbeam>(),
         single_run::<T, Ringbuf>(),
     ];
-    let (mut tx, mut rx) = <Shared as Queue<T>>::make();
+    let (mut tx, mut rx) = make_padded::<T, Shared>();
     throughput.push((
         "batch32/shared-ring chunks".into(),
-        Box::new(move |n| batch_shared::<T>(&mut tx, &mut rx, n)),
+        Box::new(move |n| batch_shared::<T>(&mut tx.0, &mut rx.0, n)),
     ));
-    let (mut tx, mut rx) = <Rtrb as Queue<T>>::make();
+    let (mut tx, mut rx) = make_padded::<T, Rtrb>();
     throughput.push((
         "batch32/rtrb chunks".into(),
-        Box::new(move |n| batch_rtrb::<T>(&mut tx, &mut rx, n)),
+        Box::new(move |n| batch_rtrb::<T>(&mut tx.0, &mut rx.0, n)),
     ));
-    let (mut tx, mut rx) = <Ringbuf as Queue<T>>::make();
+    let (mut tx, mut rx) = make_padded::<T, Ringbuf>();
     throughput.push((
         "batch32/ringbuf slices".into(),
-        Box::new(move |n| batch_ringbuf::<T>(&mut tx, &mut rx, n)),
+        Box::new(move |n| batch_ringbuf::<T>(&mut tx.0, &mut rx.0, n)),
     ));
     let mut latency: Vec<(String, Run)> = vec![
         ping_pong_run::<T, Shared>(),

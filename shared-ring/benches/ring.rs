@@ -12,13 +12,13 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 
 use common::{
     Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify, batch_ringbuf,
-    batch_rtrb, batch_shared, single,
+    batch_rtrb, batch_shared, make_padded, single,
 };
 
 fn bench_single<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let (mut tx, mut rx) = Q::make();
+    let (mut tx, mut rx) = make_padded::<T, Q>();
     group.bench_function(Q::NAME, |b| {
-        b.iter_custom(|iters| single::<T, Q>(&mut tx, &mut rx, iters))
+        b.iter_custom(|iters| single::<T, Q>(&mut tx.0, &mut rx.0, iters))
     });
 }
 
@@ -40,17 +40,17 @@ fn for_item<T: Item>(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(format!("throughput_batch32/{}", T::NAME));
     group.throughput(Throughput::Elements(1));
-    let (mut tx, mut rx) = <Shared as Queue<T>>::make();
+    let (mut tx, mut rx) = make_padded::<T, Shared>();
     group.bench_function("shared-ring chunks", |b| {
-        b.iter_custom(|iters| batch_shared::<T>(&mut tx, &mut rx, iters))
+        b.iter_custom(|iters| batch_shared::<T>(&mut tx.0, &mut rx.0, iters))
     });
-    let (mut tx, mut rx) = <Rtrb as Queue<T>>::make();
+    let (mut tx, mut rx) = make_padded::<T, Rtrb>();
     group.bench_function("rtrb chunks", |b| {
-        b.iter_custom(|iters| batch_rtrb::<T>(&mut tx, &mut rx, iters))
+        b.iter_custom(|iters| batch_rtrb::<T>(&mut tx.0, &mut rx.0, iters))
     });
-    let (mut tx, mut rx) = <Ringbuf as Queue<T>>::make();
+    let (mut tx, mut rx) = make_padded::<T, Ringbuf>();
     group.bench_function("ringbuf slices", |b| {
-        b.iter_custom(|iters| batch_ringbuf::<T>(&mut tx, &mut rx, iters))
+        b.iter_custom(|iters| batch_ringbuf::<T>(&mut tx.0, &mut rx.0, iters))
     });
     group.finish();
 
