@@ -81,6 +81,8 @@ pub struct Alua<const G: usize = 4> {
     reads: u32,
     followed: u32,
     activations: u32,
+    /// The latest time any call was made with.
+    seen: Instant,
 }
 
 impl<const G: usize> Alua<G> {
@@ -96,6 +98,7 @@ impl<const G: usize> Alua<G> {
             reads: 0,
             followed: 0,
             activations: 0,
+            seen: Instant::ZERO,
         }
     }
 
@@ -122,6 +125,10 @@ impl<const G: usize> Alua<G> {
     /// Since when a transition has been seen (02/04/0A or a transitioning group).
     pub fn transition_since(&self) -> Option<Instant> {
         self.transition_since
+    }
+
+    fn see(&mut self, now: Instant) {
+        self.seen = self.seen.max(now);
     }
 
     fn reread_at(&mut self, at: Instant) {
@@ -209,6 +216,7 @@ impl<const G: usize> Satp for Alua<G> {
         paths: &mut [Path],
         completion: &CommandCompletion,
     ) -> SatpAction {
+        self.see(now);
         if completion.service == ServiceResponse::TaskComplete
             && let Some(sense) = completion.sense_repr()
         {
@@ -263,6 +271,7 @@ impl<const G: usize> Satp for Alua<G> {
     }
 
     fn path_ok(&mut self, now: Instant, path: PathId, paths: &mut [Path]) {
+        self.see(now);
         let i = usize::from(path.0);
         let Some(p) = paths.get_mut(i) else { return };
         if let Some(group) = self.activating.take()
@@ -334,14 +343,19 @@ impl<const G: usize> Satp for Alua<G> {
     }
 
     fn poll_command(&mut self, now: Instant, paths: &[Path]) -> Option<SatpCommand> {
+        self.see(now);
         if self.next_read.is_none_or(|t| t > now) {
             return None;
         }
         // Any path that is not dead answers REPORT TARGET PORT GROUPS (usable ones first).
-        let i = paths
+        let Some(i) = paths
             .iter()
             .position(|p| p.state.is_usable())
-            .or_else(|| paths.iter().position(|p| p.state != PathState::Dead))?;
+            .or_else(|| paths.iter().position(|p| p.state != PathState::Dead))
+        else {
+            self.next_read = Some(now.saturating_add(self.config.reread_retry));
+            return None;
+        };
         self.next_read = None;
         Some(SatpCommand {
             path: PathId(u16::try_from(i).ok()?),
@@ -362,6 +376,7 @@ impl<const G: usize> Satp for Alua<G> {
         completion: &CommandCompletion,
         data_in: &[u8],
     ) {
+        self.see(now);
         let _ = command;
         if !completion.is_good() || !self.parse(data_in) {
             self.reread_at(now.saturating_add(self.config.reread_retry));
@@ -384,7 +399,16 @@ impl<const G: usize> Satp for Alua<G> {
         }
     }
 
+    /// The next read of the groups; a read already due that could not be sent yet (the
+    /// NMP has another command of this SATP or an activation outstanding) is reported 1 ms
+    /// after the latest time seen, so that simulated time moves on.
     fn next_event(&self) -> Option<Instant> {
-        self.next_read
+        self.next_read.map(|t| {
+            if t <= self.seen {
+                self.seen.saturating_add(Duration::from_millis(1))
+            } else {
+                t
+            }
+        })
     }
 }

@@ -3,7 +3,7 @@
 use core::time::Duration;
 
 use block::Instant;
-use psa::{Activation, DefaultAa, Path, PathId, PathState, Satp, SatpAction};
+use psa::{Activation, DefaultAa, MAX_PATHS, Path, PathId, PathState, Satp, SatpAction};
 use scsi::cdb::CdbRepr;
 use scsi::{Asc, CdbBytes, CommandCompletion, SenseKey, ServiceResponse};
 
@@ -32,6 +32,11 @@ pub struct ActivePassiveConfig {
     /// sooner after a trespass is retried after the rest of this time instead (no
     /// back-and-forth). Default 2 s.
     pub holdoff: Duration,
+    /// Passive answers within this time of each other are one observation: when no usable
+    /// path is left, standby paths that answered passive longer ago than this are tried
+    /// again (the array may have moved the LUN to their controller) before a trespass.
+    /// Default 50 ms.
+    pub window: Duration,
     /// The SATP everything not active/passive-specific is delegated to.
     pub base: DefaultAa,
 }
@@ -41,6 +46,7 @@ impl Default for ActivePassiveConfig {
         Self {
             style: TrespassStyle::StartStopUnit,
             holdoff: Duration::from_secs(2),
+            window: Duration::from_millis(50),
             base: DefaultAa::default(),
         }
     }
@@ -56,7 +62,8 @@ impl Default for ActivePassiveConfig {
 /// |---|---|---|
 /// | service delivery failure | dead | fail over |
 /// | NOT READY 04/03 or 04/0B, another path usable | standby | fail over |
-/// | NOT READY 04/03 or 04/0B, none usable, no trespass within `holdoff` | standby | activate (trespass) |
+/// | NOT READY 04/03 or 04/0B, none usable, standby paths that answered passive over `window` ago | standby; those paths active again (re-tested) | fail over |
+/// | NOT READY 04/03 or 04/0B, none usable, every standby path passive within `window`, no trespass within `holdoff` | standby | activate (trespass) |
 /// | NOT READY 04/03 or 04/0B, none usable, trespassed within `holdoff` | standby | fail over after the rest of `holdoff` |
 /// | anything else | as [`DefaultAa`] | as [`DefaultAa`] |
 ///
@@ -66,8 +73,8 @@ impl Default for ActivePassiveConfig {
 #[derive(Debug, Clone)]
 pub struct ActivePassive {
     config: ActivePassiveConfig,
-    /// Paths that answered passive since the last trespass (bit per path).
-    passive: u32,
+    /// When each path last answered passive (since the last trespass).
+    passive_at: [Option<Instant>; MAX_PATHS],
     last_trespass: Option<Instant>,
     activating: Option<PathId>,
     trespasses: u32,
@@ -78,7 +85,7 @@ impl ActivePassive {
     pub const fn new(config: ActivePassiveConfig) -> Self {
         Self {
             config,
-            passive: 0,
+            passive_at: [None; MAX_PATHS],
             last_trespass: None,
             activating: None,
             trespasses: 0,
@@ -142,8 +149,27 @@ impl Satp for ActivePassive {
             && matches!(sense.asc, NOT_READY_PASSIVE | Asc::TARGET_PORT_STANDBY)
         {
             set_state(paths, path, PathState::Standby);
-            self.passive |= 1u32 << (path.0 % 32);
+            if let Some(at) = self.passive_at.get_mut(usize::from(path.0)) {
+                *at = Some(now);
+            }
             if any_usable(paths) {
+                return SatpAction::Failover {
+                    delay: Duration::ZERO,
+                };
+            }
+            // Standby paths that last answered passive before the window may lead to the
+            // owner now (an array-side trespass): try them again before trespassing.
+            let window = self.config.window.as_nanos() as u64;
+            let mut retest = false;
+            for (p, at) in paths.iter_mut().zip(self.passive_at.iter()) {
+                if p.state == PathState::Standby
+                    && at.is_none_or(|t| now.0.saturating_sub(t.0) > window)
+                {
+                    p.state = PathState::Active;
+                    retest = true;
+                }
+            }
+            if retest {
                 return SatpAction::Failover {
                     delay: Duration::ZERO,
                 };
@@ -166,7 +192,7 @@ impl Satp for ActivePassive {
             self.activating = None;
             self.last_trespass = Some(now);
             self.trespasses = self.trespasses.saturating_add(1);
-            self.passive = 0;
+            self.passive_at = [None; MAX_PATHS];
             for p in paths.iter_mut() {
                 if p.state == PathState::Standby {
                     p.state = PathState::Active;
@@ -175,11 +201,14 @@ impl Satp for ActivePassive {
             set_state(paths, path, PathState::Active);
             return;
         }
-        let i = usize::from(path.0);
-        let Some(p) = paths.get_mut(i) else { return };
         // A probe answers GOOD on a passive path too (TEST UNIT READY is not a media
-        // command): a path known passive stays standby; a dead one comes back active.
-        if p.state == PathState::Standby && self.passive & (1u32 << (i % 32)) != 0 {
+        // command): while other paths are usable, a standby path stays standby; when none
+        // is, it is tried.
+        let usable = any_usable(paths);
+        let Some(p) = paths.get_mut(usize::from(path.0)) else {
+            return;
+        };
+        if p.state == PathState::Standby && usable {
             return;
         }
         if !p.state.is_usable() {
