@@ -334,3 +334,376 @@ matrix! {
 fn plain_rr_default_is_used() {
     assert_eq!(rr().config().iops, 1000);
 }
+
+/// What a behaviour run leaves to check.
+struct Run {
+    /// Data commands per path in the first phase (with the faults).
+    first: Vec<u64>,
+    /// Data commands per path in the second phase (after 2.5 s idle, the faults undone).
+    second: Vec<u64>,
+    /// Simulated time the first phase took.
+    elapsed: Duration,
+    array: array::ArrayStats,
+    states: Vec<psa::PathState>,
+}
+
+/// Runs `ios` verified I/Os with `faults`, idles until 2.5 s, then reads block 0 `after` times
+/// (1 ms apart); nothing may fail. `inspect` sees the SATP and PSP at the end.
+#[allow(clippy::too_many_arguments)]
+fn behaviour<S: Satp, P: Psp>(
+    personality: Personality,
+    satp: S,
+    psp: P,
+    faults: &[(u64, Fault)],
+    ios: u64,
+    after: u64,
+    seed: u64,
+    inspect: impl FnOnce(&S, &P),
+) -> Run {
+    let mut storage = vec![0u8; DISK_BLOCKS as usize * BLOCK];
+    let mut scratch = vec![0u8; 2048];
+    let mut buffers = vec![0u8; QD * BUFFER_LEN];
+    let mut memory = memory_regions(&mut scratch, &mut buffers);
+    let mut array = make_array(&mut storage, personality, seed);
+    let (mut nmp, start) = claim_pair(&mut array, &mut memory, satp, psp);
+    schedule(nmp.transport_mut(), start, faults);
+    let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
+    let out = run_workload(&mut dev, &mut memory, start, ios, seed);
+    assert_eq!(out.failures(), 0, "{out:?}");
+    let counts = |d: &ExactlyOnce<Dev<'_, '_, S, P>, 128>| -> Vec<u64> {
+        d.inner().paths().iter().map(|p| p.stats.commands).collect()
+    };
+    let first = counts(&dev);
+    let mut second = first.clone();
+    if after > 0 {
+        let resume = Instant(out.end.0.max(start.0 + 2_500 * MS));
+        idle(&mut dev, &mut memory, out.end, resume);
+        let before = counts(&dev);
+        // Reads of block 0, one at a time (the first phase's data model is not carried over).
+        for i in 0..after {
+            let at = Instant(resume.0 + i * MS);
+            let result = one_read(&mut dev, &mut memory, at);
+            assert!(result.is_ok(), "read {i}: {result:?}");
+        }
+        second = counts(&dev)
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a - b)
+            .collect();
+    }
+    let nmp = dev.into_inner();
+    inspect(nmp.satp(), nmp.psp());
+    Run {
+        first,
+        second,
+        elapsed: Duration::from_nanos(out.end.0 - start.0),
+        array: nmp.transport().stats(),
+        states: nmp.paths().iter().map(|p| p.state).collect(),
+    }
+}
+
+#[test]
+fn rr_spreads_over_optimized_paths_within_one_percent_and_avoids_unoptimized() {
+    let run = behaviour(
+        alua_ano(),
+        Alua::<4>::default(),
+        RoundRobin::<32>::default(),
+        &[],
+        10_000,
+        0,
+        1,
+        |_, _| {},
+    );
+    // Paths 0 and 2 lead to the optimized group 1; 1 and 3 to the unoptimized group 2.
+    assert_eq!((run.first[1], run.first[3]), (0, 0), "{:?}", run.first);
+    let (a, b) = (run.first[0] as f64, run.first[2] as f64);
+    assert!((a - b).abs() / (a + b) < 0.01, "{:?}", run.first);
+    // With useANO every path takes I/O.
+    let run = behaviour(
+        alua_ano(),
+        Alua::<4>::default(),
+        RoundRobin::<32>::new(RrConfig {
+            use_ano: true,
+            ..RrConfig::default()
+        }),
+        &[],
+        10_000,
+        0,
+        1,
+        |_, _| {},
+    );
+    assert!(run.first.iter().all(|c| *c >= 2000), "{:?}", run.first);
+    // On active/active, with iops=1 the four paths are within 1% of each other.
+    let run = behaviour(
+        Personality::ActiveActive,
+        DefaultAa::default(),
+        rr_small(),
+        &[],
+        10_000,
+        0,
+        1,
+        |_, _| {},
+    );
+    let max = *run.first.iter().max().unwrap() as f64;
+    let min = *run.first.iter().min().unwrap() as f64;
+    assert!((max - min) / max < 0.01, "{:?}", run.first);
+}
+
+fn path0_down_and_back() -> Vec<(u64, Fault)> {
+    vec![
+        (
+            5 * MS,
+            Fault::LinkDown {
+                port: 1,
+                failure: LinkFailure::Error,
+            },
+        ),
+        (100 * MS, Fault::LinkUp { port: 1 }),
+    ]
+}
+
+#[test]
+fn fixed_fails_back_and_mru_does_not() {
+    let fixed = behaviour(
+        Personality::ActiveActive,
+        DefaultAa::default(),
+        Fixed::new(None),
+        &path0_down_and_back(),
+        3_000,
+        2_000,
+        2,
+        |_, p| assert_eq!(p.preferred(), Some(psa::PathId(0))),
+    );
+    assert!(fixed.first.iter().skip(1).sum::<u64>() > 0, "failed over");
+    assert_eq!(fixed.second[0], 2_000, "failed back: {:?}", fixed.second);
+    let mru = behaviour(
+        Personality::ActiveActive,
+        DefaultAa::default(),
+        Mru::new(),
+        &path0_down_and_back(),
+        3_000,
+        2_000,
+        2,
+        |_, _| {},
+    );
+    assert_eq!(mru.states[0], psa::PathState::Active, "path 0 is back");
+    assert_eq!(mru.second[0], 0, "MRU stays: {:?}", mru.second);
+    assert_eq!(mru.second.iter().sum::<u64>(), 2_000);
+}
+
+#[test]
+fn alua_follows_an_array_side_transition_and_mru_moves_to_the_optimized_path() {
+    let faults = [(
+        20 * MS,
+        Fault::Trespass {
+            lun: 0,
+            controller: 1,
+        },
+    )];
+    let run = behaviour(
+        alua_ano(),
+        Alua::<4>::default(),
+        Mru::new(),
+        &faults,
+        3_000,
+        2_000,
+        3,
+        |s, _| {
+            assert_eq!(s.activations(), 0, "follow-over: nothing reverted");
+            assert!(s.followed() >= 2 && s.reads() >= 2);
+        },
+    );
+    assert!(run.first[0] > 0);
+    assert_eq!(run.array.trespasses, 1);
+    use psa::PathState::*;
+    assert_eq!(
+        run.states,
+        [ActiveUnoptimized, Active, ActiveUnoptimized, Active]
+    );
+    assert_eq!(run.second[0] + run.second[2], 0, "{:?}", run.second);
+}
+
+#[test]
+fn alua_standby_groups_are_activated_explicitly_when_no_optimized_path_is_left() {
+    let personality = Personality::Alua {
+        explicit: true,
+        non_owner: AccessState::Standby,
+    };
+    let faults = [
+        (
+            10 * MS,
+            Fault::LinkDown {
+                port: 1,
+                failure: LinkFailure::Error,
+            },
+        ),
+        (
+            10 * MS,
+            Fault::LinkDown {
+                port: 2,
+                failure: LinkFailure::Error,
+            },
+        ),
+    ];
+    let run = behaviour(
+        personality,
+        Alua::<4>::default(),
+        Mru::new(),
+        &faults,
+        3_000,
+        0,
+        4,
+        |s, _| {
+            assert_eq!(s.activations(), 1);
+            assert_eq!(s.followed(), 0, "the change was this host's own");
+            assert!(s.groups().contains(&(2, AccessState::ActiveOptimized)));
+        },
+    );
+    // SET TARGET PORT GROUPS made group 2 optimized (the array counts no trespass for it).
+    use psa::PathState::*;
+    assert_eq!(run.states, [Dead, Active, Dead, Active]);
+    assert!(run.first[1] + run.first[3] > 0);
+}
+
+#[test]
+fn active_passive_trespasses_once_and_not_back() {
+    let faults = [
+        (
+            10 * MS,
+            Fault::LinkDown {
+                port: 1,
+                failure: LinkFailure::Error,
+            },
+        ),
+        (
+            10 * MS,
+            Fault::LinkDown {
+                port: 2,
+                failure: LinkFailure::Error,
+            },
+        ),
+        (300 * MS, Fault::LinkUp { port: 1 }),
+        (300 * MS, Fault::LinkUp { port: 2 }),
+    ];
+    for rr in [false, true] {
+        let check = |s: &ActivePassive| assert_eq!(s.trespasses(), 1);
+        let run = if rr {
+            behaviour(
+                ap(),
+                ActivePassive::default(),
+                rr_small(),
+                &faults,
+                3_000,
+                2_000,
+                5,
+                |s, _| check(s),
+            )
+        } else {
+            behaviour(
+                ap(),
+                ActivePassive::default(),
+                Mru::new(),
+                &faults,
+                3_000,
+                2_000,
+                5,
+                |s, _| check(s),
+            )
+        };
+        assert_eq!(run.array.trespasses, 1, "rr {rr}");
+        // After the links return, I/O stays on the new owner's paths (1 and 3).
+        // (A read may be retried once after a unit attention, hence at least.)
+        assert_eq!(
+            run.second[0] + run.second[2],
+            0,
+            "rr {rr}: {:?}",
+            run.second
+        );
+        assert!(
+            run.second[1] + run.second[3] >= 2_000,
+            "rr {rr}: {:?}",
+            run.second
+        );
+    }
+}
+
+/// One path 5x slower than the others: the latency sub-policy and service-time deliver at
+/// least 1.5x the throughput of plain round robin (simulated time; numbers in
+/// BENCHMARKS.md, printed with `--nocapture`).
+#[test]
+fn latency_policies_beat_plain_rr_with_one_slow_path() {
+    // 250 us per command; port 1 (path 0) adds 1 ms: 5x.
+    let slow = [(
+        0,
+        Fault::Latency {
+            port: 1,
+            extra: Duration::from_millis(1),
+        },
+    )];
+    let ios = 20_000;
+    let time = |name: &str, run: Run| {
+        let secs = run.elapsed.as_secs_f64();
+        eprintln!(
+            "{name:>14}: {:>8.0} IOPS ({:.3} s simulated), commands per path {:?}",
+            ios as f64 / secs,
+            secs,
+            run.first
+        );
+        secs
+    };
+    let rr = time(
+        "rr",
+        behaviour(
+            Personality::ActiveActive,
+            DefaultAa::default(),
+            RoundRobin::<32>::default(),
+            &slow,
+            ios,
+            0,
+            6,
+            |_, _| {},
+        ),
+    );
+    let latency = time(
+        "rr latency",
+        behaviour(
+            Personality::ActiveActive,
+            DefaultAa::default(),
+            rr_latency(),
+            &slow,
+            ios,
+            0,
+            6,
+            |_, _| {},
+        ),
+    );
+    let st = time(
+        "service-time",
+        behaviour(
+            Personality::ActiveActive,
+            DefaultAa::default(),
+            ServiceTime::<32>::new(),
+            &slow,
+            ios,
+            0,
+            6,
+            |_, _| {},
+        ),
+    );
+    let ql = time(
+        "queue-length",
+        behaviour(
+            Personality::ActiveActive,
+            DefaultAa::default(),
+            QueueLength::new(),
+            &slow,
+            ios,
+            0,
+            6,
+            |_, _| {},
+        ),
+    );
+    assert!(rr / latency >= 1.5, "latency {:.2}x", rr / latency);
+    assert!(rr / st >= 1.5, "service-time {:.2}x", rr / st);
+    let _ = ql;
+}
