@@ -39,6 +39,16 @@ fn claim_pair<'a, 'b, S: Satp, P: Psp>(
     satp: S,
     psp: P,
 ) -> (Dev<'a, 'b, S, P>, Instant) {
+    claim_with_config(array, memory, satp, psp, config())
+}
+
+fn claim_with_config<'a, 'b, S: Satp, P: Psp>(
+    array: &'b mut Sim<'a>,
+    memory: &mut block::MemoryRegions<'_, 2>,
+    satp: S,
+    psp: P,
+    config: NmpConfig,
+) -> (Dev<'a, 'b, S, P>, Instant) {
     let t1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
     let t2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
     let adapters = [
@@ -61,7 +71,7 @@ fn claim_pair<'a, 'b, S: Satp, P: Psp>(
     };
     let (devices, now) = psa::scan::<_, 2, 4>(array, memory, Instant(0), &scan).expect("scan");
     assert_eq!(devices[0].paths.len(), 4);
-    let nmp = NmpDevice::new(array, &devices[0], satp, psp, config()).expect("claim");
+    let nmp = NmpDevice::new(array, &devices[0], satp, psp, config).expect("claim");
     (nmp, now)
 }
 
@@ -136,6 +146,20 @@ fn faults(personality: Personality) -> Vec<(&'static str, Vec<(u64, Fault)>)> {
                         status: Status::BUSY,
                         permille: 200,
                         duration: Duration::from_millis(20),
+                    },
+                ),
+                (
+                    30 * MS,
+                    Fault::QueueLimit {
+                        lun: 0,
+                        limit: Some(4),
+                    },
+                ),
+                (
+                    60 * MS,
+                    Fault::QueueLimit {
+                        lun: 0,
+                        limit: None,
                     },
                 ),
                 (
@@ -706,4 +730,68 @@ fn latency_policies_beat_plain_rr_with_one_slow_path() {
     assert!(rr / latency >= 1.5, "latency {:.2}x", rr / latency);
     assert!(rr / st >= 1.5, "service-time {:.2}x", rr / st);
     let _ = ql;
+}
+
+/// The faults where failing is the right answer: a permanent device loss fails everything
+/// with `DeviceLost`; all paths down beyond a (3 s) APD timeout fails held I/O with `NoPath`.
+fn unrecoverable<S: Satp, P: Psp>(personality: Personality, satp: fn() -> S, psp: fn() -> P) {
+    use block::ErrorKind;
+    for (name, faults, expect) in [
+        (
+            "PDL",
+            vec![(30 * MS, Fault::RemoveLun { lun: 0 })],
+            ErrorKind::DeviceLost,
+        ),
+        (
+            "APD beyond the timeout",
+            vec![
+                (
+                    20 * MS,
+                    Fault::AllPathsDown {
+                        failure: LinkFailure::Error,
+                    },
+                ),
+                (20 * SEC, Fault::AllPathsUp),
+            ],
+            ErrorKind::NoPath,
+        ),
+    ] {
+        let seed = 0xDEAD;
+        let mut storage = vec![0u8; DISK_BLOCKS as usize * BLOCK];
+        let mut scratch = vec![0u8; 2048];
+        let mut buffers = vec![0u8; QD * BUFFER_LEN];
+        let mut memory = memory_regions(&mut scratch, &mut buffers);
+        let mut array = make_array(&mut storage, personality, seed);
+        let apd = NmpConfig {
+            apd_timeout: Duration::from_secs(3),
+            ..config()
+        };
+        let (mut nmp, start) = claim_with_config(&mut array, &mut memory, satp(), psp(), apd);
+        let label = format!(
+            "{} x {} on {} / {name}",
+            nmp.satp().name(),
+            nmp.psp().name(),
+            personality_name(personality)
+        );
+        schedule(nmp.transport_mut(), start, &faults);
+        let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
+        let out = run_workload(&mut dev, &mut memory, start, 3_000, seed);
+        assert_eq!(out.completed, 3_000, "{label}");
+        let failed = out.failed.get(&expect).copied().unwrap_or(0);
+        assert!(failed > 0 && failed == out.failures(), "{label}: {out:?}");
+        assert!(out.ok > 0, "{label}: {out:?}");
+        if expect == ErrorKind::DeviceLost {
+            assert!(dev.inner().is_lost(), "{label}");
+        }
+    }
+}
+
+#[test]
+fn device_loss_and_apd_expiry_on_every_satp() {
+    unrecoverable(Personality::ActiveActive, DefaultAa::default, Mru::new);
+    unrecoverable(Personality::ActiveActive, DefaultAa::default, rr_small);
+    unrecoverable(ap(), ActivePassive::default, Mru::new);
+    unrecoverable(ap(), ActivePassive::default, ServiceTime::<32>::new);
+    unrecoverable(alua_ano(), Alua::<4>::default, rr_latency);
+    unrecoverable(alua_ano(), Alua::<4>::default, || Fixed::new(None));
 }
