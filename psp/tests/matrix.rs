@@ -352,6 +352,32 @@ matrix! {
     alua_rr_latency: alua_ano(), Alua::<4>::default, rr_latency;
     alua_queue_length: alua_ano(), Alua::<4>::default, QueueLength::new;
     alua_service_time: alua_ano(), Alua::<4>::default, ServiceTime::<32>::new;
+    alua_implicit_mru: alua_implicit(), alua_implicit_satp, Mru::new;
+    alua_implicit_rr: alua_implicit(), alua_implicit_satp, rr_small;
+    alua_standby_mru: alua_standby(), Alua::<4>::default, Mru::new;
+    alua_standby_fixed: alua_standby(), Alua::<4>::default, || Fixed::new(None);
+    alua_standby_rr: alua_standby(), Alua::<4>::default, rr_small;
+}
+
+/// An implicit-only ALUA array (SET TARGET PORT GROUPS refused) and an SATP that never sends it.
+fn alua_implicit() -> Personality {
+    Personality::Alua {
+        explicit: false,
+        non_owner: AccessState::ActiveNonOptimized,
+    }
+}
+fn alua_implicit_satp() -> Alua<4> {
+    Alua::new(satp::AluaConfig {
+        explicit: false,
+        ..satp::AluaConfig::default()
+    })
+}
+/// An ALUA array whose non-owner group is standby.
+fn alua_standby() -> Personality {
+    Personality::Alua {
+        explicit: true,
+        non_owner: AccessState::Standby,
+    }
 }
 
 #[test]

@@ -81,8 +81,8 @@ pub struct Alua<const G: usize = 4> {
     reads: u32,
     followed: u32,
     activations: u32,
-    /// The latest time any call was made with.
-    seen: Instant,
+    /// A read of the groups is outstanding.
+    reading: bool,
 }
 
 impl<const G: usize> Alua<G> {
@@ -98,7 +98,7 @@ impl<const G: usize> Alua<G> {
             reads: 0,
             followed: 0,
             activations: 0,
-            seen: Instant::ZERO,
+            reading: false,
         }
     }
 
@@ -125,10 +125,6 @@ impl<const G: usize> Alua<G> {
     /// Since when a transition has been seen (02/04/0A or a transitioning group).
     pub fn transition_since(&self) -> Option<Instant> {
         self.transition_since
-    }
-
-    fn see(&mut self, now: Instant) {
-        self.seen = self.seen.max(now);
     }
 
     fn reread_at(&mut self, at: Instant) {
@@ -216,7 +212,6 @@ impl<const G: usize> Satp for Alua<G> {
         paths: &mut [Path],
         completion: &CommandCompletion,
     ) -> SatpAction {
-        self.see(now);
         if completion.service == ServiceResponse::TaskComplete
             && let Some(sense) = completion.sense_repr()
         {
@@ -271,7 +266,6 @@ impl<const G: usize> Satp for Alua<G> {
     }
 
     fn path_ok(&mut self, now: Instant, path: PathId, paths: &mut [Path]) {
-        self.see(now);
         let i = usize::from(path.0);
         let Some(p) = paths.get_mut(i) else { return };
         if let Some(group) = self.activating.take()
@@ -343,7 +337,10 @@ impl<const G: usize> Satp for Alua<G> {
     }
 
     fn poll_command(&mut self, now: Instant, paths: &[Path]) -> Option<SatpCommand> {
-        self.see(now);
+        // Asked only while no command or activation of this SATP is outstanding: a failed
+        // activation (no `path_ok`) is over too.
+        self.reading = false;
+        self.activating = None;
         if self.next_read.is_none_or(|t| t > now) {
             return None;
         }
@@ -357,6 +354,7 @@ impl<const G: usize> Satp for Alua<G> {
             return None;
         };
         self.next_read = None;
+        self.reading = true;
         Some(SatpCommand {
             path: PathId(u16::try_from(i).ok()?),
             cdb: CdbBytes::from_repr(&CdbRepr::ReportTargetPortGroups {
@@ -376,7 +374,7 @@ impl<const G: usize> Satp for Alua<G> {
         completion: &CommandCompletion,
         data_in: &[u8],
     ) {
-        self.see(now);
+        self.reading = false;
         let _ = command;
         if !completion.is_good() || !self.parse(data_in) {
             self.reread_at(now.saturating_add(self.config.reread_retry));
@@ -399,16 +397,13 @@ impl<const G: usize> Satp for Alua<G> {
         }
     }
 
-    /// The next read of the groups; a read already due that could not be sent yet (the
-    /// NMP has another command of this SATP or an activation outstanding) is reported 1 ms
-    /// after the latest time seen, so that simulated time moves on.
+    /// The next read of the groups; none while a read or an activation is outstanding (the
+    /// NMP does not ask for commands then, so a due time would only spin simulated time; the
+    /// completion is a wake-up of its own).
     fn next_event(&self) -> Option<Instant> {
-        self.next_read.map(|t| {
-            if t <= self.seen {
-                self.seen.saturating_add(Duration::from_millis(1))
-            } else {
-                t
-            }
-        })
+        if self.reading || self.activating.is_some() {
+            return None;
+        }
+        self.next_read
     }
 }
