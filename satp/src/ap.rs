@@ -1,0 +1,232 @@
+//! An active/passive SATP with trespass (`VMW_SATP_CX`-like and `VMW_SATP_DEFAULT_AP`-like).
+
+use core::time::Duration;
+
+use block::Instant;
+use psa::{Activation, DefaultAa, MAX_PATHS, Path, PathId, PathState, Satp, SatpAction};
+use scsi::cdb::CdbRepr;
+use scsi::{Asc, CdbBytes, CommandCompletion, SenseKey, ServiceResponse};
+
+use crate::{any_usable, set_state};
+
+/// ASC/ASCQ 04/03: LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED, what a passive
+/// controller answers to media commands.
+pub const NOT_READY_PASSIVE: Asc = Asc::new(0x04, 0x03);
+
+/// How ownership is moved to another controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrespassStyle {
+    /// CLARiiON/CX-style: MODE SELECT (6) with the trespass page 0x22 (the short form:
+    /// page 0x22, length 2, TRESPASS 0x01, 0xFF).
+    ModeSelectPage22,
+    /// START STOP UNIT with START on a path of the passive controller.
+    StartStopUnit,
+}
+
+/// The tunables of [`ActivePassive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivePassiveConfig {
+    /// How ownership is moved.
+    pub style: TrespassStyle,
+    /// The shortest time between two trespasses by this host; a path that answers passive
+    /// sooner after a trespass is retried after the rest of this time instead (no
+    /// back-and-forth). Default 2 s.
+    pub holdoff: Duration,
+    /// Passive answers within this time of each other are one observation: when no usable
+    /// path is left, standby paths that answered passive longer ago than this are tried
+    /// again (the array may have moved the LUN to their controller) before a trespass.
+    /// Default 50 ms.
+    pub window: Duration,
+    /// The SATP everything not active/passive-specific is delegated to.
+    pub base: DefaultAa,
+}
+
+impl Default for ActivePassiveConfig {
+    fn default() -> Self {
+        Self {
+            style: TrespassStyle::StartStopUnit,
+            holdoff: Duration::from_secs(2),
+            window: Duration::from_millis(50),
+            base: DefaultAa::default(),
+        }
+    }
+}
+
+/// An active/passive SATP: a path whose media commands answer NOT READY 04/03 leads to the
+/// passive controller and is marked standby; the other controller is activated (trespass)
+/// only when no active path remains, and not again within `holdoff` of the last trespass.
+///
+/// Sense / transport error -> action (everything else as [`DefaultAa`]):
+///
+/// | answer | path state | action |
+/// |---|---|---|
+/// | service delivery failure | dead | fail over |
+/// | NOT READY 04/03 or 04/0B, another path usable | standby | fail over |
+/// | NOT READY 04/03 or 04/0B, none usable, standby paths that answered passive over `window` ago | standby; those paths active again (re-tested) | fail over |
+/// | NOT READY 04/03 or 04/0B, none usable, every standby path passive within `window`, no trespass within `holdoff` | standby | activate (trespass) |
+/// | NOT READY 04/03 or 04/0B, none usable, trespassed within `holdoff` | standby | fail over after the rest of `holdoff` |
+/// | anything else | as [`DefaultAa`] | as [`DefaultAa`] |
+///
+/// After a successful trespass the activated path is active and every standby path is
+/// tried again (those of the now passive controller answer 04/03 once more and go back to
+/// standby, with usable paths left, so no second trespass follows).
+#[derive(Debug, Clone)]
+pub struct ActivePassive {
+    config: ActivePassiveConfig,
+    /// When each path last answered passive (since the last trespass).
+    passive_at: [Option<Instant>; MAX_PATHS],
+    last_trespass: Option<Instant>,
+    activating: Option<PathId>,
+    trespasses: u32,
+}
+
+impl ActivePassive {
+    /// An SATP with `config`.
+    pub const fn new(config: ActivePassiveConfig) -> Self {
+        Self {
+            config,
+            passive_at: [None; MAX_PATHS],
+            last_trespass: None,
+            activating: None,
+            trespasses: 0,
+        }
+    }
+
+    /// Trespasses sent by this SATP.
+    pub fn trespasses(&self) -> u32 {
+        self.trespasses
+    }
+
+    /// The trespass command of `style`: CDB and parameter data.
+    pub fn trespass_command(style: TrespassStyle) -> (CdbBytes, heapless::Vec<u8, 64>) {
+        let mut data = heapless::Vec::new();
+        let repr = match style {
+            TrespassStyle::ModeSelectPage22 => {
+                // Mode parameter header (6), then the trespass page.
+                let page = [0u8, 0, 0, 0, 0x22, 0x02, 0x01, 0xFF];
+                let _ = data.extend_from_slice(&page);
+                CdbRepr::ModeSelect {
+                    ten: false,
+                    pf: true,
+                    sp: false,
+                    parameter_list_length: page.len() as u16,
+                }
+            }
+            TrespassStyle::StartStopUnit => CdbRepr::StartStopUnit {
+                immed: false,
+                power_condition_modifier: 0,
+                power_condition: 0,
+                no_flush: false,
+                loej: false,
+                start: true,
+            },
+        };
+        (CdbBytes::from_repr(&repr), data)
+    }
+}
+
+impl Default for ActivePassive {
+    fn default() -> Self {
+        Self::new(ActivePassiveConfig::default())
+    }
+}
+
+impl Satp for ActivePassive {
+    fn name(&self) -> &'static str {
+        crate::VMW_SATP_DEFAULT_AP
+    }
+
+    fn evaluate(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+    ) -> SatpAction {
+        if completion.service == ServiceResponse::TaskComplete
+            && let Some(sense) = completion.sense_repr()
+            && sense.key == SenseKey::NOT_READY
+            && matches!(sense.asc, NOT_READY_PASSIVE | Asc::TARGET_PORT_STANDBY)
+        {
+            set_state(paths, path, PathState::Standby);
+            if let Some(at) = self.passive_at.get_mut(usize::from(path.0)) {
+                *at = Some(now);
+            }
+            if any_usable(paths) {
+                return SatpAction::Failover {
+                    delay: Duration::ZERO,
+                };
+            }
+            // Standby paths that last answered passive before the window may lead to the
+            // owner now (an array-side trespass): try them again before trespassing.
+            let window = self.config.window.as_nanos() as u64;
+            let mut retest = false;
+            for (p, at) in paths.iter_mut().zip(self.passive_at.iter()) {
+                if p.state == PathState::Standby
+                    && at.is_none_or(|t| now.0.saturating_sub(t.0) > window)
+                {
+                    p.state = PathState::Active;
+                    retest = true;
+                }
+            }
+            if retest {
+                return SatpAction::Failover {
+                    delay: Duration::ZERO,
+                };
+            }
+            let since = self
+                .last_trespass
+                .map(|t| Duration::from_nanos(now.0.saturating_sub(t.0)));
+            return match since {
+                Some(since) if since < self.config.holdoff => SatpAction::Failover {
+                    delay: self.config.holdoff.saturating_sub(since),
+                },
+                _ => SatpAction::Activate,
+            };
+        }
+        self.config.base.evaluate(now, path, paths, completion)
+    }
+
+    fn path_ok(&mut self, now: Instant, path: PathId, paths: &mut [Path]) {
+        if self.activating == Some(path) {
+            self.activating = None;
+            self.last_trespass = Some(now);
+            self.trespasses = self.trespasses.saturating_add(1);
+            self.passive_at = [None; MAX_PATHS];
+            for p in paths.iter_mut() {
+                if p.state == PathState::Standby {
+                    p.state = PathState::Active;
+                }
+            }
+            set_state(paths, path, PathState::Active);
+            return;
+        }
+        // A probe answers GOOD on a passive path too (TEST UNIT READY is not a media
+        // command): while other paths are usable, a standby path stays standby; when none
+        // is, it is tried.
+        let usable = any_usable(paths);
+        let Some(p) = paths.get_mut(usize::from(path.0)) else {
+            return;
+        };
+        if p.state == PathState::Standby && usable {
+            return;
+        }
+        if !p.state.is_usable() {
+            p.state = PathState::Active;
+        }
+    }
+
+    fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
+        let _ = now;
+        if any_usable(paths) {
+            return None;
+        }
+        // A standby path that has answered passive least recently... the first standby one
+        // (every standby path leads to the passive controller when no active path is left).
+        let i = paths.iter().position(|p| p.state == PathState::Standby)?;
+        let path = PathId(u16::try_from(i).ok()?);
+        let (cdb, data) = Self::trespass_command(self.config.style);
+        self.activating = Some(path);
+        Some(Activation { path, cdb, data })
+    }
+}
