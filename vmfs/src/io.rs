@@ -278,11 +278,13 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                 Ok(Step::Volume(vol, n)) => {
                     let bb = self.block_bytes;
                     let want = n.min(p.valid - p.issued).min(self.max_transfer_bytes);
-                    let len = want.div_ceil(bb) * bb;
-                    if vol % bb != 0 || len > p.len - p.issued || len > n.max(bb) {
-                        p.error = Some(BlockError::with_info(ErrorKind::MediumError, vol));
-                        break;
-                    }
+                    let len = match self.data_read_len(vol, n, want) {
+                        Ok(len) if len <= p.len - p.issued => len,
+                        _ => {
+                            p.error = Some(BlockError::with_info(ErrorKind::MediumError, vol));
+                            break;
+                        }
+                    };
                     let Some(child) = self.free_child() else {
                         blocked = true;
                         break;

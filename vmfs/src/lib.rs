@@ -11,6 +11,9 @@
 //!   large file blocks are followed; unallocated and to-be-zeroed ranges read as zeros. Pointer
 //!   blocks are kept in a bounded cache in the caller's [`MetaBuffer`], so a random read in a
 //!   huge thin file costs at most one metadata read once the upper levels are cached.
+//! - [`Vmfs::map_extents`] maps an open file to its runs ([`FileExtent`]: data at a volume
+//!   offset, zeros, or resident in the descriptor), resolved by the same code as reads, so a
+//!   caller can move the data itself (the host copies it straight from the device image).
 //! - Every value read from disk is checked; every walk is bounded. Bad input is an
 //!   [`fss::FsError`] naming the structure and address, never a panic or a loop.
 //!
@@ -19,10 +22,12 @@
 #![forbid(unsafe_code)]
 #![doc = include_str!("../README.md")]
 
+mod extents;
 pub mod format;
 mod io;
 mod volume;
 
+pub use extents::{ExtentKind, FileExtent, MAP_STEPS_PER_CALL};
 pub use format::RdmMapping;
 pub use io::{MAX_CHILDREN, MAX_REQUESTS};
 pub use volume::{

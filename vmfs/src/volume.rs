@@ -630,7 +630,7 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
     }
 
     /// Resolves `offset` of `file`, reading pointer blocks synchronously as needed.
-    fn map_sync(
+    pub(crate) fn map_sync(
         &mut self,
         now: Instant,
         memory: &mut dyn Memory,
@@ -805,7 +805,7 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             zla::POINTER_BLOCK | zla::POINTER2_BLOCK => {
                 let pb = file.addr_at(index >> pb_shift)?;
                 if pb == 0 {
-                    return Ok(Step::Zero(rest_of_block));
+                    return Ok(Step::Zero(hole(offset, file.block_shift + pb_shift)));
                 }
                 match self.pb_entry(memory, pb, index & pb_mask)? {
                     None => Ok(Step::Need(pb)),
@@ -815,11 +815,11 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
             zla::DOUBLE => {
                 let top = file.addr_at(index >> (2 * pb_shift))?;
                 if top == 0 {
-                    return Ok(Step::Zero(rest_of_block));
+                    return Ok(Step::Zero(hole(offset, file.block_shift + 2 * pb_shift)));
                 }
                 let pb = match self.pb_entry(memory, top, (index >> pb_shift) & pb_mask)? {
                     None => return Ok(Step::Need(top)),
-                    Some(0) => return Ok(Step::Zero(rest_of_block)),
+                    Some(0) => return Ok(Step::Zero(hole(offset, file.block_shift + pb_shift))),
                     Some(pb) => pb,
                 };
                 match self.pb_entry(memory, pb, index & pb_mask)? {
@@ -832,6 +832,22 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                 "zero-level address type",
                 file.fd_offset,
             )),
+        }
+    }
+
+    /// The device read that serves `want` bytes (`0 < want <= n`) of a data step of `n` bytes
+    /// at volume offset `vol`: `want` rounded up to whole device blocks. The read path and the
+    /// extent map both check data steps here. A step that does not start on a device block, or
+    /// whose rounded read would run past the step (only a step shorter than a block may be
+    /// padded: the tail of resident data), is corrupt.
+    pub(crate) fn data_read_len(&self, vol: u64, n: u64, want: u64) -> Result<u64, FsError> {
+        let bb = self.block_bytes;
+        let len = want.div_ceil(bb).checked_mul(bb);
+        match len {
+            Some(len) if want > 0 && want <= n && vol.is_multiple_of(bb) && len <= n.max(bb) => {
+                Ok(len)
+            }
+            _ => Err(FsError::corrupt("data block address", vol)),
         }
     }
 
@@ -1486,6 +1502,17 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
     /// Completions of other requests that arrived during synchronous reads.
     pub(crate) fn take_stash(&mut self) -> Option<Completion> {
         self.io.stash.pop_front()
+    }
+}
+
+/// The bytes from `offset` to the end of the aligned `1 << shift`-byte span holding it: the
+/// rest of a hole left by a missing pointer block, which covers every block that pointer block
+/// would address (`shift` is the block shift plus the pointer bits of each missing level).
+fn hole(offset: u64, shift: u32) -> u64 {
+    let span = 1u64.checked_shl(shift).unwrap_or(0);
+    match span {
+        0 => u64::MAX - offset,
+        _ => span - (offset & (span - 1)),
     }
 }
 

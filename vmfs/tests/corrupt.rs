@@ -1,10 +1,11 @@
 //! Bad input never panics or loops: proptest over corrupted copies of the real fixtures.
 //!
 //! A clean walk of a volume (mount, list every directory, stat every node, read links, RDM
-//! records, the first bytes and a middle block of every file, check every address tree) records
-//! which device blocks it reads: that is the metadata region. Each case then flips random bits
-//! in those blocks, or truncates the volume, and walks again. Every operation must return (an
-//! error is fine); a panic or a request that never completes fails the case.
+//! records, the first bytes and a middle block of every file, its extent map from the start and
+//! from the middle, check every address tree) records which device blocks it reads: that is the
+//! metadata region. Each case then flips random bits in those blocks, or truncates the volume,
+//! and walks again. Every operation must return (an error is fine); a panic or a request that
+//! never completes fails the case.
 
 mod common;
 
@@ -19,7 +20,7 @@ use block::{
 use common::*;
 use fss::{FileKind, FileRequest, FileSystem, NodeId};
 use proptest::prelude::*;
-use vmfs::{MetaBuffer, Vmfs};
+use vmfs::{FileExtent, MetaBuffer, Vmfs};
 
 const NOW: Instant = Instant::ZERO;
 
@@ -133,6 +134,32 @@ fn try_read(fs: &mut Vmfs<Mutated>, mem: &mut dyn Memory, node: NodeId, offset: 
     fs.close(handle).unwrap();
 }
 
+/// Maps the file from 0 and from its middle, a few calls each: an error is fine, a panic or
+/// runs that do not follow each other are not.
+fn try_map(fs: &mut Vmfs<Mutated>, mem: &mut dyn Memory, node: NodeId, size: u64) {
+    let Ok(handle) = fs.open(NOW, mem, node) else {
+        return;
+    };
+    let mut out = [FileExtent::EMPTY; 16];
+    for start in [0, size / 2] {
+        let mut at = start;
+        for _ in 0..8 {
+            let Ok(n) = fs.map_extents(NOW, mem, handle, at, &mut out) else {
+                break;
+            };
+            if n == 0 {
+                break;
+            }
+            for e in &out[..n] {
+                assert_eq!(e.file_offset, at, "runs must follow each other");
+                assert!(e.len > 0 && e.end() <= size, "{e:?} of a {size}-byte file");
+                at = e.end();
+            }
+        }
+    }
+    fs.close(handle).unwrap();
+}
+
 /// Everything a reader does with a volume, bounded.
 fn walk(fs: &mut Vmfs<Mutated>, mem: &mut dyn Memory) {
     let mut dirs = vec![(fs.root(), 0)];
@@ -172,6 +199,7 @@ fn walk(fs: &mut Vmfs<Mutated>, mem: &mut dyn Memory) {
                 try_read(fs, mem, node, 0, 64 * 1024);
                 let middle = (stat.size / 2) & !0xFFF;
                 try_read(fs, mem, node, middle, 4096);
+                try_map(fs, mem, node, stat.size);
                 if stat.size <= 256 << 20 {
                     let _ = fs.check_file(NOW, mem, node);
                 }
@@ -255,4 +283,48 @@ fn corrupted_vmfs6_never_panics_or_loops() {
 #[test]
 fn corrupted_vmfs5d_never_panics_or_loops() {
     corrupt_cases("vmfs/vmfs5d");
+}
+
+/// A data block past the end of a (truncated) volume: the map fails where a read fails, with
+/// the same kind of error, instead of pointing the caller outside the volume.
+#[test]
+fn map_and_read_fail_alike_past_the_end_of_the_volume() {
+    let mut buffers = Buffers::new();
+    let mut memory = buffers.memory();
+    let buffer = MetaBuffer {
+        addr: META_ADDR,
+        len: META_LEN,
+    };
+    let trace = Rc::new(RefCell::new(BTreeSet::new()));
+    let full = device("vmfs/vmfs5", Vec::new(), u64::MAX, trace.clone());
+    let mut fs = Vmfs::mount(full, buffer, NOW, &mut memory).unwrap();
+    let node = fs.lookup_path(NOW, &mut memory, "bigger").unwrap();
+    let handle = fs.open(NOW, &mut memory, node).unwrap();
+    let mut out = [FileExtent::EMPTY; 1];
+    fs.map_extents(NOW, &mut memory, handle, 0, &mut out)
+        .unwrap();
+    let start = out[0].volume_offset().unwrap();
+    // Cut the volume one block into the file's first run.
+    let cut = device("vmfs/vmfs5", Vec::new(), start / 512 + 1, trace);
+    let mut fs = Vmfs::mount(cut, buffer, NOW, &mut memory).unwrap();
+    let node = fs.lookup_path(NOW, &mut memory, "bigger").unwrap();
+    let handle = fs.open(NOW, &mut memory, node).unwrap();
+    let mapped = fs
+        .map_extents(NOW, &mut memory, handle, 0, &mut out)
+        .unwrap_err();
+    assert_eq!(mapped.kind(), fss::FsErrorKind::Io(ErrorKind::OutOfRange));
+    assert_eq!(mapped.at(), start);
+    let sg = SgList::single(DATA_ADDR, 1 << 20).unwrap();
+    fs.submit(NOW, FileRequest::read(Tag(1), handle, 0, sg))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let mut result = None;
+    for _ in 0..100 {
+        fs.poll(NOW, &mut memory, &mut |c| result = Some(c.result));
+        if result.is_some() {
+            break;
+        }
+    }
+    let read = result.expect("the read completes").unwrap_err();
+    assert_eq!(read.kind(), ErrorKind::OutOfRange);
 }
