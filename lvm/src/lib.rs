@@ -14,5 +14,5 @@ pub use error::{LvmError, LvmErrorKind, Structure};
 pub use io::MetadataIo;
 pub use mount::{MountMode, MountRefused, MountTable};
 pub use scan::{DeviceStatus, Extent, Member, Scan, ScannedVolume, VolumeStatus, scan};
-pub use volume::{ExtentMap, MapExtent, Piece, Volume};
+pub use volume::{DeviceRange, ExtentMap, MapExtent, Piece, Volume};
 pub use wire::{DeviceName, DiskId, Label, Uuid, VolumeName};

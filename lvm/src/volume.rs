@@ -40,6 +40,18 @@ pub struct Piece {
     pub blocks: u32,
 }
 
+/// Where a run of volume bytes lives: `len` bytes from byte `offset` of member `device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DeviceRange {
+    /// Member index (member order, as the volume's devices are given at mount).
+    pub device: u16,
+    /// Byte offset on the member device.
+    pub offset: u64,
+    /// Bytes from there that are contiguous on that device and inside the volume.
+    pub len: u64,
+}
+
 /// The extent map of a volume, in blocks, with up to `E` extents.
 #[derive(Debug, Clone)]
 pub struct ExtentMap<const E: usize> {
@@ -158,6 +170,39 @@ impl<const E: usize> ExtentMap<E> {
             device_lba: e.device_lba + within,
             offset: 0,
             blocks,
+        })
+    }
+
+    /// Where volume byte `offset` lives, for `block_size`-byte blocks: the member, the byte
+    /// offset on it, and how many bytes from there are contiguous on that member (to the end of
+    /// its extent, or further where the next extents continue on the same device). `None` past
+    /// the end of the volume.
+    pub fn locate_bytes(&self, offset: u64, block_size: u32) -> Option<DeviceRange> {
+        let bs = u64::from(block_size);
+        if bs == 0 {
+            return None;
+        }
+        let lba = offset / bs;
+        let index = self.locate(lba)?;
+        let e = self.extents.get(index)?;
+        let mut end_lba = e.device_lba.checked_add(e.blocks)?;
+        // Bounded by the number of extents.
+        for next in self.extents.iter().skip(index + 1) {
+            if next.device != e.device || next.device_lba != end_lba {
+                break;
+            }
+            end_lba = end_lba.checked_add(next.blocks)?;
+        }
+        let device_lba = e.device_lba.checked_add(lba - e.start)?;
+        let within = offset % bs;
+        let device_offset = device_lba.checked_mul(bs)?.checked_add(within)?;
+        let len = (end_lba - device_lba)
+            .checked_mul(bs)?
+            .checked_sub(within)?;
+        Some(DeviceRange {
+            device: e.device,
+            offset: device_offset,
+            len,
         })
     }
 
@@ -402,6 +447,12 @@ where
     /// The extent map.
     pub fn extent_map(&self) -> &ExtentMap<E> {
         &self.map
+    }
+
+    /// Where volume byte `offset` lives: member, byte offset on it, and the bytes contiguous
+    /// from there ([`ExtentMap::locate_bytes`] with the volume's block size).
+    pub fn locate_bytes(&self, offset: u64) -> Option<DeviceRange> {
+        self.map.locate_bytes(offset, self.geometry.block_size)
     }
 
     /// Requests accepted and not yet completed.

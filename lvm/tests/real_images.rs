@@ -121,6 +121,38 @@ fn span_reads_across_the_device_boundary() {
     let bytes = read_blocks(&mut volume, &mut memory, (512 * MIB - 4096) / 512, 16, 99).unwrap();
     assert_filled(&bytes[..4096], 255, "last block of device 0");
     assert_filled(&bytes[4096..], 0, "first block of device 1");
+    // Byte offsets to (member, device offset, contiguous bytes): MiB i of the volume is MiB i
+    // of the pattern in the member's image file, and no run crosses a device boundary.
+    let members = [
+        image("lvm/span/lvm5-span-0.bin.gz"),
+        image("lvm/span/lvm5-span-1.bin.gz"),
+    ];
+    let files: Vec<std::fs::File> = members
+        .iter()
+        .map(|p| std::fs::File::open(p).unwrap())
+        .collect();
+    let mut runs = 0;
+    let mut at = 0u64;
+    while at < 1024 * MIB {
+        let r = volume.locate_bytes(at + 3).unwrap();
+        let mut byte = [0u8; 1];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &files[usize::from(r.device)],
+            &mut byte,
+            r.offset,
+        )
+        .unwrap();
+        assert_eq!(byte[0], (at / MIB % 256) as u8, "volume MiB {}", at / MIB);
+        let whole = volume.locate_bytes(at).unwrap();
+        assert_eq!(whole.offset + 3, r.offset);
+        assert_eq!(whole.len, r.len + 3);
+        at += whole.len.min(MIB);
+        if whole.len <= MIB {
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, 2, "one run per device");
+    assert_eq!(volume.locate_bytes(1024 * MIB), None);
 }
 
 #[test]

@@ -66,6 +66,49 @@ fn extents_strategy() -> impl Strategy<Value = Vec<(u64, usize)>> {
     })
 }
 
+/// Like [`layout`], but an extent follows the previous one on its device with no gap when
+/// `touch` says so, so runs of extents can be contiguous on a device.
+fn layout_touching(lengths: &[(u64, usize, bool)]) -> Vec<RawExtent> {
+    let mut next = [FIRST; 4];
+    lengths
+        .iter()
+        .map(|&(blocks, device, touch)| {
+            if !touch {
+                next[device] += 3;
+            }
+            let e = RawExtent {
+                device,
+                device_lba: next[device],
+                blocks,
+            };
+            next[device] += blocks;
+            e
+        })
+        .collect()
+}
+
+/// Where volume byte `offset` lives according to the extent list itself: member, device byte,
+/// and the bytes contiguous on that member from there.
+fn reference_locate(extents: &[RawExtent], offset: u64) -> Option<(u16, u64, u64)> {
+    let mut start = 0u64;
+    for (i, e) in extents.iter().enumerate() {
+        let end = start + e.blocks * 512;
+        if offset < end {
+            let device_offset = e.device_lba * 512 + (offset - start);
+            let mut device_end = (e.device_lba + e.blocks) * 512;
+            for n in &extents[i + 1..] {
+                if n.device != e.device || n.device_lba * 512 != device_end {
+                    break;
+                }
+                device_end += n.blocks * 512;
+            }
+            return Some((e.device as u16, device_offset, device_end - device_offset));
+        }
+        start = end;
+    }
+    None
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Write { lba: u64, blocks: u32, seed: u8 },
@@ -121,6 +164,53 @@ proptest! {
         let e = extents[0];
         let first_byte = devices[e.device].read_bytes(e.device_lba * 512, 1)[0];
         prop_assert_eq!(first_byte, model[0]);
+    }
+
+    /// `locate_bytes` agrees with the extent list at every probed byte, merges extents that
+    /// continue on the same device, and answers `None` past the end; the byte it points at is
+    /// the byte the volume reads there.
+    #[test]
+    fn locate_bytes_matches_the_extents(
+        lengths in proptest::collection::vec((1u64..40, 0usize..4, any::<bool>()), 1..12),
+        probes in proptest::collection::vec(any::<u64>(), 1..32),
+    ) {
+        let mut lengths = lengths;
+        for d in 0..4 {
+            lengths.push((1 + d as u64, d, false));
+        }
+        let extents = layout_touching(&lengths);
+        let mut disks = disks_for(&extents);
+        // Every block the extents use holds a byte of its own (device and block number).
+        for e in &extents {
+            let bytes: Vec<u8> = (e.device_lba..e.device_lba + e.blocks)
+                .flat_map(|lba| [(lba * 7 + e.device as u64) as u8; 512])
+                .collect();
+            disks[e.device].write_bytes(e.device_lba * 512, &bytes);
+        }
+        let mut space = Space::new(MIB as usize);
+        let found = scan4(&mut disks, &mut space);
+        let v = found.volumes[0].clone();
+        let total: u64 = extents.iter().map(|e| e.blocks).sum::<u64>() * 512;
+        let mut table = MountTable::<1>::new();
+        let mut volume = table
+            .mount::<_, 4, 32, 8, 16>(&v, heapless::Vec::from_iter(disks), MountMode::Normal)
+            .map_err(|r| r.error)
+            .unwrap();
+        let mut memory = space.memory();
+        for probe in probes.iter().map(|p| p % (total + 1024)) {
+            let got = volume.locate_bytes(probe);
+            let want = reference_locate(&extents, probe);
+            prop_assert_eq!(got.map(|r| (r.device, r.offset, r.len)), want, "at {}", probe);
+            if let Some(r) = got {
+                let block = read_blocks(&mut volume, &mut memory, probe / 512, 1, 1).unwrap();
+                let device = &volume.devices()[usize::from(r.device)];
+                let on_device = device.read_bytes(r.offset, 1)[0];
+                prop_assert_eq!(on_device, block[(probe % 512) as usize], "byte {}", probe);
+                prop_assert!(probe + r.len <= total);
+            }
+        }
+        prop_assert_eq!(volume.locate_bytes(total), None);
+        prop_assert_eq!(volume.locate_bytes(u64::MAX), None);
     }
 
     /// Many requests in flight over faulty members: every parent completes exactly once, and
