@@ -1,4 +1,4 @@
-//! `host vmfs info|ls|stat|cat|fsck`: inspect a VMFS volume in disk images.
+//! `host vmfs info|ls|stat|cat|map|fsck`: inspect a VMFS volume in disk images.
 //!
 //! Each `--device FILE` is a plain or gzip-compressed (`.gz`) image. A `.gz` image is inflated
 //! once into a sparse file in the system's temporary directory and reused while the source is
@@ -10,16 +10,16 @@
 //! (`/vmfs/volumes/<label or uuid>/dir/file`).
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use block::{Completion, Instant, MemAddr, Memory, MemoryRegions, SgList, Tag};
 use clap::{Args, Subcommand};
 use fss::{FileKind, FileRequest, FileSystem, NodeId, Stat, Switch, VOLUMES_PREFIX};
 use serde_json::{Value, json};
-use vmfs::{MetaBuffer, Vmfs};
+use vmfs::{ExtentKind, FileExtent, MetaBuffer, Vmfs};
 
-use crate::volumes::{VolumeDevice, VolumeOrigin, open_volume};
+use crate::volumes::{OpenedVolume, VolumeDevice, VolumeOrigin, open_volume};
 
 /// Offset of the LVM device header on a device.
 pub const LVM_HEADER_OFFSET: u64 = 0x10_0000;
@@ -34,6 +34,13 @@ const META_LEN: u64 = MetaBuffer::recommended_len(64);
 const CHUNK: u64 = 256 * 1024;
 /// File requests `cat` keeps outstanding.
 const DEPTH: u64 = 4;
+/// Runs asked of the extent map per call.
+const MAP_BATCH: usize = 64;
+/// Bytes of the zero buffer that zero runs are written from.
+const ZERO_CHUNK: usize = 1 << 20;
+/// Set (to anything but empty or `0`) to make `host vmfs cat` take the block-stack path, as
+/// `--no-zero-copy` does.
+pub const NO_ZERO_COPY_ENV: &str = "HOST_VMFS_NO_ZERO_COPY";
 
 /// `host vmfs`.
 #[derive(Args)]
@@ -53,7 +60,11 @@ pub enum VmfsCommand {
     /// Everything the file descriptor records about a path (symbolic links are not followed).
     Stat(PathArgs),
     /// Write a file's exact bytes to stdout (symbolic links are followed).
-    Cat(PathArgs),
+    Cat(CatArgs),
+    /// Where a file's bytes live: its runs (data, zeros, resident in the descriptor) with their
+    /// volume offsets and, through LVM, device and device offset (like `vmkfstools -t0`;
+    /// symbolic links are followed).
+    Map(PathArgs),
     /// Walk the whole tree and check every descriptor, directory and address.
     Fsck(DeviceArgs),
 }
@@ -79,8 +90,31 @@ pub struct PathArgs {
     pub path: String,
 }
 
+/// Options of `cat`.
+#[derive(Args, Clone)]
+pub struct CatArgs {
+    /// Devices and path.
+    #[command(flatten)]
+    pub path: PathArgs,
+    /// Read the data through the block stack (file requests into a buffer, then written out)
+    /// even where every device is a plain file and the zero-copy path would apply. Setting
+    /// `HOST_VMFS_NO_ZERO_COPY=1` does the same.
+    #[arg(long)]
+    pub no_zero_copy: bool,
+}
+
 /// The device the CLI mounts.
 pub type Device = VolumeDevice;
+
+/// A mounted volume and where its devices' bytes are.
+pub struct Mounted {
+    /// The file system.
+    pub fs: Vmfs<Device>,
+    /// What the volume is, for display.
+    pub origin: VolumeOrigin,
+    /// The plain image file of each device, in member order.
+    pub images: Vec<PathBuf>,
+}
 
 /// The metadata and data buffers of one run.
 pub struct Buffers {
@@ -109,18 +143,19 @@ impl Buffers {
 }
 
 /// Mounts the volume on `devices`: a bare VMFS device, or the LVM volume they make up.
-pub fn mount(
-    devices: &[PathBuf],
-    memory: &mut dyn Memory,
-) -> Result<(Vmfs<Device>, VolumeOrigin), String> {
+pub fn mount(devices: &[PathBuf], memory: &mut dyn Memory) -> Result<Mounted, String> {
     // The LVM scan borrows the same metadata region before VMFS takes it over.
-    let (device, origin) = open_volume(devices, memory, META_ADDR, META_LEN as u32)?;
+    let OpenedVolume {
+        device,
+        origin,
+        images,
+    } = open_volume(devices, memory, META_ADDR, META_LEN as u32)?;
     let buffer = MetaBuffer {
         addr: META_ADDR,
         len: META_LEN,
     };
     let fs = Vmfs::mount(device, buffer, NOW, memory).map_err(|e| format!("mount: {e}"))?;
-    Ok((fs, origin))
+    Ok(Mounted { fs, origin, images })
 }
 
 /// Resolves `path` (inside the volume or a switch path) to a node.
@@ -147,6 +182,20 @@ pub fn resolve(
     Ok(node)
 }
 
+/// Opens `node` for `cat` (not a directory): its handle and size.
+fn open_for_cat(
+    fs: &mut Vmfs<Device>,
+    memory: &mut dyn Memory,
+    node: NodeId,
+) -> Result<(fss::FileHandle, u64), String> {
+    let stat = fs.stat(NOW, memory, node).map_err(|e| e.to_string())?;
+    if stat.kind.is_dir() {
+        return Err("is a directory".into());
+    }
+    let handle = fs.open(NOW, memory, node).map_err(|e| e.to_string())?;
+    Ok((handle, stat.size))
+}
+
 /// Writes the bytes of `node` to `out`, reading through submit/poll with `DEPTH` requests of
 /// `CHUNK` bytes outstanding. Returns the bytes written.
 pub fn cat(
@@ -155,12 +204,7 @@ pub fn cat(
     node: NodeId,
     out: &mut dyn Write,
 ) -> Result<u64, String> {
-    let stat = fs.stat(NOW, memory, node).map_err(|e| e.to_string())?;
-    if stat.kind.is_dir() {
-        return Err("is a directory".into());
-    }
-    let size = stat.size;
-    let handle = fs.open(NOW, memory, node).map_err(|e| e.to_string())?;
+    let (handle, size) = open_for_cat(fs, memory, node)?;
     let align = fs.io_align() as u64;
     let mut at = 0u64;
     let result = (|| {
@@ -207,6 +251,268 @@ pub fn cat(
         }
         Ok(())
     })();
+    fs.close(handle).map_err(|e| e.to_string())?;
+    result.map(|()| size)
+}
+
+/// One piece of a file's map: `length` bytes from `file_offset`, of one kind, and for data and
+/// resident bytes where they are on the volume and on which device (a run of the file that
+/// crosses a device boundary of an LVM volume is split there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRow {
+    /// Offset in the file.
+    pub file_offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// Data (with its volume offset), zeros, or resident in the file descriptor.
+    pub kind: ExtentKind,
+    /// For data and resident bytes: the device (index into the volume's images, in member
+    /// order) and the byte offset on it.
+    pub device: Option<(u16, u64)>,
+}
+
+impl MapRow {
+    /// The kind's name: `data`, `zero` or `resident`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ExtentKind::Data { .. } => "data",
+            ExtentKind::Zero => "zero",
+            ExtentKind::Resident { .. } => "resident",
+        }
+    }
+
+    /// The volume offset of data and resident bytes.
+    pub fn volume_offset(&self) -> Option<u64> {
+        match self.kind {
+            ExtentKind::Data { volume_offset } | ExtentKind::Resident { volume_offset } => {
+                Some(volume_offset)
+            }
+            ExtentKind::Zero => None,
+        }
+    }
+}
+
+/// What [`for_each_run`] calls with each run (and the file system, to locate it).
+type RunVisitor<'a> = dyn FnMut(&Vmfs<Device>, &FileExtent) -> Result<(), String> + 'a;
+
+/// Calls `each` with every run of the open file `handle` (of `size` bytes) from the start, in
+/// order, as `Vmfs::map_extents` gives them.
+fn for_each_run(
+    fs: &mut Vmfs<Device>,
+    memory: &mut dyn Memory,
+    handle: fss::FileHandle,
+    size: u64,
+    each: &mut RunVisitor<'_>,
+) -> Result<(), String> {
+    let mut runs = [FileExtent::EMPTY; MAP_BATCH];
+    let mut at = 0u64;
+    // Every call that does not fail maps at least one byte.
+    while at < size {
+        let n = fs
+            .map_extents(NOW, memory, handle, at, &mut runs)
+            .map_err(|e| format!("map at {at:#x}: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "the map ends at {at:#x}, before the end of the file"
+            ));
+        }
+        for run in &runs[..n] {
+            each(fs, run)?;
+            at = run.end();
+        }
+    }
+    Ok(())
+}
+
+/// Calls `each` with the pieces of the `len` volume bytes from `volume_offset`, in order: the
+/// device (member index), the byte offset on it, and the piece's length.
+fn for_each_device_piece(
+    device: &VolumeDevice,
+    volume_offset: u64,
+    len: u64,
+    each: &mut dyn FnMut(u16, u64, u64) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut done = 0u64;
+    // Each piece is at least one byte long.
+    while done < len {
+        let at = volume_offset + done;
+        let range = device
+            .locate_bytes(at)
+            .filter(|r| r.len > 0)
+            .ok_or_else(|| format!("volume offset {at:#x} is past the end of the volume"))?;
+        let piece = (len - done).min(range.len);
+        each(range.device, range.offset, piece)?;
+        done += piece;
+    }
+    Ok(())
+}
+
+/// The map of `node`: its runs, split where they cross from one device to the next.
+pub fn map_rows(
+    fs: &mut Vmfs<Device>,
+    memory: &mut dyn Memory,
+    node: NodeId,
+) -> Result<Vec<MapRow>, String> {
+    let size = fs.stat(NOW, memory, node).map_err(|e| e.to_string())?.size;
+    let handle = fs.open(NOW, memory, node).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let result = for_each_run(fs, memory, handle, size, &mut |fs, run| {
+        let Some(start) = run.volume_offset() else {
+            rows.push(MapRow {
+                file_offset: run.file_offset,
+                length: run.len,
+                kind: run.kind,
+                device: None,
+            });
+            return Ok(());
+        };
+        let mut shift = 0u64;
+        for_each_device_piece(fs.device(), start, run.len, &mut |dev, offset, len| {
+            let kind = match run.kind {
+                ExtentKind::Resident { .. } => ExtentKind::Resident {
+                    volume_offset: start + shift,
+                },
+                _ => ExtentKind::Data {
+                    volume_offset: start + shift,
+                },
+            };
+            rows.push(MapRow {
+                file_offset: run.file_offset + shift,
+                length: len,
+                kind,
+                device: Some((dev, offset)),
+            });
+            shift += len;
+            Ok(())
+        })
+    });
+    fs.close(handle).map_err(|e| e.to_string())?;
+    result.map(|()| rows)
+}
+
+/// Opens the plain image files for the zero-copy path: `None` unless every one is a regular
+/// file.
+pub fn open_plain_images(images: &[PathBuf]) -> Option<Vec<File>> {
+    images
+        .iter()
+        .map(|path| {
+            let file = File::open(path).ok()?;
+            file.metadata().ok()?.is_file().then_some(file)
+        })
+        .collect()
+}
+
+/// Writes `len` zeros to `out` from `zeros`.
+fn write_zeros(out: &mut dyn Write, zeros: &[u8], len: u64) -> Result<(), String> {
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// How `cat_zero_copy` hands image bytes to its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelCopy {
+    /// `std::io::copy` of a `Take` of the image file: `copy_file_range` into regular files,
+    /// `sendfile` into other files (`/dev/null`, character devices), a read/write loop where
+    /// neither works.
+    Std,
+    /// `sendfile` from the image straight into a pipe or socket. std's `io::copy` never does
+    /// this (it falls back to a read/write loop of 8 KiB), because the reader of a pipe fed from
+    /// the page cache may see changes made to the file after the copy; nothing here writes the
+    /// images, which are opened read-only.
+    Sendfile,
+}
+
+impl KernelCopy {
+    fn for_output(out: &File) -> Self {
+        use std::os::unix::fs::FileTypeExt;
+        match out.metadata() {
+            Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => Self::Sendfile,
+            _ => Self::Std,
+        }
+    }
+}
+
+/// Copies `len` bytes at `offset` of `image` to `out`, in the kernel where it can.
+fn copy_from_image(
+    image: &File,
+    offset: u64,
+    len: u64,
+    out: &mut File,
+    how: KernelCopy,
+) -> Result<(), String> {
+    let end = offset + len;
+    let mut at = offset;
+    if how == KernelCopy::Sendfile {
+        // Each call moves at least one byte or ends the loop.
+        while at < end {
+            let n = (end - at).min(1 << 30) as usize;
+            match rustix::fs::sendfile(&*out, image, Some(&mut at), n) {
+                Ok(0) => return Err(format!("the image ends at {at:#x}, inside the volume")),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                // Not supported for this pair: copy the rest the ordinary way.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => break,
+                Err(e) => return Err(std::io::Error::from(e).to_string()),
+            }
+        }
+        if at == end {
+            return Ok(());
+        }
+    }
+    let mut image = image;
+    image.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+    let copied = std::io::copy(&mut image.take(end - at), out).map_err(|e| e.to_string())?;
+    if copied != end - at {
+        return Err(format!(
+            "the image ends at {:#x}, inside the volume",
+            at + copied
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the bytes of `node` to `out` without moving them through this process where the
+/// kernel can do it: the file's runs come from `Vmfs::map_extents`, each data or resident run is
+/// located on its device (`VolumeDevice::locate_bytes`) and copied from that device's image
+/// file in `images` (member order) by the kernel (`copy_file_range` into a regular file,
+/// `sendfile` into a pipe, socket or `/dev/null`; a read/write loop where neither works); zero
+/// runs are written from a zero buffer. Returns the bytes written: the same bytes [`cat`]
+/// writes.
+pub fn cat_zero_copy(
+    fs: &mut Vmfs<Device>,
+    memory: &mut dyn Memory,
+    node: NodeId,
+    images: &[File],
+    out: &mut File,
+) -> Result<u64, String> {
+    let (handle, size) = open_for_cat(fs, memory, node)?;
+    let mut zeros = Vec::new();
+    let how = KernelCopy::for_output(out);
+    let result = for_each_run(fs, memory, handle, size, &mut |fs, run| {
+        let Some(volume_offset) = run.volume_offset() else {
+            if zeros.is_empty() {
+                zeros = vec![0u8; ZERO_CHUNK];
+            }
+            return write_zeros(out, &zeros, run.len);
+        };
+        for_each_device_piece(
+            fs.device(),
+            volume_offset,
+            run.len,
+            &mut |dev, offset, len| {
+                let image = images
+                    .get(usize::from(dev))
+                    .ok_or_else(|| format!("no image for device {dev}"))?;
+                copy_from_image(image, offset, len, out, how)
+                    .map_err(|e| format!("device {dev}: {e}"))
+            },
+        )
+    });
     fs.close(handle).map_err(|e| e.to_string())?;
     result.map(|()| size)
 }
@@ -336,7 +642,7 @@ fn print_json(v: &Value) -> Result<(), String> {
 fn info(args: &DeviceArgs) -> Result<(), String> {
     let mut buffers = Buffers::default();
     let mut memory = buffers.memory();
-    let (fs, origin) = mount(&args.devices, &mut memory)?;
+    let Mounted { fs, origin, .. } = mount(&args.devices, &mut memory)?;
     let i = fs.info();
     let lvm = match &origin {
         VolumeOrigin::Bare => Value::Null,
@@ -423,7 +729,7 @@ fn info(args: &DeviceArgs) -> Result<(), String> {
 fn ls(args: &PathArgs) -> Result<(), String> {
     let mut buffers = Buffers::default();
     let mut memory = buffers.memory();
-    let (mut fs, _) = mount(&args.device.devices, &mut memory)?;
+    let Mounted { mut fs, .. } = mount(&args.device.devices, &mut memory)?;
     let node = resolve(&mut fs, &mut memory, &args.path, false)?;
     let stat = fs.stat(NOW, &mut memory, node).map_err(|e| e.to_string())?;
     let mut rows: Vec<(String, NodeId)> = Vec::new();
@@ -457,7 +763,7 @@ fn ls(args: &PathArgs) -> Result<(), String> {
 fn stat(args: &PathArgs) -> Result<(), String> {
     let mut buffers = Buffers::default();
     let mut memory = buffers.memory();
-    let (mut fs, _) = mount(&args.device.devices, &mut memory)?;
+    let Mounted { mut fs, .. } = mount(&args.device.devices, &mut memory)?;
     let node = resolve(&mut fs, &mut memory, &args.path, false)?;
     let stat = fs
         .stat(NOW, &mut memory, node)
@@ -517,19 +823,111 @@ fn stat(args: &PathArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn cat_cmd(args: &PathArgs) -> Result<(), String> {
+/// Whether `cat` may take the zero-copy path: not turned off by flag or environment.
+fn zero_copy_allowed(args: &CatArgs) -> bool {
+    let env_off = std::env::var_os(NO_ZERO_COPY_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    !args.no_zero_copy && !env_off
+}
+
+fn cat_cmd(args: &CatArgs) -> Result<(), String> {
     let mut buffers = Buffers::default();
     let mut memory = buffers.memory();
-    let (mut fs, _) = mount(&args.device.devices, &mut memory)?;
-    let node = resolve(&mut fs, &mut memory, &args.path, true)?;
-    // Unbuffered: the standard stdout handle is line buffered and would scan every megabyte
-    // for newlines.
-    let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
+    let path = &args.path;
+    let Mounted { mut fs, images, .. } = mount(&path.device.devices, &mut memory)?;
+    let node = resolve(&mut fs, &mut memory, &path.path, true)?;
+    // Standard output's own descriptor, unbuffered and held locked: the standard handle is
+    // line buffered (it would scan every megabyte for newlines), and the zero-copy path hands
+    // the descriptor to the kernel.
+    let stdout = std::io::stdout();
+    let _lock = stdout.lock();
+    let fd = std::os::fd::AsFd::as_fd(&stdout)
         .try_clone_to_owned()
         .map_err(|e| e.to_string())?;
     let mut out = File::from(fd);
-    cat(&mut fs, &mut memory, node, &mut out).map_err(|e| format!("{}: {e}", args.path))?;
+    let plain = if zero_copy_allowed(args) {
+        open_plain_images(&images)
+    } else {
+        None
+    };
+    match plain {
+        Some(files) => cat_zero_copy(&mut fs, &mut memory, node, &files, &mut out),
+        None => cat(&mut fs, &mut memory, node, &mut out),
+    }
+    .map_err(|e| format!("{}: {e}", path.path))?;
     out.flush().map_err(|e| e.to_string())
+}
+
+fn map_cmd(args: &PathArgs) -> Result<(), String> {
+    let mut buffers = Buffers::default();
+    let mut memory = buffers.memory();
+    let Mounted {
+        mut fs,
+        origin,
+        images,
+    } = mount(&args.device.devices, &mut memory)?;
+    let node = resolve(&mut fs, &mut memory, &args.path, true)?;
+    let size = fs
+        .stat(NOW, &mut memory, node)
+        .map_err(|e| format!("{}: {e}", args.path))?
+        .size;
+    let rows = map_rows(&mut fs, &mut memory, node).map_err(|e| format!("{}: {e}", args.path))?;
+    let given: Vec<PathBuf> = match origin {
+        VolumeOrigin::Bare => args.device.devices.clone(),
+        VolumeOrigin::Lvm { devices, .. } => devices,
+    };
+    if args.device.json {
+        let devices: Vec<Value> = given
+            .iter()
+            .zip(&images)
+            .enumerate()
+            .map(|(i, (path, image))| {
+                json!({
+                    "device": i,
+                    "path": path.display().to_string(),
+                    "image": image.display().to_string(),
+                })
+            })
+            .collect();
+        let extents: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "file_offset": r.file_offset,
+                    "length": r.length,
+                    "kind": r.kind_name(),
+                    "volume_offset": r.volume_offset(),
+                    "device": r.device.map(|(d, _)| d),
+                    "device_offset": r.device.map(|(_, o)| o),
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "path": args.path,
+            "size": size,
+            "devices": devices,
+            "extents": extents,
+        }));
+    }
+    let hex = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v:#x}"));
+    println!(
+        "{:<20}{:<20}{:<10}{:<20}{:<8}Device offset",
+        "Offset", "Length", "Kind", "Volume offset", "Device"
+    );
+    for r in &rows {
+        println!(
+            "{:<20}{:<20}{:<10}{:<20}{:<8}{}",
+            format!("{:#x}", r.file_offset),
+            format!("{:#x}", r.length),
+            r.kind_name(),
+            hex(r.volume_offset()),
+            r.device.map_or("-".to_string(), |(d, _)| d.to_string()),
+            hex(r.device.map(|(_, o)| o)),
+        );
+    }
+    for (i, path) in given.iter().enumerate() {
+        println!("device {i}: {}", path.display());
+    }
+    Ok(())
 }
 
 /// What `fsck` found.
@@ -625,7 +1023,7 @@ pub fn fsck(fs: &mut Vmfs<Device>, memory: &mut dyn Memory) -> FsckReport {
 fn fsck_cmd(args: &DeviceArgs) -> Result<(), String> {
     let mut buffers = Buffers::default();
     let mut memory = buffers.memory();
-    let (mut fs, _) = mount(&args.devices, &mut memory)?;
+    let Mounted { mut fs, .. } = mount(&args.devices, &mut memory)?;
     let r = fsck(&mut fs, &mut memory);
     if args.json {
         print_json(&json!({
@@ -664,6 +1062,7 @@ pub fn run(args: VmfsArgs) -> Result<(), String> {
         VmfsCommand::Ls(a) => ls(a),
         VmfsCommand::Stat(a) => stat(a),
         VmfsCommand::Cat(a) => cat_cmd(a),
+        VmfsCommand::Map(a) => map_cmd(a),
         VmfsCommand::Fsck(a) => fsck_cmd(a),
     }
 }

@@ -66,6 +66,36 @@ impl BlockDevice for VolumeDevice {
     }
 }
 
+impl VolumeDevice {
+    /// Where volume byte `offset` lives: the member device (index into the volume's images, in
+    /// member order), the byte offset in it, and how many bytes are contiguous there. `None`
+    /// past the end of the volume.
+    pub fn locate_bytes(&self, offset: u64) -> Option<lvm::DeviceRange> {
+        match self {
+            VolumeDevice::Bare(d) => {
+                let capacity = d.geometry().capacity_bytes()?;
+                (offset < capacity).then_some(lvm::DeviceRange {
+                    device: 0,
+                    offset,
+                    len: capacity - offset,
+                })
+            }
+            VolumeDevice::Lvm(v) => v.locate_bytes(offset),
+        }
+    }
+}
+
+/// A volume opened from device images.
+pub struct OpenedVolume {
+    /// The device the file system is mounted from.
+    pub device: VolumeDevice,
+    /// What it is, for display.
+    pub origin: VolumeOrigin,
+    /// The plain image file of each device, in member order (the indices of
+    /// [`VolumeDevice::locate_bytes`]); for `.gz` devices the inflated copy.
+    pub images: Vec<PathBuf>,
+}
+
 /// What was opened, for display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeOrigin {
@@ -137,6 +167,11 @@ pub fn plain_image(path: &Path) -> Result<PathBuf, String> {
 
 /// Opens every device file read-only (inflating `.gz` images).
 pub fn open_devices(paths: &[PathBuf]) -> Result<Vec<DeviceFile>, String> {
+    Ok(open_images(paths)?.into_iter().map(|(d, _)| d).collect())
+}
+
+/// Opens every device file read-only (inflating `.gz` images), with the plain image of each.
+fn open_images(paths: &[PathBuf]) -> Result<Vec<(DeviceFile, PathBuf)>, String> {
     if paths.is_empty() {
         return Err("no --device given".into());
     }
@@ -147,7 +182,9 @@ pub fn open_devices(paths: &[PathBuf]) -> Result<Vec<DeviceFile>, String> {
         .iter()
         .map(|path| {
             let image = plain_image(path)?;
-            DeviceFile::open_read_only(&image, 512).map_err(|e| format!("{}: {e}", path.display()))
+            let device = DeviceFile::open_read_only(&image, 512)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((device, image))
         })
         .collect()
 }
@@ -188,15 +225,17 @@ pub fn open_volume(
     memory: &mut dyn Memory,
     buffer: MemAddr,
     buffer_len: u32,
-) -> Result<(VolumeDevice, VolumeOrigin), String> {
-    let mut devices = open_devices(paths)?;
+) -> Result<OpenedVolume, String> {
+    let (mut devices, images): (Vec<DeviceFile>, Vec<PathBuf>) =
+        open_images(paths)?.into_iter().unzip();
     let scan = scan_devices(&mut devices, memory, buffer, buffer_len)?;
     if scan.devices.iter().all(|d| *d == DeviceStatus::NoHeader) {
         return match devices.len() {
-            1 => Ok((
-                VolumeDevice::Bare(Box::new(devices.remove(0))),
-                VolumeOrigin::Bare,
-            )),
+            1 => Ok(OpenedVolume {
+                device: VolumeDevice::Bare(Box::new(devices.remove(0))),
+                origin: VolumeOrigin::Bare,
+                images,
+            }),
             _ => Err("several devices without LVM headers: give one bare device at a time".into()),
         };
     }
@@ -225,6 +264,7 @@ pub fn open_volume(
     }
     let order: Vec<usize> = volume.member_devices().collect();
     let member_paths: Vec<PathBuf> = order.iter().map(|&i| paths[i].clone()).collect();
+    let member_images: Vec<PathBuf> = order.iter().map(|&i| images[i].clone()).collect();
     let mut slots: Vec<Option<DeviceFile>> = devices.into_iter().map(Some).collect();
     let mut members = heapless::Vec::<Box<DeviceFile>, MAX_DEVICES>::new();
     for index in order {
@@ -243,5 +283,9 @@ pub fn open_volume(
         version: volume.version,
         devices: member_paths,
     };
-    Ok((VolumeDevice::Lvm(Box::new(mounted)), origin))
+    Ok(OpenedVolume {
+        device: VolumeDevice::Lvm(Box::new(mounted)),
+        origin,
+        images: member_images,
+    })
 }
