@@ -38,6 +38,9 @@ const DEPTH: u64 = 4;
 const MAP_BATCH: usize = 64;
 /// Bytes of the zero buffer that zero runs are written from.
 const ZERO_CHUNK: usize = 1 << 20;
+/// The pipe buffer `cat` asks for when its output is a pipe (Linux's default limit for
+/// unprivileged processes).
+const PIPE_BYTES: usize = 1 << 20;
 /// Set (to anything but empty or `0`) to make `host vmfs cat` take the block-stack path, as
 /// `--no-zero-copy` does.
 pub const NO_ZERO_COPY_ENV: &str = "HOST_VMFS_NO_ZERO_COPY";
@@ -493,6 +496,7 @@ pub fn cat_zero_copy(
     let (handle, size) = open_for_cat(fs, memory, node)?;
     let mut zeros = Vec::new();
     let how = KernelCopy::for_output(out);
+
     let result = for_each_run(fs, memory, handle, size, &mut |fs, run| {
         let Some(volume_offset) = run.volume_offset() else {
             if zeros.is_empty() {
@@ -823,6 +827,18 @@ fn stat(args: &PathArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// When `out` is a pipe, grows its buffer to [`PIPE_BYTES`] (if the system allows, and it is
+/// smaller): with the default 64 KiB, writer and reader wake each other every 64 KiB, which on
+/// this two-core machine cost more than the copy itself (`vmfs/BENCHMARKS.md`).
+fn grow_pipe(out: &File) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_pipe = out.metadata().is_ok_and(|m| m.file_type().is_fifo());
+    if is_pipe && rustix::pipe::fcntl_getpipe_size(out).is_ok_and(|n| n < PIPE_BYTES) {
+        // Refused beyond the system's limits: the pipe stays as it is.
+        let _ = rustix::pipe::fcntl_setpipe_size(out, PIPE_BYTES);
+    }
+}
+
 /// Whether `cat` may take the zero-copy path: not turned off by flag or environment.
 fn zero_copy_allowed(args: &CatArgs) -> bool {
     let env_off = std::env::var_os(NO_ZERO_COPY_ENV).is_some_and(|v| !v.is_empty() && v != "0");
@@ -844,6 +860,7 @@ fn cat_cmd(args: &CatArgs) -> Result<(), String> {
         .try_clone_to_owned()
         .map_err(|e| e.to_string())?;
     let mut out = File::from(fd);
+    grow_pipe(&out);
     let plain = if zero_copy_allowed(args) {
         open_plain_images(&images)
     } else {

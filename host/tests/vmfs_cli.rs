@@ -630,5 +630,19 @@ fn zero_copy_cat_moves_no_data_through_the_block_stack() {
     assert!(m.fs.counters().data_reads > after.data_reads);
     assert!(std::fs::read(&fast).unwrap() == std::fs::read(&slow).unwrap());
     assert!(open_plain_images(&[PathBuf::from("/dev/null")]).is_none());
+    // Into a pipe, cat grows the pipe's buffer to 1 MiB where the system allows it.
+    let img = image("vmfs5");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["vmfs", "cat", "--device", img.to_str().unwrap(), "/small"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    assert!(child.wait().unwrap().success());
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .map_or(0, |s| s.trim().parse().unwrap_or(0));
+    if limit >= 1 << 20 {
+        assert_eq!(rustix::pipe::fcntl_getpipe_size(&stdout).unwrap(), 1 << 20);
+    }
     assert!(open_plain_images(&[dir.join("missing")]).is_none());
 }
