@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Simulate VMs doing verified I/O through the stack and print esxtop-style statistics.
     Demo(DemoArgs),
-    /// Inspect a VMFS volume in disk images: info, ls, stat, cat, fsck.
+    /// Inspect a VMFS volume in disk images: info, ls, stat, cat, map, fsck.
     Vmfs(host::vmfs_cli::VmfsArgs),
     /// Inspect the ESXi LVM devices and volumes in disk images.
     Lvm(host::lvm_cli::LvmArgs),

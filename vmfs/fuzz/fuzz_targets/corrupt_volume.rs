@@ -14,7 +14,7 @@ use block::{
 };
 use fss::{FileKind, FileRequest, FileSystem, NodeId};
 use libfuzzer_sys::fuzz_target;
-use vmfs::{MetaBuffer, Vmfs};
+use vmfs::{FileExtent, MetaBuffer, Vmfs};
 
 const NOW: Instant = Instant::ZERO;
 const META: MemAddr = MemAddr(0x1000_0000);
@@ -136,6 +136,28 @@ fn read(fs: &mut Vmfs<Flipped<'_>>, memory: &mut dyn Memory, node: NodeId, offse
     fs.close(handle).unwrap();
 }
 
+/// Maps the file from its start, a few calls: runs must follow each other inside the file.
+fn map(fs: &mut Vmfs<Flipped<'_>>, memory: &mut dyn Memory, node: NodeId, size: u64) {
+    let Ok(handle) = fs.open(NOW, memory, node) else {
+        return;
+    };
+    let mut runs = [FileExtent::EMPTY; 8];
+    let mut at = 0;
+    for _ in 0..4 {
+        let Ok(n) = fs.map_extents(NOW, memory, handle, at, &mut runs) else {
+            break;
+        };
+        for run in &runs[..n] {
+            assert!(run.file_offset == at && run.len > 0 && run.end() <= size);
+            at = run.end();
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    fs.close(handle).unwrap();
+}
+
 fn walk(device: Flipped<'_>) {
     let mut meta = vec![0u8; MetaBuffer::recommended_len(4) as usize];
     let mut data = vec![0u8; 8192];
@@ -185,6 +207,7 @@ fn walk(device: Flipped<'_>) {
             if stat.kind.is_readable() && stat.size > 0 {
                 read(&mut fs, &mut memory, node, 0);
                 read(&mut fs, &mut memory, node, (stat.size / 2) & !511);
+                map(&mut fs, &mut memory, node, stat.size);
                 if stat.size <= 64 << 20 {
                     let _ = fs.check_file(NOW, &mut memory, node);
                 }
