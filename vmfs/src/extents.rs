@@ -19,7 +19,7 @@ pub const MAP_STEPS_PER_CALL: usize = 1 << 16;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ExtentKind {
     /// The bytes are on the volume, contiguously, from this byte offset (a multiple of the
-    /// volume's block size).
+    /// volume's block size, unless the map was asked from a file offset that is not).
     Data {
         /// Volume byte offset of the extent's first byte.
         volume_offset: u64,
@@ -136,15 +136,17 @@ impl<D: BlockDevice<SG>, const SG: usize> Vmfs<D, SG> {
                 Step::Zero(n) => (n.min(size - at).max(1), ExtentKind::Zero),
                 Step::Volume(volume_offset, n) => {
                     let len = n.min(size - at);
-                    let read = self.data_read_len(volume_offset, n, len)?;
-                    if volume_offset
-                        .checked_add(read)
-                        .is_none_or(|end| end > capacity)
-                    {
+                    // Checked as a read from the device block holding `at` would be.
+                    let lead = at % self.block_bytes;
+                    let bad = || FsError::corrupt("data block address", volume_offset);
+                    let start = volume_offset.checked_sub(lead).ok_or_else(bad)?;
+                    let (n, want) = (n.saturating_add(lead), len.saturating_add(lead));
+                    let read = self.data_read_len(start, n, want)?;
+                    if start.checked_add(read).is_none_or(|end| end > capacity) {
                         return Err(FsError::new(
                             FsErrorKind::Io(ErrorKind::OutOfRange),
                             "volume",
-                            volume_offset,
+                            start,
                         ));
                     }
                     let kind = if resident {

@@ -291,4 +291,25 @@ fn map_extents_arguments() {
         }
     );
     fs.close(handle).unwrap();
+    // From offsets that are not block aligned, inside data and resident runs: the runs start
+    // there and point at the bytes a read returns.
+    for (path, offset) in [("bigger", 12_345u64), ("big", (1 << 20) - 7), ("small", 3)] {
+        let node = fs.lookup_path(NOW, mem, path).unwrap();
+        let size = fs.stat(NOW, mem, node).unwrap().size;
+        let handle = fs.open(NOW, mem, node).unwrap();
+        let n = fs.map_extents(NOW, mem, handle, offset, &mut out).unwrap();
+        assert_eq!(out[0].file_offset, offset, "{path}");
+        assert_eq!(out[n - 1].end(), size, "{path}");
+        let want = read_range(&mut fs, mem, handle, offset, size - offset, 1 << 20);
+        let mut got = Vec::new();
+        for e in &out[..n] {
+            let at = e.volume_offset().unwrap();
+            let lead = at % 512;
+            got.extend_from_slice(
+                &read_volume(&mut fs, mem, at - lead, lead + e.len)[lead as usize..],
+            );
+        }
+        assert!(got == want, "{path} from {offset}");
+        fs.close(handle).unwrap();
+    }
 }
