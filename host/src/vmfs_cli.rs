@@ -286,12 +286,12 @@ impl MapRow {
 
     /// The volume offset of data and resident bytes.
     pub fn volume_offset(&self) -> Option<u64> {
-        match self.kind {
-            ExtentKind::Data { volume_offset } | ExtentKind::Resident { volume_offset } => {
-                Some(volume_offset)
-            }
-            ExtentKind::Zero => None,
-        }
+        let run = FileExtent {
+            file_offset: self.file_offset,
+            len: self.length,
+            kind: self.kind,
+        };
+        run.volume_offset()
     }
 }
 
@@ -440,14 +440,16 @@ impl KernelCopy {
     }
 }
 
-/// Copies `len` bytes at `offset` of `image` to `out`, in the kernel where it can.
+/// Copies `len` bytes at `offset` of `image` (the image of device `dev`) to `out`, in the kernel
+/// where it can.
 fn copy_from_image(
-    image: &File,
+    (dev, image): (u16, &File),
     offset: u64,
     len: u64,
     out: &mut File,
     how: KernelCopy,
 ) -> Result<(), String> {
+    let short = |at: u64| format!("the image of device {dev} ends at {at:#x}, inside the volume");
     let end = offset + len;
     let mut at = offset;
     if how == KernelCopy::Sendfile {
@@ -455,7 +457,7 @@ fn copy_from_image(
         while at < end {
             let n = (end - at).min(1 << 30) as usize;
             match rustix::fs::sendfile(&*out, image, Some(&mut at), n) {
-                Ok(0) => return Err(format!("the image ends at {at:#x}, inside the volume")),
+                Ok(0) => return Err(short(at)),
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => {}
                 // Not supported for this pair: copy the rest the ordinary way.
@@ -471,10 +473,7 @@ fn copy_from_image(
     image.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
     let copied = std::io::copy(&mut image.take(end - at), out).map_err(|e| e.to_string())?;
     if copied != end - at {
-        return Err(format!(
-            "the image ends at {:#x}, inside the volume",
-            at + copied
-        ));
+        return Err(short(at + copied));
     }
     Ok(())
 }
@@ -512,8 +511,7 @@ pub fn cat_zero_copy(
                 let image = images
                     .get(usize::from(dev))
                     .ok_or_else(|| format!("no image for device {dev}"))?;
-                copy_from_image(image, offset, len, out, how)
-                    .map_err(|e| format!("device {dev}: {e}"))
+                copy_from_image((dev, image), offset, len, out, how)
             },
         )
     });
