@@ -100,7 +100,12 @@ impl ActivePassive {
         }
     }
 
-    /// Trespasses sent by this SATP.
+    /// The configuration.
+    pub fn config(&self) -> &ActivePassiveConfig {
+        &self.config
+    }
+
+    /// Trespasses this SATP has completed (answered GOOD).
     pub fn trespasses(&self) -> u32 {
         self.trespasses
     }
