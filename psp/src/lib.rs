@@ -362,8 +362,11 @@ enum Phase {
 /// I/Os every `eval_time`, and between samplings each I/O goes to the path with the lowest
 /// sampled latency weighted by its outstanding I/O (`latency x (outstanding + 1)`).
 ///
-/// A plain round-robin pick is O(1) (bit masks kept by `paths_changed`); a latency pick looks
-/// at each candidate path once (at most [`MAX_PATHS`]).
+/// A plain round-robin pick is O(1) (bit masks kept by `paths_changed`). A latency pick
+/// compares the candidates' costs to 24 significant bits (nearer costs are ties, taken round
+/// robin) through compact per-path keys: only the keys of paths that took or completed a
+/// command since the last pick are recomputed, then 32 keys are scanned in a vectorised
+/// loop.
 #[derive(Debug, Clone)]
 pub struct RoundRobin<const P: usize = MAX_PATHS> {
     config: RrConfig,
@@ -544,7 +547,8 @@ impl<const P: usize> Psp for RoundRobin<P> {
 }
 
 /// dm-multipath's `queue-length`: the usable path with the fewest commands outstanding
-/// (ties go round robin); active/optimized paths first.
+/// (ties go round robin); active/optimized paths first. Picks keep compact per-path keys, as
+/// [`RoundRobin`]'s latency picks do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLength {
     masks: Masks,
@@ -610,8 +614,9 @@ impl Psp for QueueLength {
 
 /// dm-multipath's `service-time`: the usable path with the least estimated service time,
 /// `(outstanding + 1) x its measured latency` (dm's relative throughput, estimated from a
-/// moving average of each path's latency rather than configured); active/optimized paths
-/// first.
+/// moving average of each path's latency rather than configured), compared to 24 significant
+/// bits (ties go round robin); active/optimized paths first. Picks keep compact per-path
+/// keys, as [`RoundRobin`]'s latency picks do.
 #[derive(Debug, Clone)]
 pub struct ServiceTime<const P: usize = MAX_PATHS> {
     masks: Masks,
