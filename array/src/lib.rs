@@ -2,10 +2,12 @@
 #![doc = include_str!("../README.md")]
 
 mod fault;
+mod trespass;
 
 use core::time::Duration;
 
 use block::{BlockDevice, DEFAULT_SG_CAPACITY, Instant, Memory, Tag};
+use scsi::cdb::{Cdb, CdbRepr};
 use scsi::lun::MAX_REPORTED_LUNS;
 use scsi::{
     AccessState, Asc, Command, CommandCompletion, InitiatorId, Lun, LunConfig, PortGroup, Residual,
@@ -15,6 +17,7 @@ use scsi::{
 
 use fault::Rng;
 pub use fault::{Fault, LinkFailure, ScheduledFault};
+pub use trespass::{TRESPASS_CODE, TRESPASS_LONG_LEN, TRESPASS_PAGE, TRESPASS_SHORT_LEN};
 
 /// Controllers (storage processors) an array can have.
 pub const MAX_CONTROLLERS: usize = 4;
@@ -32,8 +35,10 @@ pub enum Personality {
     /// Every port of every controller serves every LUN equally.
     ActiveActive,
     /// A LUN is owned by one controller; media commands on another controller's ports answer
-    /// NOT READY, MANUAL INTERVENTION REQUIRED (02/04/03). START STOP UNIT (START) on a port of
-    /// another controller moves ownership there (an explicit trespass).
+    /// NOT READY, MANUAL INTERVENTION REQUIRED (02/04/03). The command named by
+    /// [`ArrayConfig::trespass`] on a port of another controller moves ownership there (an
+    /// explicit trespass): START STOP UNIT (START), or MODE SELECT with the CLARiiON trespass
+    /// page 0x22.
     ActivePassive {
         /// A media command on a non-owner port moves ownership there instead of failing
         /// (auto-trespass).
@@ -47,6 +52,67 @@ pub enum Personality {
         /// The access state of the non-owner groups (active/non-optimized or standby).
         non_owner: AccessState,
     },
+}
+
+/// The command an active/passive array takes as an explicit trespass. Real arrays take one:
+/// START STOP UNIT is a trespass on arrays driven by Linux `scsi_dh_hp_sw` (HP MSA and the
+/// like), while a CLARiiON (Linux `scsi_dh_emc`, ESXi `VMW_SATP_CX`) moves a LU only on the
+/// MODE SELECT trespass page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TrespassCommand {
+    /// START STOP UNIT with START on a port of a non-owner controller moves the LU there.
+    /// MODE SELECT is not special: on the passive controller it answers 02/04/03 like a media
+    /// command, on the owner the LU answers it (05/26/00 for page 0x22, a page it does not
+    /// know).
+    #[default]
+    StartStopUnit,
+    /// MODE SELECT (6) or (10) whose parameter list holds the CLARiiON trespass page 0x22
+    /// moves the LU to the controller of the port that received it (the same change as a
+    /// START STOP UNIT trespass); on the owner it is accepted and changes nothing. START STOP
+    /// UNIT is not a trespass: on the passive controller it answers 02/04/03 like a media
+    /// command.
+    ///
+    /// The parameter list is the mode parameter header (4 bytes after MODE SELECT (6), 8
+    /// after (10); its BLOCK DESCRIPTOR LENGTH is honoured), then the page in one of the two
+    /// forms Linux `scsi_dh_emc` sends, either form after either CDB:
+    ///
+    /// | page byte | short form (FC series) | long form (CX / AX series) |
+    /// |---|---|---|
+    /// | 0 | PAGE CODE 0x22 ([`TRESPASS_PAGE`]; SPF 0, PS ignored) | the same |
+    /// | 1 | PAGE LENGTH 0x02 ([`TRESPASS_SHORT_LEN`]) | PAGE LENGTH 0x09 ([`TRESPASS_LONG_LEN`]) |
+    /// | 2 | bit 7: HR, honour reservations (ignored); bits 6..0: TRESPASS CODE 0x01 ([`TRESPASS_CODE`]) | the same |
+    /// | 3 | TRESPASS TARGET 0xFF: the LU addressed | 3..=4: TRESPASS TARGET 0xFFFF |
+    /// | 5..=10 | | reserved (ignored) |
+    ///
+    /// So the short form is `15 10 00 00 08 00` with `00 00 00 00 22 02 01 FF`, and the long
+    /// form `55 10 00 00 00 00 00 00 13 00` with `00 x8, 22 09 01 FF FF 00 x6`.
+    ///
+    /// The array reads the header of every MODE SELECT (on either controller) to find the
+    /// page. The trespass page must be the only page. Errors (CHECK CONDITION, nothing
+    /// moves), checked in this order:
+    ///
+    /// | condition | sense |
+    /// |---|---|
+    /// | (a nonzero PARAMETER LIST LENGTH and) SP set; PF clear | 05/24/00, field pointer to CDB byte 1 bit 0 / bit 4 |
+    /// | a data-in buffer | 05/0E/03 |
+    /// | PARAMETER LIST LENGTH beyond the data-out buffer | 05/24/00, pointer to CDB byte 4 (6) / 7 (10) |
+    /// | list shorter than the header | 05/1A/00 PARAMETER LIST LENGTH ERROR |
+    /// | the buffer is outside the initiator's memory | 0B/4B/00 DATA PHASE ERROR |
+    /// | block descriptors beyond the list | 05/26/00, pointer to the BLOCK DESCRIPTOR LENGTH |
+    /// | page 0x22 with SPF set | 05/26/00, pointer to the page code, bit 6 |
+    /// | PAGE LENGTH other than 0x02 or 0x09 | 05/26/00, pointer to the page length |
+    /// | list ends inside the page | 05/1A/00 |
+    /// | TRESPASS CODE other than 0x01 | 05/26/00, pointer to page byte 2 |
+    /// | TRESPASS TARGET other than all ones | 05/26/00, pointer to page byte 3 |
+    /// | bytes after the page (another page) | 05/26/00, pointer to the first of them |
+    ///
+    /// A list with no page, or whose first page is another one, is not a trespass: 02/04/03
+    /// on the passive controller (or an implicit trespass), the LU on the owner.
+    ///
+    /// The parameter list is read from the initiator's memory when the array is next
+    /// polled, and the trespass happens then.
+    ModeSelectPage22,
 }
 
 /// The array's behaviour.
@@ -63,6 +129,8 @@ pub struct ArrayConfig {
     pub failover: bool,
     /// Seed of the fault decisions (congestion).
     pub seed: u64,
+    /// The explicit trespass command of an active/passive array.
+    pub trespass: TrespassCommand,
 }
 
 impl ArrayConfig {
@@ -75,6 +143,7 @@ impl ArrayConfig {
             command_timeout: Duration::from_secs(5),
             failover: true,
             seed: 0,
+            trespass: TrespassCommand::StartStopUnit,
         }
     }
 
@@ -87,6 +156,13 @@ impl ArrayConfig {
     /// The same configuration with `seed`.
     pub const fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// The same configuration with `trespass` as the explicit trespass command (of an
+    /// active/passive personality; other personalities ignore it).
+    pub const fn with_trespass(mut self, trespass: TrespassCommand) -> Self {
+        self.trespass = trespass;
         self
     }
 }
@@ -130,8 +206,13 @@ pub struct ArrayStats {
     pub congested: u64,
     /// NOT READY answers on a passive controller.
     pub passive: u64,
-    /// Trespasses (explicit, implicit or by failover).
+    /// Trespasses (explicit, implicit or by failover): moves of a LU's ownership.
     pub trespasses: u64,
+    /// START STOP UNIT trespass commands accepted (on a non-owner controller).
+    pub start_stop_trespasses: u64,
+    /// MODE SELECT trespass page 0x22 commands accepted (on any controller; on the owner
+    /// they move nothing).
+    pub page22_trespasses: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +282,9 @@ struct LunSlot<D, const Q: usize, const SG: usize> {
 
 enum SlotState<const SG: usize> {
     Queued(Command<SG>),
+    /// A MODE SELECT on an array that takes the trespass page, its parameter list not yet
+    /// read.
+    Select(Command<SG>, trespass::ModeSelect),
     AtLun,
     Done {
         completion: CommandCompletion,
@@ -258,6 +342,8 @@ fn is_exempt_from_ownership(opcode: u8) -> bool {
 }
 
 const START_STOP_UNIT: u8 = 0x1B;
+const MODE_SELECT_6: u8 = 0x15;
+const MODE_SELECT_10: u8 = 0x55;
 
 impl<D, const LUNS: usize, const PORTS: usize, const Q: usize, const F: usize, const SG: usize>
     Array<D, LUNS, PORTS, Q, F, SG>
@@ -695,8 +781,10 @@ where
         }
     }
 
-    /// Decides what happens to a command arriving at `now`: an immediate answer, or `None` to
-    /// send it to the LU.
+    /// Decides what happens to a command arriving at `now`: an immediate answer, the LU, or
+    /// (a MODE SELECT on an array that takes the trespass page) a look at its parameter list
+    /// at the next poll.
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         now: Instant,
@@ -705,10 +793,11 @@ where
         tag: Tag,
         opcode: u8,
         start: bool,
-    ) -> Option<(CommandCompletion, Instant)> {
+        select: Option<trespass::ModeSelect>,
+    ) -> Admission {
         let Some(port) = port else {
             self.stats.delivery_failures += 1;
-            return Some((delivery_failure(tag), now));
+            return Admission::Answer(delivery_failure(tag), now);
         };
         let answer_at = now.saturating_add(self.latency_of(port));
         if let Some(failure) = self.port_failure(port, now) {
@@ -717,29 +806,29 @@ where
                 LinkFailure::Timeout => now.saturating_add(self.config.command_timeout),
                 LinkFailure::Error => now,
             };
-            return Some((delivery_failure(tag), at));
+            return Admission::Answer(delivery_failure(tag), at);
         }
         let format = SenseFormat::Fixed;
         let Some(lun) = lun else {
             let sense = check(SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
-            return Some((
+            return Admission::Answer(
                 CommandCompletion::check_condition(tag, sense.to_buf(format)),
                 answer_at,
-            ));
+            );
         };
         if self.luns[lun].removed {
             let sense = check(SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
-            return Some((
+            return Admission::Answer(
                 CommandCompletion::check_condition(tag, sense.to_buf(format)),
                 answer_at,
-            ));
+            );
         }
         if let Some(c) = self.congestion
             && c.port.is_none_or(|p| p == self.ports[port].id)
             && self.rng.chance(c.permille)
         {
             self.stats.congested += 1;
-            return Some((CommandCompletion::status(tag, c.status), answer_at));
+            return Admission::Answer(CommandCompletion::status(tag, c.status), answer_at);
         }
         if let Some(limit) = self.luns[lun].limit {
             let busy = self
@@ -750,31 +839,132 @@ where
                 .count();
             if busy >= usize::from(limit) {
                 self.stats.congested += 1;
-                return Some((
+                return Admission::Answer(
                     CommandCompletion::status(tag, Status::TASK_SET_FULL),
                     answer_at,
-                ));
+                );
             }
         }
         if let Personality::ActivePassive { implicit_trespass } = self.config.personality {
+            if let Some(select) = select {
+                return Admission::Select(select);
+            }
             let controller = self.ports[port].controller;
             if controller != self.luns[lun].owner && !is_exempt_from_ownership(opcode) {
-                if opcode == START_STOP_UNIT && start || implicit_trespass {
+                let start_stop = opcode == START_STOP_UNIT
+                    && self.config.trespass == TrespassCommand::StartStopUnit;
+                if start_stop && start || implicit_trespass {
                     self.move_ownership(lun, controller);
-                    if opcode == START_STOP_UNIT {
-                        return Some((CommandCompletion::good(tag, Residual::None), answer_at));
+                    if start_stop {
+                        if start {
+                            self.stats.start_stop_trespasses += 1;
+                        }
+                        return Admission::Answer(
+                            CommandCompletion::good(tag, Residual::None),
+                            answer_at,
+                        );
                     }
                 } else {
                     self.stats.passive += 1;
-                    let sense = check(SenseKey::NOT_READY, ASC_NOT_READY_MANUAL_INTERVENTION);
-                    return Some((
-                        CommandCompletion::check_condition(tag, sense.to_buf(format)),
-                        answer_at,
-                    ));
+                    return Admission::Answer(passive(tag), answer_at);
                 }
             }
         }
-        None
+        Admission::Lu
+    }
+
+    /// Reads the parameter list of the MODE SELECT in slot `index` (on an array that takes
+    /// the trespass page): a trespass moves the LU to the receiving port's controller and
+    /// is answered here; a malformed list is ILLEGAL REQUEST; any other list is treated as
+    /// a media command would have been at submission (passive answer, implicit trespass,
+    /// or the LU).
+    fn examine_select(&mut self, now: Instant, index: usize, memory: &dyn Memory) {
+        let Some(slot) = self.slots[index].as_mut() else {
+            return;
+        };
+        let SlotState::Select(mut command, select) =
+            core::mem::replace(&mut slot.state, SlotState::AtLun)
+        else {
+            return;
+        };
+        let (port, lun, submitted) = (slot.port, slot.lun, slot.submitted);
+        let due = submitted.saturating_add(self.latency_of(port)).max(now);
+        let tag = command.tag;
+        let format = SenseFormat::Fixed;
+        let (Some(controller), Some(lun)) = (self.ports.get(port).map(|p| p.controller), lun)
+        else {
+            // `admit` answers these at submission; kept total all the same.
+            let sense = check(SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
+            let completion = CommandCompletion::check_condition(tag, sense.to_buf(format));
+            self.finish(index, completion, due);
+            return;
+        };
+        match trespass::examine(select, &command, memory) {
+            Ok(Some(residual)) => {
+                self.move_ownership(lun, controller);
+                self.stats.page22_trespasses += 1;
+                self.finish(index, CommandCompletion::good(tag, residual), due);
+            }
+            Err(sense) => {
+                let completion = CommandCompletion::check_condition(tag, sense.to_buf(format));
+                self.finish(index, completion, due);
+            }
+            Ok(None) => {
+                let implicit_trespass = matches!(
+                    self.config.personality,
+                    Personality::ActivePassive {
+                        implicit_trespass: true
+                    }
+                );
+                if controller != self.luns[lun].owner {
+                    if !implicit_trespass {
+                        self.stats.passive += 1;
+                        self.finish(index, passive(tag), due);
+                        return;
+                    }
+                    self.move_ownership(lun, controller);
+                }
+                command.tag = Tag(index as u64);
+                if let Some(slot) = self.slots[index].as_mut() {
+                    slot.state = SlotState::Queued(command);
+                }
+            }
+        }
+    }
+}
+
+/// What [`Array::admit`] decided.
+enum Admission {
+    /// Answered by the array, due then.
+    Answer(CommandCompletion, Instant),
+    /// For the LU.
+    Lu,
+    /// A MODE SELECT whose parameter list decides, read at the next poll.
+    Select(trespass::ModeSelect),
+}
+
+/// The passive controller's answer: NOT READY, MANUAL INTERVENTION REQUIRED.
+fn passive(tag: Tag) -> CommandCompletion {
+    let sense = check(SenseKey::NOT_READY, ASC_NOT_READY_MANUAL_INTERVENTION);
+    CommandCompletion::check_condition(tag, sense.to_buf(SenseFormat::Fixed))
+}
+
+/// The fields of `bytes` if they are a valid MODE SELECT (6) or (10) CDB.
+fn mode_select_fields(bytes: &[u8]) -> Option<trespass::ModeSelect> {
+    let cdb = Cdb::new_checked(bytes).ok()?;
+    match CdbRepr::parse(&cdb).ok()? {
+        CdbRepr::ModeSelect {
+            ten,
+            pf,
+            sp,
+            parameter_list_length,
+        } => Some(trespass::ModeSelect {
+            ten,
+            pf,
+            sp,
+            length: parameter_list_length,
+        }),
+        _ => None,
     }
 }
 
@@ -836,8 +1026,17 @@ where
             .position(|l| l.number == nexus.lun)
             .or(if self.luns.is_empty() { None } else { Some(0) });
         let bytes = command.cdb.as_bytes();
-        let opcode = bytes[0];
+        let opcode = bytes.first().copied().unwrap_or(0);
         let start = bytes.get(4).is_some_and(|b| b & 0x01 != 0);
+        let select = match self.config.personality {
+            Personality::ActivePassive { .. }
+                if self.config.trespass == TrespassCommand::ModeSelectPage22
+                    && matches!(opcode, MODE_SELECT_6 | MODE_SELECT_10) =>
+            {
+                mode_select_fields(bytes)
+            }
+            _ => None,
+        };
         let tag = command.tag;
         self.slots[index] = Some(Slot {
             tag,
@@ -847,12 +1046,17 @@ where
             state: SlotState::AtLun,
         });
         self.in_use += 1;
-        match self.admit(now, port, lun, tag, opcode, start) {
-            Some((completion, due)) => self.finish(index, completion, due),
-            None => {
+        match self.admit(now, port, lun, tag, opcode, start, select) {
+            Admission::Answer(completion, due) => self.finish(index, completion, due),
+            Admission::Lu => {
                 command.tag = Tag(index as u64);
                 if let Some(slot) = self.slots[index].as_mut() {
                     slot.state = SlotState::Queued(command);
+                }
+            }
+            Admission::Select(select) => {
+                if let Some(slot) = self.slots[index].as_mut() {
+                    slot.state = SlotState::Select(command, select);
                 }
             }
         }
@@ -870,6 +1074,15 @@ where
         let wake = |at: Instant, next: &mut Option<Instant>| {
             *next = Some(next.map_or(at, |n| n.min(at)));
         };
+        // Read the parameter lists of MODE SELECTs that may be trespasses.
+        for index in 0..Q {
+            if self.slots[index]
+                .as_ref()
+                .is_some_and(|s| matches!(s.state, SlotState::Select(..)))
+            {
+                self.examine_select(now, index, memory);
+            }
+        }
         // Hand queued commands to their LUs.
         for index in 0..Q {
             let Some(slot) = self.slots[index].as_mut() else {

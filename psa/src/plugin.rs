@@ -149,9 +149,15 @@ pub trait Psp {
     fn name(&self) -> &'static str;
 
     /// The path for the next command, or `None` if no path may take I/O.
+    ///
+    /// `paths` is the device's path table. The NMP changes a path's outstanding count
+    /// (`stats.active`) only when it sends a command on the path `select` returned and when
+    /// a command completes, which it reports through [`Psp::completed`] (after updating the
+    /// statistics); a PSP may keep per-path costs and recompute only those paths'.
     fn select(&mut self, now: Instant, paths: &[Path], io: &IoHint) -> Option<PathId>;
 
-    /// A command on `path` completed after `latency` (good or not).
+    /// A command on `path` completed after `latency` (good or not). Called for every
+    /// completion of a command `select` routed.
     fn completed(&mut self, now: Instant, path: PathId, latency: Duration, ok: bool) {
         let _ = (now, path, latency, ok);
     }

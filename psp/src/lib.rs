@@ -55,6 +55,114 @@ fn next_after(mask: u32, after: u16) -> Option<u16> {
     u16::try_from(pick.trailing_zeros()).ok()
 }
 
+/// A `u32` that orders like `cost` to 24 significant bits, and stays below `2^31`: costs
+/// below `2^24` are themselves; larger ones keep their top 24 bits after a count of the bits
+/// dropped, so the mapping is monotonic (never reverses an order, only merges costs within
+/// one part in `2^23` of each other into ties).
+#[inline]
+const fn compress(cost: u64) -> u32 {
+    let bits = 64 - cost.leading_zeros();
+    if bits <= 24 {
+        cost as u32
+    } else {
+        let shift = bits - 24;
+        (shift << 23) + (cost >> shift) as u32
+    }
+}
+
+/// The compact per-path costs of the picks that compare paths (queue-length, service-time,
+/// the latency round robin), so that a pick over 32 paths stays a few nanoseconds.
+///
+/// Each candidate path has a `u32` key ([`compress`]ed cost; `u32::MAX` for the others). A
+/// path's cost can only change when it takes a command (the NMP counts it outstanding once
+/// `select` has picked it), when one of its commands completes (`completed`), or when the
+/// paths change (`paths_changed`): those paths are marked dirty and only their keys are
+/// recomputed at the next pick. The pick itself is the lowest of the keys (a loop over a
+/// `[u32; 32]` that the compiler vectorises) and the first path holding it after the last
+/// pick, found in a bit mask: ties go round robin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Argmin {
+    keys: [u32; MAX_PATHS],
+    /// The candidate mask the keys were computed for.
+    cand: u32,
+    /// Paths whose keys must be recomputed.
+    dirty: u32,
+}
+
+impl Argmin {
+    const fn new() -> Self {
+        Self {
+            keys: [u32::MAX; MAX_PATHS],
+            cand: 0,
+            dirty: u32::MAX,
+        }
+    }
+
+    /// Path `i`'s cost may have changed.
+    #[inline]
+    fn touch(&mut self, i: usize) {
+        if i < MAX_PATHS {
+            self.dirty |= bit(i);
+        }
+    }
+
+    /// Every cost may have changed.
+    fn touch_all(&mut self) {
+        self.dirty = u32::MAX;
+    }
+
+    /// The candidate in `cand` with the lowest `cost`, the first after `after` among equals.
+    /// (The caller [`Argmin::touch`]es the path it then returns: it is about to take a
+    /// command.)
+    #[inline]
+    fn pick(&mut self, cand: u32, after: u16, mut cost: impl FnMut(usize) -> u64) -> Option<u16> {
+        if cand != self.cand {
+            // Another candidate set (a retry avoiding paths, or new path states): every key
+            // is recomputed, and the others drop out.
+            self.cand = cand;
+            self.dirty = u32::MAX;
+        }
+        let mut d = self.dirty;
+        self.dirty = 0;
+        // Bounded: each pass clears one of at most 32 bits.
+        while d != 0 {
+            let i = d.trailing_zeros() as usize;
+            d &= d - 1;
+            let key = if cand & bit(i) != 0 {
+                compress(cost(i))
+            } else {
+                u32::MAX
+            };
+            // Stored only if it changed: the vector loads below would otherwise wait for the
+            // store to reach the cache (a failed store-to-load forwarding, about 12 ns).
+            if self.keys[i] != key {
+                self.keys[i] = key;
+            }
+        }
+        // Fixed-length loops vectorise (a slice of the candidates' length made the pick twice
+        // as slow): the first 8 keys when no candidate lies beyond them, else all 32.
+        let ties = match self.keys.first_chunk::<8>() {
+            Some(first) if cand >> 8 == 0 => lowest(first),
+            _ => lowest(&self.keys),
+        };
+        next_after(ties, after)
+    }
+}
+
+/// The positions of the lowest key of `keys` below `u32::MAX`, as a bit mask (0 if none).
+#[inline]
+fn lowest<const N: usize>(keys: &[u32; N]) -> u32 {
+    let min = keys.iter().copied().min().unwrap_or(u32::MAX);
+    if min == u32::MAX {
+        return 0;
+    }
+    let mut ties = 0u32;
+    for (i, k) in keys.iter().enumerate() {
+        ties |= u32::from(*k == min) << (i % 32);
+    }
+    ties
+}
+
 /// The path of last resort, as psa's MRU chooses it (O(paths), only when no usable path
 /// passes the fast checks): active before unoptimized before standby or transitioning, paths
 /// this I/O failed on last; never dead or unavailable.
@@ -254,8 +362,11 @@ enum Phase {
 /// I/Os every `eval_time`, and between samplings each I/O goes to the path with the lowest
 /// sampled latency weighted by its outstanding I/O (`latency x (outstanding + 1)`).
 ///
-/// A plain round-robin pick is O(1) (bit masks kept by `paths_changed`); a latency pick looks
-/// at each candidate path once (at most [`MAX_PATHS`]).
+/// A plain round-robin pick is O(1) (bit masks kept by `paths_changed`). A latency pick
+/// compares the candidates' costs to 24 significant bits (nearer costs are ties, taken round
+/// robin) through compact per-path keys: only the keys of paths that took or completed a
+/// command since the last pick are recomputed, then 32 keys are scanned in a vectorised
+/// loop.
 #[derive(Debug, Clone)]
 pub struct RoundRobin<const P: usize = MAX_PATHS> {
     config: RrConfig,
@@ -267,6 +378,7 @@ pub struct RoundRobin<const P: usize = MAX_PATHS> {
     sum_ns: [u64; P],
     samples: [u32; P],
     latency_ns: [u64; P],
+    argmin: Argmin,
 }
 
 impl<const P: usize> RoundRobin<P> {
@@ -282,6 +394,7 @@ impl<const P: usize> RoundRobin<P> {
             sum_ns: [0; P],
             samples: [0; P],
             latency_ns: [0; P],
+            argmin: Argmin::new(),
         }
     }
 
@@ -343,39 +456,23 @@ impl<const P: usize> RoundRobin<P> {
                 self.phase = Phase::Steady {
                     until: now.saturating_add(lat.eval_time),
                 };
+                self.argmin.touch_all();
                 self.latency_pick(now, paths, cand)
             }
             Phase::Steady { .. } => {
-                let mut best: Option<(u128, u16)> = None;
-                let mut m = cand;
-                while m != 0 {
-                    let i = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    let active = paths.get(i).map_or(0, |p| p.stats.active);
-                    let cost = u128::from(self.latency_ns[i].max(1)) * u128::from(active + 1);
-                    if best.is_none_or(|(b, _)| cost < b) {
-                        best = Some((cost, i as u16));
-                    }
-                }
-                best.map(|(_, i)| i)
+                let latency = &self.latency_ns;
+                self.argmin.pick(cand, self.current, |i| {
+                    let active = paths.get(i).map_or(u32::MAX, |p| p.stats.active);
+                    let ns = latency.get(i).copied().unwrap_or(u64::MAX).max(1);
+                    ns.saturating_mul(u64::from(active) + 1)
+                })
             }
         }
     }
-}
 
-impl<const P: usize> Default for RoundRobin<P> {
-    fn default() -> Self {
-        Self::new(RrConfig::default())
-    }
-}
-
-impl<const P: usize> Psp for RoundRobin<P> {
-    fn name(&self) -> &'static str {
-        "VMW_PSP_RR"
-    }
-
+    /// [`Psp::select`] without the bookkeeping of the compact costs.
     #[inline]
-    fn select(&mut self, now: Instant, paths: &[Path], io: &IoHint) -> Option<PathId> {
+    fn choose(&mut self, now: Instant, paths: &[Path], io: &IoHint) -> Option<PathId> {
         let cand = self.candidates(io);
         if cand == 0 {
             return fallback(paths, io);
@@ -410,8 +507,30 @@ impl<const P: usize> Psp for RoundRobin<P> {
             _ => fallback(paths, io),
         }
     }
+}
+
+impl<const P: usize> Default for RoundRobin<P> {
+    fn default() -> Self {
+        Self::new(RrConfig::default())
+    }
+}
+
+impl<const P: usize> Psp for RoundRobin<P> {
+    fn name(&self) -> &'static str {
+        "VMW_PSP_RR"
+    }
+
+    #[inline]
+    fn select(&mut self, now: Instant, paths: &[Path], io: &IoHint) -> Option<PathId> {
+        let chosen = self.choose(now, paths, io);
+        if let Some(p) = chosen {
+            self.argmin.touch(usize::from(p.0));
+        }
+        chosen
+    }
 
     fn completed(&mut self, _now: Instant, path: PathId, latency: Duration, ok: bool) {
+        self.argmin.touch(usize::from(path.0));
         if ok
             && self.phase == Phase::Sampling
             && let Some(i) = Some(usize::from(path.0)).filter(|i| *i < P)
@@ -423,15 +542,18 @@ impl<const P: usize> Psp for RoundRobin<P> {
 
     fn paths_changed(&mut self, paths: &[Path]) {
         self.masks = Masks::of(paths);
+        self.argmin.touch_all();
     }
 }
 
 /// dm-multipath's `queue-length`: the usable path with the fewest commands outstanding
-/// (ties go round robin); active/optimized paths first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// (ties go round robin); active/optimized paths first. Picks keep compact per-path keys, as
+/// [`RoundRobin`]'s latency picks do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLength {
     masks: Masks,
     last: u16,
+    argmin: Argmin,
 }
 
 impl QueueLength {
@@ -440,34 +562,20 @@ impl QueueLength {
         Self {
             masks: Masks { ao: 0, ano: 0 },
             last: 0,
+            argmin: Argmin::new(),
         }
+    }
+}
+
+impl Default for QueueLength {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 fn candidates(masks: Masks, io: &IoHint) -> u32 {
     let m = if masks.ao != 0 { masks.ao } else { masks.ano };
     if m & !io.avoid != 0 { m & !io.avoid } else { m }
-}
-
-/// Visits the set bits of `mask` starting after `after`, wrapping.
-#[inline]
-fn argmin(mask: u32, after: u16, mut cost: impl FnMut(usize) -> u128) -> Option<u16> {
-    let split = 1u32
-        .checked_shl(u32::from(after) + 1)
-        .map_or(0, |b| !(b - 1));
-    let mut best: Option<(u128, u16)> = None;
-    for half in [mask & split, mask & !split] {
-        let mut m = half;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let c = cost(i);
-            if best.is_none_or(|(b, _)| c < b) {
-                best = Some((c, i as u16));
-            }
-        }
-    }
-    best.map(|(_, i)| i)
 }
 
 impl Psp for QueueLength {
@@ -478,32 +586,43 @@ impl Psp for QueueLength {
     #[inline]
     fn select(&mut self, _now: Instant, paths: &[Path], io: &IoHint) -> Option<PathId> {
         let cand = candidates(self.masks, io);
-        let pick = argmin(cand, self.last, |i| {
-            u128::from(paths.get(i).map_or(u32::MAX, |p| p.stats.active))
+        let pick = self.argmin.pick(cand, self.last, |i| {
+            u64::from(paths.get(i).map_or(u32::MAX, |p| p.stats.active))
         });
-        match pick {
+        let chosen = match pick {
             Some(i) if fits(paths, i, io) => {
                 self.last = i;
                 Some(PathId(i))
             }
             _ => fallback(paths, io),
+        };
+        if let Some(p) = chosen {
+            self.argmin.touch(usize::from(p.0));
         }
+        chosen
+    }
+
+    fn completed(&mut self, _now: Instant, path: PathId, _latency: Duration, _ok: bool) {
+        self.argmin.touch(usize::from(path.0));
     }
 
     fn paths_changed(&mut self, paths: &[Path]) {
         self.masks = Masks::of(paths);
+        self.argmin.touch_all();
     }
 }
 
 /// dm-multipath's `service-time`: the usable path with the least estimated service time,
 /// `(outstanding + 1) x its measured latency` (dm's relative throughput, estimated from a
-/// moving average of each path's latency rather than configured); active/optimized paths
-/// first.
+/// moving average of each path's latency rather than configured), compared to 24 significant
+/// bits (ties go round robin); active/optimized paths first. Picks keep compact per-path
+/// keys, as [`RoundRobin`]'s latency picks do.
 #[derive(Debug, Clone)]
 pub struct ServiceTime<const P: usize = MAX_PATHS> {
     masks: Masks,
     last: u16,
     ewma_ns: [u64; P],
+    argmin: Argmin,
 }
 
 impl<const P: usize> ServiceTime<P> {
@@ -513,6 +632,7 @@ impl<const P: usize> ServiceTime<P> {
             masks: Masks { ao: 0, ano: 0 },
             last: 0,
             ewma_ns: [0; P],
+            argmin: Argmin::new(),
         }
     }
 
@@ -537,20 +657,26 @@ impl<const P: usize> Psp for ServiceTime<P> {
     fn select(&mut self, _now: Instant, paths: &[Path], io: &IoHint) -> Option<PathId> {
         let cand = candidates(self.masks, io);
         let ewma = &self.ewma_ns;
-        let pick = argmin(cand, self.last, |i| {
+        let pick = self.argmin.pick(cand, self.last, |i| {
             let active = paths.get(i).map_or(u32::MAX, |p| p.stats.active);
-            u128::from(ewma.get(i).copied().unwrap_or(u64::MAX).max(1)) * u128::from(active + 1)
+            let ns = ewma.get(i).copied().unwrap_or(u64::MAX).max(1);
+            ns.saturating_mul(u64::from(active) + 1)
         });
-        match pick {
+        let chosen = match pick {
             Some(i) if fits(paths, i, io) => {
                 self.last = i;
                 Some(PathId(i))
             }
             _ => fallback(paths, io),
+        };
+        if let Some(p) = chosen {
+            self.argmin.touch(usize::from(p.0));
         }
+        chosen
     }
 
     fn completed(&mut self, _now: Instant, path: PathId, latency: Duration, ok: bool) {
+        self.argmin.touch(usize::from(path.0));
         if let Some(e) = self.ewma_ns.get_mut(usize::from(path.0))
             && ok
         {
@@ -561,5 +687,108 @@ impl<const P: usize> Psp for ServiceTime<P> {
 
     fn paths_changed(&mut self, paths: &[Path]) {
         self.masks = Masks::of(paths);
+        self.argmin.touch_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// A value of a random bit length (so that every magnitude is tried).
+        fn magnitude(&mut self) -> u64 {
+            let bits = self.next() % 65;
+            self.next().checked_shr(64 - bits as u32).unwrap_or(0)
+        }
+    }
+
+    #[test]
+    fn compress_is_monotonic_exact_below_2_24_and_below_2_31() {
+        assert_eq!(compress(0), 0);
+        assert_eq!(compress((1 << 24) - 1), (1 << 24) - 1);
+        assert_eq!(compress(1 << 24), 1 << 24);
+        assert!(compress(u64::MAX) < 1 << 31);
+        // Around every power of two, and random pairs.
+        for shift in 0..64u32 {
+            let p = 1u64 << shift;
+            for v in [p - 1, p, p + 1] {
+                assert!(compress(v) <= compress(v + 1), "{v}");
+            }
+        }
+        let mut rng = Rng(24);
+        for _ in 0..100_000 {
+            let (a, b) = (rng.magnitude(), rng.magnitude());
+            let (lo, hi) = (a.min(b), a.max(b));
+            assert!(compress(lo) <= compress(hi), "{lo} {hi}");
+            if compress(lo) == compress(hi) {
+                // Merged only within one part in 2^23.
+                assert!(hi - lo <= hi >> 23, "{lo} {hi}");
+            }
+        }
+    }
+
+    /// The pick is a candidate of the lowest cost (to 24 significant bits), the first after
+    /// `after` among equal keys, against a plain scan; a key is recomputed when touched.
+    #[test]
+    fn argmin_matches_a_plain_scan() {
+        let mut rng = Rng(0xA6);
+        let mut argmin = Argmin::new();
+        let mut costs = [0u64; MAX_PATHS];
+        for round in 0..20_000u32 {
+            let cand = match rng.next() % 4 {
+                0 => rng.next() as u32,
+                1 => u32::MAX,
+                2 => 0b1111,
+                _ => argmin.cand,
+            };
+            // Change a few costs (touched), sometimes to equal values (ties).
+            for _ in 0..rng.next() % 3 {
+                let i = (rng.next() % 32) as usize;
+                costs[i] = if rng.next().is_multiple_of(2) {
+                    rng.next() % 4
+                } else {
+                    rng.magnitude()
+                };
+                argmin.touch(i);
+            }
+            if round.is_multiple_of(97) {
+                argmin.touch_all();
+            }
+            let after = (rng.next() % 32) as u16;
+            let pick = argmin.pick(cand, after, |i| costs[i]);
+            if cand == 0 {
+                assert_eq!(pick, None);
+                continue;
+            }
+            let pick = usize::from(pick.expect("a candidate"));
+            assert!(cand & bit(pick) != 0, "round {round}");
+            let min = (0..32)
+                .filter(|i| cand & bit(*i) != 0)
+                .map(|i| compress(costs[i]))
+                .min()
+                .unwrap();
+            assert_eq!(compress(costs[pick]), min, "round {round}");
+            // No candidate with the same key lies between `after` and the pick.
+            let mut i = (usize::from(after) + 1) % 32;
+            while i != pick {
+                assert!(
+                    cand & bit(i) == 0 || compress(costs[i]) != min,
+                    "round {round}: {i} before {pick}"
+                );
+                i = (i + 1) % 32;
+            }
+        }
     }
 }

@@ -1,23 +1,27 @@
 //! The scenario matrix: every SATP x PSP pair against its array personality (DefaultAa on
-//! active/active, ActivePassive on active/passive, Alua on ALUA), under every recoverable
-//! fault kind of the array, with psa's data-verifying workload in simulated time through the
-//! NMP device (nothing lost, duplicated or corrupted; nothing fails); then the expected path
-//! behaviour of each policy. Every run is seeded; a failing label names the seed to replay.
+//! active/active, ActivePassive with START STOP UNIT on an active/passive array that takes
+//! it, ActivePassive CX-style with MODE SELECT page 0x22 on one that takes only that, Alua on
+//! ALUA), under every recoverable fault kind of the array, with psa's data-verifying
+//! workload in simulated time through the NMP device (nothing lost, duplicated or corrupted;
+//! nothing fails; on active/passive, exactly the expected trespass commands and ownership
+//! moves); then the expected path behaviour of each policy. Every run is seeded; a failing
+//! label names the seed to replay.
 //!
-//! `SOAK=1` runs 4 seeds of 20,000 I/Os per cell instead of 1 of 3,000.
+//! `SOAK=1` runs 4 seeds of 20,000 I/Os per cell instead of 1 of 3,000; `MATRIX_SEED=n`
+//! runs seed `n` only (the seed a failure label names, to replay it).
 
 #[path = "../../psa/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
-use array::{Fault, LinkFailure, Personality};
+use array::{Fault, LinkFailure, Personality, TrespassCommand};
 use block::Instant;
 use block::testing::ExactlyOnce;
 use common::*;
 use psa::{Adapter, NmpConfig, NmpDevice, Psp, Satp, ScanConfig, Target};
 use psp::{Fixed, LatencyConfig, Mru, QueueLength, RoundRobin, RrConfig, ServiceTime};
-use satp::{ActivePassive, Alua, DefaultAa};
+use satp::{ActivePassive, ActivePassiveConfig, Alua, DefaultAa, TrespassStyle};
 use scsi::{AccessState, InitiatorId, Status};
 
 const SCRATCH: block::MemAddr = block::MemAddr(0x10_0000);
@@ -75,9 +79,42 @@ fn claim_with_config<'a, 'b, S: Satp, P: Psp>(
     (nmp, now)
 }
 
+/// An array personality and, for active/passive, the trespass command it takes.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    personality: Personality,
+    trespass: TrespassCommand,
+}
+
+impl From<Personality> for Kind {
+    fn from(personality: Personality) -> Self {
+        Kind {
+            personality,
+            trespass: TrespassCommand::StartStopUnit,
+        }
+    }
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match (self.personality, self.trespass) {
+            (Personality::ActivePassive { .. }, TrespassCommand::ModeSelectPage22) => "AP (CX)",
+            (p, _) => personality_name(p),
+        }
+    }
+
+    fn is_active_passive(&self) -> bool {
+        matches!(self.personality, Personality::ActivePassive { .. })
+    }
+}
+
 fn soak() -> bool {
     std::env::var("SOAK").is_ok_and(|v| v == "1")
 }
+
+const OWNER_LINKS_DOWN: &str = "owner's links down and back";
+const CONTROLLER_FAILURE: &str = "controller failure";
+const ARRAY_TRESPASS: &str = "array-side trespass and back";
 
 /// The recoverable faults of the array (each undone before the APD timeout).
 fn faults(personality: Personality) -> Vec<(&'static str, Vec<(u64, Fault)>)> {
@@ -130,7 +167,7 @@ fn faults(personality: Personality) -> Vec<(&'static str, Vec<(u64, Fault)>)> {
             )],
         ),
         (
-            "controller failure",
+            CONTROLLER_FAILURE,
             vec![
                 (10 * MS, Fault::ControllerFail { controller: 0 }),
                 (2 * SEC, Fault::ControllerRestore { controller: 0 }),
@@ -199,7 +236,7 @@ fn faults(personality: Personality) -> Vec<(&'static str, Vec<(u64, Fault)>)> {
             ],
         ),
         (
-            "array-side trespass and back",
+            ARRAY_TRESPASS,
             vec![
                 (
                     10 * MS,
@@ -215,6 +252,30 @@ fn faults(personality: Personality) -> Vec<(&'static str, Vec<(u64, Fault)>)> {
                         controller: 0,
                     },
                 ),
+            ],
+        ),
+        (
+            // Both links to controller 0 (the owner, and the AO group) fail and return while
+            // the workload runs (its cells probe every 5 ms so the paths come back in time):
+            // active/passive must trespass once, and not back.
+            OWNER_LINKS_DOWN,
+            vec![
+                (
+                    10 * MS,
+                    Fault::LinkDown {
+                        port: 1,
+                        failure: LinkFailure::Error,
+                    },
+                ),
+                (
+                    10 * MS,
+                    Fault::LinkDown {
+                        port: 2,
+                        failure: LinkFailure::Error,
+                    },
+                ),
+                (25 * MS, Fault::LinkUp { port: 1 }),
+                (25 * MS, Fault::LinkUp { port: 2 }),
             ],
         ),
         (
@@ -258,23 +319,58 @@ fn faults(personality: Personality) -> Vec<(&'static str, Vec<(u64, Fault)>)> {
     v
 }
 
-/// Runs every fault of `personality` with fresh `satp()` and `psp()`.
-fn cell<S: Satp, P: Psp>(personality: Personality, satp: fn() -> S, psp: fn() -> P) {
+/// The trespass commands an active/passive cell must send under fault `name`, and the
+/// ownership moves the array must make (its own and the host's), when `spreads` (the PSP
+/// spreads I/O over every usable path, rather than staying on one as MRU and FIXED do).
+fn expected_trespasses(name: &str, spreads: bool) -> (u64, u64) {
+    match name {
+        // No active path is left: one trespass, to controller 1.
+        OWNER_LINKS_DOWN => (1, 1),
+        // The array fails over by itself; the surviving controller's paths answer GOOD.
+        CONTROLLER_FAILURE => (0, 1),
+        // The array moves the LUN to controller 1 and back 30 ms later. MRU and FIXED find
+        // a path of the owner each time (it has not answered passive). A spreading PSP has
+        // had every path answer passive within the SATP's 50 ms window: it trespasses once,
+        // on the first standby path, path 0, which leads to the owner again: the array
+        // accepts it and moves nothing (both moves are the array's own).
+        ARRAY_TRESPASS => (u64::from(spreads), 2),
+        _ => (0, 0),
+    }
+}
+
+/// Runs every fault of `kind` with fresh `satp()` and `psp()`. On active/passive arrays,
+/// also checks the trespass commands (of the array's kind only) and ownership moves against
+/// [`expected_trespasses`], and the final owner.
+fn cell<S: Satp, P: Psp>(test: &str, kind: impl Into<Kind>, satp: fn() -> S, psp: fn() -> P) {
+    let kind = kind.into();
+    let personality = kind.personality;
     let (seeds, ios) = if soak() { (4, 20_000) } else { (1, 3_000) };
+    let seeds: Vec<u64> = match std::env::var("MATRIX_SEED") {
+        Ok(seed) => vec![seed.parse().expect("MATRIX_SEED is a number")],
+        Err(_) => (0..seeds).map(|i| 0x5A7 + i).collect(),
+    };
     for (name, faults) in faults(personality) {
-        for seed in 0..seeds {
-            let seed = 0x5A7 + seed;
+        for &seed in &seeds {
             let mut storage = vec![0u8; DISK_BLOCKS as usize * BLOCK];
             let mut scratch = vec![0u8; 2048];
             let mut buffers = vec![0u8; QD * BUFFER_LEN];
             let mut memory = memory_regions(&mut scratch, &mut buffers);
-            let mut array = make_array(&mut storage, personality, seed);
-            let (mut nmp, start) = claim_pair(&mut array, &mut memory, satp(), psp());
+            let mut array = make_array_with(&mut storage, personality, seed, kind.trespass);
+            let nmp_config = if name == OWNER_LINKS_DOWN {
+                NmpConfig {
+                    probe_interval: Duration::from_millis(5),
+                    ..config()
+                }
+            } else {
+                config()
+            };
+            let (mut nmp, start) =
+                claim_with_config(&mut array, &mut memory, satp(), psp(), nmp_config);
             let label = format!(
-                "{} x {} on {} / {name} / seed {seed}",
+                "{test}: {} x {} on {} / {name} / seed {seed}",
                 nmp.satp().name(),
                 nmp.psp().name(),
-                personality_name(personality)
+                kind.name()
             );
             if std::env::var("MATRIX_TRACE").is_ok() {
                 eprintln!("{label}");
@@ -288,6 +384,36 @@ fn cell<S: Satp, P: Psp>(personality: Personality, satp: fn() -> S, psp: fn() ->
             let nmp = dev.into_inner();
             let top = nmp.esxtop();
             assert_eq!((top.active, top.queued), (0, 0), "{label}");
+            if kind.is_active_passive() {
+                let stats = nmp.transport().stats();
+                let (sent, other) = match kind.trespass {
+                    TrespassCommand::StartStopUnit => {
+                        (stats.start_stop_trespasses, stats.page22_trespasses)
+                    }
+                    _ => (stats.page22_trespasses, stats.start_stop_trespasses),
+                };
+                let spreads = !matches!(nmp.psp().name(), "VMW_PSP_MRU" | "VMW_PSP_FIXED");
+                let (commands, moves) = expected_trespasses(name, spreads);
+                let counts = format!(
+                    "{label}: trespass commands {sent} (other kind {other}), ownership moves {}",
+                    stats.trespasses
+                );
+                assert_eq!((sent, other), (commands, 0), "{counts}");
+                assert_eq!(stats.trespasses, moves, "{counts}");
+                let owner = u8::from(matches!(name, OWNER_LINKS_DOWN | CONTROLLER_FAILURE));
+                assert_eq!(nmp.transport().owner(0), Some(owner), "{counts}");
+                if name == OWNER_LINKS_DOWN {
+                    // The old owner's paths came back during the run, and no trespass
+                    // followed them.
+                    use psa::PathState::*;
+                    let states: Vec<_> = nmp.paths().iter().map(|p| p.state).collect();
+                    assert!(
+                        states[0] != Dead && states[2] != Dead,
+                        "{counts}: {states:?}"
+                    );
+                    assert_eq!((states[1], states[3]), (Active, Active), "{counts}");
+                }
+            }
         }
     }
 }
@@ -296,6 +422,30 @@ fn ap() -> Personality {
     Personality::ActivePassive {
         implicit_trespass: false,
     }
+}
+
+/// An active/passive array that trespasses on MODE SELECT page 0x22 only (CLARiiON-style).
+fn cx() -> Kind {
+    Kind {
+        personality: ap(),
+        trespass: TrespassCommand::ModeSelectPage22,
+    }
+}
+
+/// The CLARiiON-style SATP, long form (MODE SELECT (10)), as for CX / AX arrays.
+fn cx_satp() -> ActivePassive {
+    ActivePassive::new(ActivePassiveConfig {
+        style: TrespassStyle::ModeSelect10Page22,
+        ..ActivePassiveConfig::default()
+    })
+}
+
+/// The CLARiiON-style SATP, short form (MODE SELECT (6)), as for FC-series arrays.
+fn cx_short_satp() -> ActivePassive {
+    ActivePassive::new(ActivePassiveConfig {
+        style: TrespassStyle::ModeSelectPage22,
+        ..ActivePassiveConfig::default()
+    })
 }
 
 fn rr() -> RoundRobin {
@@ -326,7 +476,7 @@ macro_rules! matrix {
         $(
             #[test]
             fn $test() {
-                cell($personality, $satp, $psp);
+                cell(stringify!($test), $personality, $satp, $psp);
             }
         )*
     };
@@ -345,6 +495,14 @@ matrix! {
     ap_rr_latency: ap(), ActivePassive::default, rr_latency;
     ap_queue_length: ap(), ActivePassive::default, QueueLength::new;
     ap_service_time: ap(), ActivePassive::default, ServiceTime::<32>::new;
+    cx_mru: cx(), cx_satp, Mru::new;
+    cx_fixed: cx(), cx_satp, || Fixed::new(None);
+    cx_rr: cx(), cx_satp, rr_small;
+    cx_rr_latency: cx(), cx_satp, rr_latency;
+    cx_queue_length: cx(), cx_satp, QueueLength::new;
+    cx_service_time: cx(), cx_satp, ServiceTime::<32>::new;
+    cx_short_mru: cx(), cx_short_satp, Mru::new;
+    cx_short_rr: cx(), cx_short_satp, rr_small;
     alua_mru: alua_ano(), Alua::<4>::default, Mru::new;
     alua_fixed: alua_ano(), Alua::<4>::default, || Fixed::new(None);
     alua_rr: alua_ano(), Alua::<4>::default, rr_small;
@@ -401,7 +559,7 @@ struct Run {
 /// (1 ms apart); nothing may fail. `inspect` sees the SATP and PSP at the end.
 #[allow(clippy::too_many_arguments)]
 fn behaviour<S: Satp, P: Psp>(
-    personality: Personality,
+    kind: impl Into<Kind>,
     satp: S,
     psp: P,
     faults: &[(u64, Fault)],
@@ -414,7 +572,8 @@ fn behaviour<S: Satp, P: Psp>(
     let mut scratch = vec![0u8; 2048];
     let mut buffers = vec![0u8; QD * BUFFER_LEN];
     let mut memory = memory_regions(&mut scratch, &mut buffers);
-    let mut array = make_array(&mut storage, personality, seed);
+    let kind = kind.into();
+    let mut array = make_array_with(&mut storage, kind.personality, seed, kind.trespass);
     let (mut nmp, start) = claim_pair(&mut array, &mut memory, satp, psp);
     schedule(nmp.transport_mut(), start, faults);
     let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
@@ -615,8 +774,11 @@ fn alua_standby_groups_are_activated_explicitly_when_no_optimized_path_is_left()
     assert!(run.first[1] + run.first[3] > 0);
 }
 
-#[test]
-fn active_passive_trespasses_once_and_not_back() {
+/// Runs [`behaviour`] with the owner's links down at 10 ms and back at 300 ms on `kind` and
+/// checks that `satp` trespassed exactly once (one command of the array's kind, one
+/// ownership move) and not back: after the links return, I/O stays on the new owner's paths
+/// (1 and 3).
+fn trespass_once_and_not_back<P: Psp>(kind: Kind, satp: ActivePassive, psp: P) {
     let faults = [
         (
             10 * MS,
@@ -635,45 +797,53 @@ fn active_passive_trespasses_once_and_not_back() {
         (300 * MS, Fault::LinkUp { port: 1 }),
         (300 * MS, Fault::LinkUp { port: 2 }),
     ];
-    for rr in [false, true] {
-        let check = |s: &ActivePassive| assert_eq!(s.trespasses(), 1);
-        let run = if rr {
-            behaviour(
-                ap(),
-                ActivePassive::default(),
-                rr_small(),
-                &faults,
-                3_000,
-                2_000,
-                5,
-                |s, _| check(s),
-            )
-        } else {
-            behaviour(
-                ap(),
-                ActivePassive::default(),
-                Mru::new(),
-                &faults,
-                3_000,
-                2_000,
-                5,
-                |s, _| check(s),
-            )
-        };
-        assert_eq!(run.array.trespasses, 1, "rr {rr}");
-        // After the links return, I/O stays on the new owner's paths (1 and 3).
-        // (A read may be retried once after a unit attention, hence at least.)
-        assert_eq!(
-            run.second[0] + run.second[2],
-            0,
-            "rr {rr}: {:?}",
-            run.second
-        );
-        assert!(
-            run.second[1] + run.second[3] >= 2_000,
-            "rr {rr}: {:?}",
-            run.second
-        );
+    let label = format!(
+        "{} ({:?}) x {} on {}",
+        satp.name(),
+        satp.config().style,
+        psp.name(),
+        kind.name()
+    );
+    let run = behaviour(kind, satp, psp, &faults, 3_000, 2_000, 5, |s, _| {
+        assert_eq!(s.trespasses(), 1, "{label}");
+    });
+    let (sent, other) = match kind.trespass {
+        TrespassCommand::StartStopUnit => {
+            (run.array.start_stop_trespasses, run.array.page22_trespasses)
+        }
+        _ => (run.array.page22_trespasses, run.array.start_stop_trespasses),
+    };
+    assert_eq!((sent, other), (1, 0), "{label}");
+    assert_eq!(run.array.trespasses, 1, "{label}");
+    assert_eq!(
+        (run.second[0], run.second[2]),
+        (0, 0),
+        "{label}: {:?}",
+        run.second
+    );
+    assert!(
+        run.second[1] + run.second[3] >= 2_000,
+        "{label}: {:?}",
+        run.second
+    );
+    // The old owner's paths came back and were found passive (their probes answer 02/04/03),
+    // with no trespass back.
+    use psa::PathState::*;
+    assert_eq!(run.states, [Standby, Active, Standby, Active], "{label}");
+}
+
+#[test]
+fn active_passive_trespasses_once_and_not_back() {
+    let styles: [(Kind, fn() -> ActivePassive); 3] = [
+        (ap().into(), ActivePassive::default),
+        (cx(), cx_satp),
+        (cx(), cx_short_satp),
+    ];
+    for (kind, satp) in styles {
+        trespass_once_and_not_back(kind, satp(), Mru::new());
+        trespass_once_and_not_back(kind, satp(), Fixed::new(None));
+        trespass_once_and_not_back(kind, satp(), rr_small());
+        trespass_once_and_not_back(kind, satp(), ServiceTime::<32>::new());
     }
 }
 

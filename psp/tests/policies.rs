@@ -161,7 +161,11 @@ fn rr_latency_samples_then_prefers_the_fastest_weighted_by_outstanding() {
     assert_eq!(rr.latencies()[..2], [500_000, 100_000]);
     p[1].stats.active = 5;
     assert_eq!(pick(&mut rr, &p), 0);
+    // Two of path 1's commands complete (the NMP reports every completion).
     p[1].stats.active = 3;
+    for _ in 0..2 {
+        rr.completed(Instant(0), PathId(1), lat(1), true);
+    }
     assert_eq!(pick(&mut rr, &p), 1);
     // After latencyEvalTime the paths are sampled again.
     p[1].stats.active = 0;

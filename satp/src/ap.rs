@@ -13,13 +13,21 @@ use crate::{any_usable, set_state};
 /// controller answers to media commands.
 pub const NOT_READY_PASSIVE: Asc = Asc::new(0x04, 0x03);
 
-/// How ownership is moved to another controller.
+/// How ownership is moved to another controller (the command is sent on a path of the
+/// passive controller, which the array then makes the owner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrespassStyle {
-    /// CLARiiON/CX-style: MODE SELECT (6) with the trespass page 0x22 (the short form:
-    /// page 0x22, length 2, TRESPASS 0x01, 0xFF).
+    /// CLARiiON-style, short form (FC series): MODE SELECT (6) `15 10 00 00 08 00`, a 4-byte
+    /// mode parameter header of zeros, then the trespass page 0x22: `22 02 01 FF` (page
+    /// length 2, TRESPASS CODE 0x01, TRESPASS TARGET 0xFF: the LU addressed).
     ModeSelectPage22,
-    /// START STOP UNIT with START on a path of the passive controller.
+    /// CLARiiON-style, long form (CX / AX series, what Linux `scsi_dh_emc` sends them):
+    /// MODE SELECT (10) `55 10 00 00 00 00 00 00 13 00`, an 8-byte header of zeros, then
+    /// `22 09 01 FF FF 00 00 00 00 00 00` (page length 9, TRESPASS CODE 0x01, TRESPASS TARGET
+    /// 0xFFFF, six reserved bytes).
+    ModeSelect10Page22,
+    /// START STOP UNIT with START (`1B 00 00 00 01 00`), as `scsi_dh_hp_sw` activates a
+    /// path.
     StartStopUnit,
 }
 
@@ -92,7 +100,12 @@ impl ActivePassive {
         }
     }
 
-    /// Trespasses sent by this SATP.
+    /// The configuration.
+    pub fn config(&self) -> &ActivePassiveConfig {
+        &self.config
+    }
+
+    /// Trespasses this SATP has completed (answered GOOD).
     pub fn trespasses(&self) -> u32 {
         self.trespasses
     }
@@ -102,14 +115,26 @@ impl ActivePassive {
         let mut data = heapless::Vec::new();
         let repr = match style {
             TrespassStyle::ModeSelectPage22 => {
-                // Mode parameter header (6), then the trespass page.
-                let page = [0u8, 0, 0, 0, 0x22, 0x02, 0x01, 0xFF];
-                let _ = data.extend_from_slice(&page);
+                // Mode parameter header (6), then the short trespass page.
+                let list = [0u8, 0, 0, 0, 0x22, 0x02, 0x01, 0xFF];
+                let _ = data.extend_from_slice(&list);
                 CdbRepr::ModeSelect {
                     ten: false,
                     pf: true,
                     sp: false,
-                    parameter_list_length: page.len() as u16,
+                    parameter_list_length: list.len() as u16,
+                }
+            }
+            TrespassStyle::ModeSelect10Page22 => {
+                // Mode parameter header (10), then the long trespass page.
+                let mut list = [0u8; 19];
+                list[8..13].copy_from_slice(&[0x22, 0x09, 0x01, 0xFF, 0xFF]);
+                let _ = data.extend_from_slice(&list);
+                CdbRepr::ModeSelect {
+                    ten: true,
+                    pf: true,
+                    sp: false,
+                    parameter_list_length: list.len() as u16,
                 }
             }
             TrespassStyle::StartStopUnit => CdbRepr::StartStopUnit {
@@ -133,7 +158,12 @@ impl Default for ActivePassive {
 
 impl Satp for ActivePassive {
     fn name(&self) -> &'static str {
-        crate::VMW_SATP_DEFAULT_AP
+        match self.config.style {
+            TrespassStyle::StartStopUnit => crate::VMW_SATP_DEFAULT_AP,
+            TrespassStyle::ModeSelectPage22 | TrespassStyle::ModeSelect10Page22 => {
+                crate::VMW_SATP_CX
+            }
+        }
     }
 
     fn evaluate(

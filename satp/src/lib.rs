@@ -17,9 +17,10 @@ pub use psa::DefaultAa;
 pub const VMW_SATP_DEFAULT_AA: &str = "VMW_SATP_DEFAULT_AA";
 /// The ESXi name of [`Alua`].
 pub const VMW_SATP_ALUA: &str = "VMW_SATP_ALUA";
-/// The name of [`ActivePassive`] (CX-style, as `VMW_SATP_CX`; START STOP UNIT style as
-/// `VMW_SATP_DEFAULT_AP`).
+/// The name of [`ActivePassive`] with the START STOP UNIT trespass.
 pub const VMW_SATP_DEFAULT_AP: &str = "VMW_SATP_DEFAULT_AP";
+/// The name of [`ActivePassive`] with a CLARiiON-style (MODE SELECT page 0x22) trespass.
+pub const VMW_SATP_CX: &str = "VMW_SATP_CX";
 
 use psa::{Path, PathId, PathState};
 

@@ -525,3 +525,34 @@ fn cx_trespass_page() {
     let act = ap.activation(Instant(0), &p).unwrap();
     assert_eq!((act.cdb, act.data), (cdb, data));
 }
+
+#[test]
+fn cx_trespass_page_long_form() {
+    let (cdb, data) = ActivePassive::trespass_command(TrespassStyle::ModeSelect10Page22);
+    assert_eq!(cdb.as_bytes(), [0x55, 0x10, 0, 0, 0, 0, 0, 0, 19, 0]);
+    assert_eq!(
+        data.as_slice(),
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0x22, 0x09, 0x01, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0
+        ]
+    );
+    let mut ap = ActivePassive::new(ActivePassiveConfig {
+        style: TrespassStyle::ModeSelect10Page22,
+        ..ActivePassiveConfig::default()
+    });
+    let mut p = paths(&[None, None]);
+    p[0].state = PathState::Dead;
+    let passive = check(SenseKey::NOT_READY, satp::ap::NOT_READY_PASSIVE);
+    assert_eq!(
+        ap.evaluate(Instant(0), PathId(1), &mut p, &passive),
+        SatpAction::Activate
+    );
+    let act = ap.activation(Instant(0), &p).unwrap();
+    assert_eq!(act.path, PathId(1), "sent on the passive path");
+    assert_eq!((act.cdb, act.data), (cdb, data));
+    ap.path_ok(Instant(0), PathId(1), &mut p);
+    assert_eq!(ap.trespasses(), 1);
+    assert_eq!(p[1].state, PathState::Active);
+    assert_eq!(ap.name(), satp::VMW_SATP_CX);
+    assert_eq!(ActivePassive::default().name(), satp::VMW_SATP_DEFAULT_AP);
+}

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use array::{Array, ArrayConfig, Fault, Personality};
+use array::{Array, ArrayConfig, Fault, Personality, TrespassCommand};
 use block::testing::ExactlyOnce;
 use block::{
     BlockCount, BlockDevice, BlockRequest, ErrorKind, Instant, Lba, MemAddr, Memory, MemoryRegions,
@@ -58,9 +58,20 @@ pub fn personality_name(p: Personality) -> &'static str {
 }
 
 pub fn make_array(storage: &mut [u8], personality: Personality, seed: u64) -> Sim<'_> {
+    make_array_with(storage, personality, seed, TrespassCommand::StartStopUnit)
+}
+
+/// [`make_array`] taking `trespass` as the explicit trespass command (active/passive).
+pub fn make_array_with(
+    storage: &mut [u8],
+    personality: Personality,
+    seed: u64,
+    trespass: TrespassCommand,
+) -> Sim<'_> {
     let config = ArrayConfig::new(personality)
         .with_latency(Duration::from_micros(250))
-        .with_seed(seed);
+        .with_seed(seed)
+        .with_trespass(trespass);
     let mut a: Sim<'_> = Array::new(config);
     for (id, controller) in [(1, 0), (2, 0), (3, 1), (4, 1)] {
         a.add_port(id, controller).unwrap();
