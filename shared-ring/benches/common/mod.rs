@@ -215,13 +215,38 @@ pub(crate) fn wait() {
     });
 }
 
-/// Runs `produce` on this thread and `consume` on another, and times both to the end.
+/// Pins the calling thread to the `index`-th CPU (of those this process may use), if there is
+/// one; `PIN=0` in the environment turns pinning off.
+///
+/// Every contestant's two threads run pinned to two different CPUs: unpinned, the scheduler
+/// sometimes leaves both on one CPU for a whole measurement (then the two sides take turns,
+/// one time slice or one `yield_now` at a time, and the figure measures the scheduler), more
+/// often when other processes load the machine.
+pub(crate) fn pin_to(index: usize) {
+    if std::env::var_os("PIN").is_some_and(|v| v == "0") {
+        return;
+    }
+    // The CPUs are listed once, before any pinning: a thread inherits its creator's mask, so a
+    // list taken later by a pinned thread's child would hold only its parent's CPU.
+    static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
+    let cores = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
+    if let Some(&core) = cores.get(index) {
+        core_affinity::set_for_current(core);
+    }
+}
+
+/// Runs `produce` on this thread (pinned to the first CPU) and `consume` on another (pinned to
+/// the second), and times both to the end.
 pub(crate) fn two_threads(
     produce: impl FnOnce() + Send,
     consume: impl FnOnce() -> u64 + Send,
 ) -> Duration {
+    pin_to(0);
     thread::scope(|s| {
-        let consumer = s.spawn(consume);
+        let consumer = s.spawn(|| {
+            pin_to(1);
+            consume()
+        });
         let start = Instant::now();
         produce();
         black_box(consumer.join().unwrap());
@@ -420,8 +445,10 @@ impl<T: Item, Q: Queue<T>> PingPong<T, Q> {
     pub(crate) fn run(&mut self, iters: u64) -> Duration {
         let (ping_tx, ping_rx) = (&mut self.ping_tx.0, &mut self.ping_rx.0);
         let (pong_tx, pong_rx) = (&mut self.pong_tx.0, &mut self.pong_rx.0);
+        pin_to(0);
         thread::scope(|s| {
             s.spawn(|| {
+                pin_to(1);
                 for _ in 0..iters {
                     let mut v = loop {
                         match Q::pop(ping_rx) {
