@@ -1,9 +1,6 @@
 //! Opening datastore volumes from disk images: bare VMFS devices, and ESXi LVM volumes on one or
 //! more devices (through the `lvm` crate), as the host's storage stack sees them.
 
-use std::fs::File;
-use std::hash::{Hash, Hasher};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use block::{
@@ -117,52 +114,8 @@ pub enum VolumeOrigin {
 /// The plain image for `path`: itself, or for `.gz` an inflated sparse copy in the temporary
 /// directory, made once and reused while the source is unchanged.
 pub fn plain_image(path: &Path) -> Result<PathBuf, String> {
-    if path.extension().is_none_or(|e| e != "gz") {
-        return Ok(path.to_path_buf());
-    }
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let meta = std::fs::metadata(path).map_err(err)?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    std::fs::canonicalize(path).map_err(err)?.hash(&mut hasher);
-    meta.len().hash(&mut hasher);
-    meta.modified().ok().hash(&mut hasher);
-    let dir = std::env::temp_dir().join("host-images");
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-    let out = dir.join(format!("{stem}-{:016x}", hasher.finish()));
-    if out.is_file() {
-        return Ok(out);
-    }
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!("{stem}.{}.{n}.tmp", std::process::id()));
-    let mut decoder = flate2::read::GzDecoder::new(File::open(path).map_err(err)?);
-    let mut file = File::create(&tmp).map_err(err)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = decoder.read(&mut buf[filled..]).map_err(err)?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        // Zero runs stay holes, so a mostly empty image costs little disk.
-        if buf[..filled].iter().any(|&b| b != 0) {
-            file.seek(SeekFrom::Start(len)).map_err(err)?;
-            file.write_all(&buf[..filled]).map_err(err)?;
-        }
-        len += filled as u64;
-    }
-    file.set_len(len).map_err(err)?;
-    drop(file);
-    std::fs::rename(&tmp, &out).map_err(err)?;
-    Ok(out)
+    fixtures::inflated(path, &std::env::temp_dir().join("host-images"))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Opens every device file read-only (inflating `.gz` images).

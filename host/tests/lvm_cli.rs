@@ -3,28 +3,14 @@
 //! The recorded device names are paired with members in member order; each device's own header
 //! records its disk identity (`QM00007`, `QM00009`, ...), which agrees with that pairing.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("VMFS_REAL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
-    };
-    assert!(
-        dir.join("lvm/lvm5.bin.gz").is_file(),
-        "LVM fixtures not found at {}: set VMFS_REAL_DIR to the vmfs-real fixtures directory",
-        dir.display()
-    );
-    dir
-}
-
 fn fixture(rel: &str) -> String {
-    fixtures_dir().join(rel).to_str().unwrap().to_string()
+    fixtures::path(rel).to_str().unwrap().to_string()
 }
 
 fn host(args: &[&str]) -> String {

@@ -4,21 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("VMFS_REAL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
-    };
-    assert!(
-        dir.join("vmfs/vmfs5.bin.gz").is_file(),
-        "VMFS fixtures not found at {}: set VMFS_REAL_DIR to the vmfs-real fixtures directory",
-        dir.display()
-    );
-    dir
-}
-
 fn image(name: &str) -> PathBuf {
-    host::volumes::plain_image(&fixtures_dir().join(format!("vmfs/{name}.bin.gz"))).unwrap()
+    fixtures::image(&format!("vmfs/{name}.bin.gz"))
 }
 
 fn host(args: &[&str]) -> Vec<u8> {
@@ -103,7 +90,7 @@ fn agree_with(name: &str, tool: &str, package: &str) {
 
 #[test]
 fn subcommands_read_both_versions_and_gz_devices() {
-    let gz = fixtures_dir().join("vmfs/vmfs6.bin.gz");
+    let gz = fixtures::dir().join("vmfs/vmfs6.bin.gz");
     let dev = gz.to_str().unwrap();
     let info: serde_json::Value =
         serde_json::from_slice(&host(&["vmfs", "info", "--json", "--device", dev])).unwrap();
@@ -167,7 +154,7 @@ fn subcommands_read_both_versions_and_gz_devices() {
     assert!(!two.status.success());
     // The same device twice is not a two-device volume.
     assert!(String::from_utf8_lossy(&two.stderr).contains("devices do not match the volume"));
-    let span = fixtures_dir().join("vmfs/span/vmfs5-span-0.bin.gz");
+    let span = fixtures::dir().join("vmfs/span/vmfs5-span-0.bin.gz");
     let one_of_two = Command::new(env!("CARGO_BIN_EXE_host"))
         .args(["vmfs", "info", "--device", span.to_str().unwrap()])
         .output()
@@ -347,7 +334,7 @@ fn zero_copy_cat_agrees_with_the_block_path_and_debugvmfs() {
                 theirs.len()
             );
         }
-        let gz = fixtures_dir().join(format!("vmfs/{name}.bin.gz"));
+        let gz = fixtures::dir().join(format!("vmfs/{name}.bin.gz"));
         let from_gz = cat_every_way(&[gz.to_str().unwrap()], "/big", &dir);
         assert_eq!(from_gz.len(), (1 << 20) + 1);
     }

@@ -7,16 +7,9 @@ use proptest::prelude::*;
 use vmdk::descriptor::{Descriptor, NO_PARENT_CID, parse_cid};
 use vmdk::{CreateType, ExtentType};
 
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("VMFS_REAL_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
-    }
-}
-
 #[test]
 fn esxi_descriptors_parse_and_round_trip() {
-    let dir = fixtures_dir().join("descriptors");
+    let dir = fixtures::dir().join("descriptors");
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
         panic!(
             "ESXi descriptor fixtures not found at {} ({e}); set VMFS_REAL_DIR to the \
@@ -231,7 +224,7 @@ impl vmdk::ExtentSource for EsxiFiles {
 
 #[test]
 fn esxi_descriptors_open_as_virtual_disks() {
-    let dir = fixtures_dir().join("descriptors");
+    let dir = fixtures::dir().join("descriptors");
     let mut source = EsxiFiles(dir.clone());
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();

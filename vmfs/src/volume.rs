@@ -1525,59 +1525,15 @@ fn block_offset(number: u64, md: u64) -> Option<u64> {
 mod tests {
     use super::*;
     use block::{FileDisk, MemoryRegions};
-    use std::io::{Read, Seek, SeekFrom, Write};
-    use std::path::{Path, PathBuf};
+
+    use std::path::PathBuf;
     use std::vec;
     use std::vec::Vec;
 
     /// The `vmfs5d` fixture (VMFS5 on a bare device), decompressed once (sparse) into the
     /// system's temporary directory.
     fn vmfs5d() -> PathBuf {
-        let fixtures = match std::env::var_os("VMFS_REAL_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
-        };
-        let src = fixtures.join("vmfs/vmfs5d.bin.gz");
-        assert!(
-            src.is_file(),
-            "{} is missing (set VMFS_REAL_DIR)",
-            src.display()
-        );
-        let dir = std::env::temp_dir().join("vmfs-unit-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("vmfs5d.bin");
-        let done = dir.join("vmfs5d.done");
-        if out.is_file() && done.is_file() {
-            return out;
-        }
-        let tmp = dir.join(std::format!("vmfs5d.{}.tmp", std::process::id()));
-        let mut decoder = flate2::read::GzDecoder::new(std::fs::File::open(&src).unwrap());
-        let mut file = std::fs::File::create(&tmp).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut len = 0u64;
-        loop {
-            let mut filled = 0;
-            while filled < buf.len() {
-                let n = decoder.read(&mut buf[filled..]).unwrap();
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
-                break;
-            }
-            if buf[..filled].iter().any(|&b| b != 0) {
-                file.seek(SeekFrom::Start(len)).unwrap();
-                file.write_all(&buf[..filled]).unwrap();
-            }
-            len += filled as u64;
-        }
-        file.set_len(len).unwrap();
-        drop(file);
-        std::fs::rename(&tmp, &out).unwrap();
-        std::fs::File::create(&done).unwrap();
-        out
+        fixtures::image("vmfs/vmfs5d.bin.gz")
     }
 
     fn mount_vmfs5d(order: &[(ResourceKind, u32, bool)]) -> Result<Vmfs<FileDisk<16>>, FsError> {

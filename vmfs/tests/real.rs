@@ -197,7 +197,7 @@ fn check_volume(label: &str, v6: bool) {
     );
 
     // VMDK descriptors.
-    let fixtures = fixtures_dir().join("descriptors");
+    let fixtures = fixtures::dir().join("descriptors");
     for name in ["normal", "large", "rdm"] {
         let data = read_file(&mut fs, mem, &format!("{name}.vmdk"));
         let text = String::from_utf8(data).unwrap();

@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode};
 const NO_STD_TARGET: &str = "thumbv7em-none-eabihf";
 
 /// Crates that are std programs or tools, exempt from the no_std check.
-const STD_CRATES: &[&str] = &["xtask", "host"];
+const STD_CRATES: &[&str] = &["xtask", "host", "fixtures"];
 
 type Result<T> = std::result::Result<T, String>;
 

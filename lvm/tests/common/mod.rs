@@ -2,9 +2,8 @@
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use block::{
     BlockCount, BlockDevice, BlockRequest, Completion, Instant, Lba, MemAddr, Memory,
@@ -18,68 +17,9 @@ pub const META_LEN: u32 = 64 * 1024;
 /// Where data buffers live.
 pub const DATA_ADDR: MemAddr = MemAddr(0x2000_0000);
 
-/// The directory of the real ESXi images.
-pub fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("VMFS_REAL_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
-    };
-    assert!(
-        dir.join("lvm/lvm5.bin.gz").is_file(),
-        "real ESXi fixtures not found at {}: set VMFS_REAL_DIR to the vmfs-real fixture directory \
-         (the one holding lvm/lvm5.bin.gz)",
-        dir.display()
-    );
-    dir
-}
-
-static DECOMPRESS: Mutex<()> = Mutex::new(());
-
-/// Decompresses `relative` (e.g. `lvm/lvm5.bin.gz`) once into the build directory, sparsely,
-/// and returns the path of the image.
+/// The fixture `relative` (e.g. `lvm/lvm5.bin.gz`) inflated once into a sparse file.
 pub fn image(relative: &str) -> PathBuf {
-    let source = fixtures_dir().join(relative);
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmfs-real");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let name = relative
-        .replace('/', "_")
-        .trim_end_matches(".gz")
-        .to_string();
-    let out = out_dir.join(&name);
-    let done = out_dir.join(format!("{name}.done"));
-    let _guard = DECOMPRESS.lock().unwrap_or_else(|e| e.into_inner());
-    if done.exists() && out.exists() {
-        return out;
-    }
-    let tmp = out_dir.join(format!("{name}.tmp"));
-    let mut input = flate2::read::GzDecoder::new(File::open(&source).unwrap());
-    let mut file = File::create(&tmp).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = input.read(&mut buf[filled..]).unwrap();
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        if buf[..filled].iter().all(|&b| b == 0) {
-            file.seek(SeekFrom::Current(filled as i64)).unwrap();
-        } else {
-            file.write_all(&buf[..filled]).unwrap();
-        }
-        total += filled as u64;
-    }
-    file.set_len(total).unwrap();
-    drop(file);
-    std::fs::rename(&tmp, &out).unwrap();
-    File::create(&done).unwrap();
-    out
+    fixtures::image(relative)
 }
 
 /// A scratch file of `len` bytes (sparse) in the build directory.

@@ -8,9 +8,7 @@
 //! from the bare device.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use block::{
     BlockDevice, BlockRequest, Completion, DEFAULT_SG_CAPACITY, FileDisk, Geometry, Instant,
@@ -24,63 +22,9 @@ pub const DATA_ADDR: MemAddr = MemAddr(0x2_0000_0000);
 pub const META_LEN: u64 = MetaBuffer::recommended_len(16);
 pub const DATA_LEN: usize = 4 << 20;
 
-pub fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("VMFS_REAL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/vmfs-real"),
-    };
-    assert!(
-        dir.join("README.md").is_file(),
-        "VMFS fixtures not found at {}: set VMFS_REAL_DIR to the vmfs-real fixtures directory \
-         (the one holding vmfs/vmfs5.bin.gz)",
-        dir.display()
-    );
-    dir
-}
-
-/// Decompresses `fixtures/<rel>.bin.gz` once into the build's temporary directory (never into
-/// the repository), keeping it sparse, and returns the image path.
+/// The fixture image `fixtures/<rel>.bin.gz` inflated once into a sparse file.
 pub fn image(rel: &str) -> PathBuf {
-    let src = fixtures_dir().join(format!("{rel}.bin.gz"));
-    assert!(src.is_file(), "fixture {} is missing", src.display());
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmfs-real");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let name = rel.replace('/', "_");
-    let out = out_dir.join(format!("{name}.bin"));
-    let done = out_dir.join(format!("{name}.done"));
-    if done.is_file() && out.is_file() {
-        return out;
-    }
-    let tmp = out_dir.join(format!("{name}.{}.tmp", std::process::id()));
-    let mut decoder = flate2::read::GzDecoder::new(File::open(&src).unwrap());
-    let mut file = File::create(&tmp).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = decoder.read(&mut buf[filled..]).unwrap();
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        if buf[..filled].iter().any(|&b| b != 0) {
-            file.seek(SeekFrom::Start(len)).unwrap();
-            file.write_all(&buf[..filled]).unwrap();
-        }
-        len += filled as u64;
-    }
-    file.set_len(len).unwrap();
-    drop(file);
-    std::fs::rename(&tmp, &out).unwrap();
-    File::create(&done).unwrap();
-    out
+    fixtures::image(&format!("{rel}.bin.gz"))
 }
 
 /// Most devices (and volume members) one test volume has.
