@@ -929,6 +929,9 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         if tag == ACTIVATION_TAG {
             if let Some(act) = self.activation.take() {
                 self.activation_unsent = false;
+                // Requests that asked while it was in flight are retried below and ask
+                // again if they still need one.
+                self.activation_wanted = false;
                 let outcome = ActivationOutcome::of(&c);
                 if outcome.is_good() {
                     self.satp

@@ -397,7 +397,8 @@ impl<const G: usize> Satp for Alua<G> {
     }
 
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
-        if !self.config.explicit {
+        // Only when no usable path is left (a probe may have brought one back since).
+        if !self.config.explicit || any_usable(paths) {
             return None;
         }
         // The best candidate group that may be activated now: it becomes AO.

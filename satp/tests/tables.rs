@@ -893,6 +893,8 @@ fn alua_tries_another_group_while_one_backs_off_and_a_success_resets() {
     assert!(alua.retry_state(2).is_some_and(|r| r.is_clear()));
     assert_eq!(p[1].state, PathState::Active);
     assert_eq!((alua.activations(), alua.activation_failures()), (3, 2));
+    // With a usable path, nothing is activated (follow-over), even when asked.
+    assert_eq!(alua.activation(later, &p), None);
     // The implicit-only SATP never activates, whatever failed.
     let mut implicit: Alua = Alua::new(AluaConfig {
         explicit: false,
