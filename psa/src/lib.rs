@@ -16,8 +16,8 @@ pub use hub::{HubPort, TransportHub};
 pub use nmp::{NmpConfig, NmpDevice, NmpError};
 pub use path::{MAX_PATHS, Path, PathId, PathName, PathState};
 pub use plugin::{
-    Activation, DefaultAa, IoHint, MostRecentlyUsed, Psp, SATP_DATA_MAX, Satp, SatpAction,
-    SatpCommand,
+    Activation, ActivationOutcome, DefaultAa, IoHint, MostRecentlyUsed, Psp, SATP_DATA_MAX, Satp,
+    SatpAction, SatpCommand,
 };
 pub use sched::{SHARES_NORMAL, SchedConfig, Scheduler, WorldId};
 pub use stats::{DeviceStats, Esxtop, PathStats};

@@ -12,7 +12,8 @@ use scsi::{Command, CommandCompletion, ServiceResponse, Status, TaskAttribute, T
 use crate::discover::{DeviceName, DiscoveredDevice};
 use crate::path::{MAX_PATHS, Path, PathId, PathState};
 use crate::plugin::{
-    Activation, IoHint, Psp, SATP_DATA_MAX, Satp, SatpAction, SatpCommand, error_of,
+    Activation, ActivationOutcome, IoHint, Psp, SATP_DATA_MAX, Satp, SatpAction, SatpCommand,
+    error_of,
 };
 use crate::sched::{SHARES_NORMAL, SchedConfig, SchedError, Scheduler, WorldId};
 use crate::stats::{DeviceStats, Esxtop};
@@ -40,6 +41,10 @@ pub struct NmpConfig {
     /// A buffer of [`SATP_DATA_MAX`] bytes in the lent memory for the data of activation and
     /// SATP commands (`None`: such commands move no data).
     pub scratch: Option<MemAddr>,
+    /// The shortest time from a failed activation to the next one. A floor under the SATP's
+    /// own back-off, so that even an SATP that ignores failed activations cannot make the
+    /// device send one per request. Default 100 ms.
+    pub activation_interval: Duration,
 }
 
 impl Default for NmpConfig {
@@ -50,6 +55,7 @@ impl Default for NmpConfig {
             apd_timeout: Duration::from_secs(140),
             probe_interval: Duration::from_secs(1),
             scratch: None,
+            activation_interval: Duration::from_millis(100),
         }
     }
 }
@@ -66,6 +72,8 @@ enum IoState {
     InFlight,
     /// Dispatched, held during all-paths-down.
     Held,
+    /// Dispatched, waiting for the device's activation to end.
+    AwaitActivation,
     /// Refused at submission; completes at the next poll.
     Refused(BlockError),
 }
@@ -154,8 +162,16 @@ struct Core<S, P, const PATHS: usize, const N: usize, const W: usize, const SG: 
     waiting: u16,
     held: u16,
     probes: u32,
+    /// Requests in [`IoState::AwaitActivation`].
+    awaiting: u16,
+    /// A request asked for an activation and none is outstanding yet.
     activation_wanted: bool,
+    /// The activation: built by the SATP, then at the transport until it completes.
     activation: Option<Activation>,
+    /// [`Core::activation`] is not at the transport yet (it refused it for back-pressure).
+    activation_unsent: bool,
+    /// No activation before this (set after a failed one).
+    activation_not_before: Instant,
     satp_command: Option<SatpCommand>,
     satp_done: Option<CommandCompletion>,
     next_probe: Instant,
@@ -246,8 +262,11 @@ where
                 waiting: 0,
                 held: 0,
                 probes: 0,
+                awaiting: 0,
                 activation_wanted: false,
                 activation: None,
+                activation_unsent: false,
+                activation_not_before: Instant::ZERO,
                 satp_command: None,
                 satp_done: None,
                 next_probe: Instant::ZERO,
@@ -435,6 +454,7 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         match io.state {
             IoState::Waiting(_) => self.waiting = self.waiting.saturating_sub(1),
             IoState::Held => self.held = self.held.saturating_sub(1),
+            IoState::AwaitActivation => self.awaiting = self.awaiting.saturating_sub(1),
             _ => {}
         }
         if io.dispatched_flag {
@@ -498,7 +518,8 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         !self.ready.is_empty()
             || !self.refused.is_empty()
             || self.sched.queued() > 0
-            || self.activation_wanted
+            || (self.activation_wanted && now >= self.activation_not_before)
+            || self.activation_unsent
             || (now >= self.next_probe && self.paths.iter().any(|p| !p.state.is_usable()))
             || self.satp.next_event().is_some_and(|t| t <= now)
     }
@@ -525,6 +546,40 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         self.satp
             .command_done(now, &cmd, &mut self.paths, &completion, data);
         self.psp.paths_changed(&self.paths);
+    }
+
+    /// Reports a failed activation to the SATP and holds the next one back for
+    /// [`NmpConfig::activation_interval`].
+    fn activation_failed(&mut self, now: Instant, act: &Activation, outcome: ActivationOutcome) {
+        self.stats.activation_failures += 1;
+        self.activation_not_before = now.saturating_add(self.config.activation_interval);
+        self.satp
+            .activation_done(now, act, &mut self.paths, outcome);
+        self.psp.paths_changed(&self.paths);
+    }
+
+    /// Retries the requests that waited for an activation: at once (`None`) or at `at`.
+    fn release_awaiting(&mut self, at: Option<Instant>) {
+        if self.awaiting == 0 {
+            return;
+        }
+        for index in 0..N {
+            if let Some(io) = self.slots[index].as_mut()
+                && io.state == IoState::AwaitActivation
+            {
+                match at {
+                    None => {
+                        io.state = IoState::Ready;
+                        let _ = self.ready.push_back(index as u16);
+                    }
+                    Some(at) => {
+                        io.state = IoState::Waiting(at);
+                        self.waiting += 1;
+                    }
+                }
+            }
+        }
+        self.awaiting = 0;
     }
 
     fn timers(&mut self, now: Instant, done: &mut dyn FnMut(Completion)) {
@@ -564,7 +619,7 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         }
     }
 
-    fn next_timer(&self) -> Option<Instant> {
+    fn next_timer(&self, now: Instant) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut wake = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         if self.waiting > 0 {
@@ -584,6 +639,11 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
         }
         if let Some(at) = self.satp.next_event() {
             wake(at);
+        }
+        // An activation held back after a failed one. (One that waits for an SATP command
+        // is woken by that command's completion: a past due time would spin.)
+        if self.activation_wanted && self.activation.is_none() && self.activation_not_before > now {
+            wake(self.activation_not_before);
         }
         // Requests left in the ready queue wait for the transport to take them, which its own
         // timer covers; only refusals still to be reported need an immediate poll.
@@ -737,32 +797,51 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                 submitted = true;
             }
         }
-        if self.activation_wanted && self.activation.is_none() && self.satp_command.is_none() {
+        if self.activation_wanted
+            && self.activation.is_none()
+            && self.satp_command.is_none()
+            && now >= self.activation_not_before
+        {
             self.activation_wanted = false;
-            if let Some(act) = self.satp.activation(now, &self.paths) {
-                let nexus = self.paths.get(usize::from(act.path.0)).map(|p| p.nexus);
-                if let Some(nexus) = nexus {
-                    let mut command = Command {
-                        tag: Tag(ACTIVATION_TAG),
-                        attribute: TaskAttribute::Simple,
-                        nexus,
-                        cdb: act.cdb,
-                        direction: scsi::DataDirection::None,
-                        sg: SgList::new(),
-                    };
-                    let len = u32::try_from(act.data.len()).unwrap_or(0);
-                    if let Some(scratch) = self.config.scratch
-                        && len > 0
-                        && memory.write(scratch, &act.data).is_ok()
-                        && let Ok(sg) = SgList::single(scratch, len)
-                    {
-                        command = command.data_out(sg);
-                    }
-                    if transport.submit(now, command).is_ok() {
-                        self.activation = Some(act);
-                        submitted = true;
-                    }
+            match self.satp.activation(now, &self.paths) {
+                Some(act) if usize::from(act.path.0) < self.paths.len() => {
+                    self.activation = Some(act);
+                    self.activation_unsent = true;
                 }
+                Some(act) => {
+                    // Its path does not exist: reported, and paced like any failure.
+                    self.activation_failed(now, &act, ActivationOutcome::NotSent);
+                    self.release_awaiting(Some(now.saturating_add(Duration::from_millis(1))));
+                }
+                // Nothing to activate: the requests retry (standby paths as a last resort).
+                None => self.release_awaiting(Some(now.saturating_add(Duration::from_millis(1)))),
+            }
+        }
+        if self.activation_unsent
+            && let Some(act) = self.activation.as_ref()
+            && let Some(p) = self.paths.get(usize::from(act.path.0))
+        {
+            let mut command = Command {
+                tag: Tag(ACTIVATION_TAG),
+                attribute: TaskAttribute::Simple,
+                nexus: p.nexus,
+                cdb: act.cdb,
+                direction: scsi::DataDirection::None,
+                sg: SgList::new(),
+            };
+            let len = u32::try_from(act.data.len()).unwrap_or(0);
+            if let Some(scratch) = self.config.scratch
+                && len > 0
+                && memory.write(scratch, &act.data).is_ok()
+                && let Ok(sg) = SgList::single(scratch, len)
+            {
+                command = command.data_out(sg);
+            }
+            // Refused (back-pressure): kept, and sent at a later poll.
+            if transport.submit(now, command).is_ok() {
+                self.activation_unsent = false;
+                self.stats.activations += 1;
+                submitted = true;
             }
         }
         let count = self.ready.len();
@@ -848,11 +927,26 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
     ) {
         let tag = c.tag.0;
         if tag == ACTIVATION_TAG {
-            if let Some(act) = self.activation.take()
-                && c.is_good()
-            {
-                self.satp.path_ok(now, act.path, &mut self.paths);
-                self.psp.paths_changed(&self.paths);
+            if let Some(act) = self.activation.take() {
+                self.activation_unsent = false;
+                // Requests that asked while it was in flight are retried below and ask
+                // again if they still need one.
+                self.activation_wanted = false;
+                let outcome = ActivationOutcome::of(&c);
+                if outcome.is_good() {
+                    self.satp
+                        .activation_done(now, &act, &mut self.paths, outcome);
+                    self.psp.paths_changed(&self.paths);
+                } else {
+                    if outcome == ActivationOutcome::Transport
+                        && let Some(p) = self.paths.get_mut(usize::from(act.path.0))
+                    {
+                        // As a failed probe: the path is dead until a probe answers.
+                        p.state = PathState::Dead;
+                    }
+                    self.activation_failed(now, &act, outcome);
+                }
+                self.release_awaiting(None);
             }
             return;
         }
@@ -938,11 +1032,12 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                 self.fail_all_pending(now, ErrorKind::DeviceLost, done);
                 return;
             }
-            SatpAction::Retry { delay } => (delay, false),
-            SatpAction::Failover { delay } => (delay, true),
+            SatpAction::Retry { delay } => (Some(delay), false),
+            SatpAction::Failover { delay } => (Some(delay), true),
             SatpAction::Activate => {
+                // Wait for the device's activation (the one in flight or the next).
                 self.activation_wanted = true;
-                (Duration::from_millis(1), false)
+                (None, false)
             }
         };
         self.stats.retries += 1;
@@ -960,12 +1055,21 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                 .last_error
                 .unwrap_or(BlockError::new(ErrorKind::Transport));
             self.finish(now, slot, Err(error), done);
-        } else if delay.is_zero() {
-            io.state = IoState::Ready;
-            let _ = self.ready.push_back(slot);
         } else {
-            io.state = IoState::Waiting(now.saturating_add(delay));
-            self.waiting += 1;
+            match delay {
+                None => {
+                    io.state = IoState::AwaitActivation;
+                    self.awaiting += 1;
+                }
+                Some(delay) if delay.is_zero() => {
+                    io.state = IoState::Ready;
+                    let _ = self.ready.push_back(slot);
+                }
+                Some(delay) => {
+                    io.state = IoState::Waiting(now.saturating_add(delay));
+                    self.waiting += 1;
+                }
+            }
         }
     }
 
@@ -1050,7 +1154,7 @@ where
             core.timers(now, done);
             core.issue(now, &mut self.transport, memory, done)
         };
-        let mut next = core.next_timer().map(|t| t.max(now));
+        let mut next = core.next_timer(now).map(|t| t.max(now));
         if let Some(t) = transport_next {
             next = Some(next.map_or(t, |n| n.min(t)));
         }

@@ -28,7 +28,9 @@ pub enum SatpAction {
         delay: Duration,
     },
     /// Send the SATP's [`Satp::activation`] command (activate a path group, trespass), then
-    /// retry.
+    /// retry. The request waits for the device's one activation: the one in flight if there
+    /// is one, else the next (no sooner than [`crate::NmpConfig::activation_interval`] after
+    /// a failed one); it is retried once that has ended, well or not.
     Activate,
     /// Complete the request with this error.
     Fail(BlockError),
@@ -46,6 +48,59 @@ pub struct Activation {
     pub cdb: CdbBytes,
     /// Data-out parameter bytes (written to the device's scratch buffer first).
     pub data: heapless::Vec<u8, 64>,
+}
+
+/// How an activation command ended, as the NMP reports it to [`Satp::activation_done`].
+///
+/// The SCSI answer in a form an SATP can match on: GOOD, CHECK CONDITION with its sense key
+/// and ASC/ASCQ, another status, or a transport failure (the path died under the command, or
+/// its link timed out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ActivationOutcome {
+    /// GOOD: the command was carried out (the group is active, the trespass done).
+    Good,
+    /// CHECK CONDITION with this sense.
+    CheckCondition {
+        /// The sense key.
+        key: SenseKey,
+        /// The additional sense code and qualifier.
+        asc: Asc,
+    },
+    /// Another status (BUSY, TASK SET FULL, RESERVATION CONFLICT, TASK ABORTED, ...), or
+    /// CHECK CONDITION without sense data that could be read (then
+    /// [`Status::CHECK_CONDITION`]).
+    Status(Status),
+    /// The service delivery subsystem failed the command (the path is dead or its link
+    /// timed out): nothing is known about what the device did.
+    Transport,
+    /// The command was never sent: the path it named is not in the device's path table.
+    NotSent,
+}
+
+impl ActivationOutcome {
+    /// The outcome `completion` reports.
+    pub fn of(completion: &CommandCompletion) -> Self {
+        if completion.service != ServiceResponse::TaskComplete {
+            return ActivationOutcome::Transport;
+        }
+        match completion.status {
+            Status::GOOD | Status::CONDITION_MET => ActivationOutcome::Good,
+            Status::CHECK_CONDITION => match completion.sense_repr() {
+                Some(sense) => ActivationOutcome::CheckCondition {
+                    key: sense.key,
+                    asc: sense.asc,
+                },
+                None => ActivationOutcome::Status(Status::CHECK_CONDITION),
+            },
+            status => ActivationOutcome::Status(status),
+        }
+    }
+
+    /// Whether the activation succeeded.
+    pub fn is_good(&self) -> bool {
+        *self == ActivationOutcome::Good
+    }
 }
 
 /// Bytes of data-in an SATP command may ask for (and of the scratch buffer it needs).
@@ -100,9 +155,41 @@ pub trait Satp {
 
     /// The command that activates a path group when no usable path is left (`None`: the
     /// SATP cannot activate anything; the NMP then tries standby paths as a last resort).
+    ///
+    /// Asked only after an [`SatpAction::Activate`], and never while an activation or an
+    /// SATP command ([`Satp::poll_command`]) is outstanding: a device has at most one
+    /// activation in flight. Every activation returned here is reported back exactly once,
+    /// through [`Satp::activation_done`].
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
         let _ = (now, paths);
         None
+    }
+
+    /// The activation command returned by [`Satp::activation`] ended with `outcome`: GOOD,
+    /// an error (CHECK CONDITION with its sense, another status, a transport failure), or
+    /// [`ActivationOutcome::NotSent`] when its path is not in the table. Called exactly once
+    /// per activation, before the requests that waited for it are retried.
+    ///
+    /// The NMP itself only paces activations: requests whose evaluation said
+    /// [`SatpAction::Activate`] wait for the activation in flight (or the next one) instead of
+    /// asking for one each, and after a failed activation no other is sent for
+    /// [`crate::NmpConfig::activation_interval`]. Everything else is the SATP's: whether to
+    /// retry, after what back-off, how many times, and when to give up; it says so in its
+    /// next [`Satp::evaluate`] of a request that still finds no usable path (another
+    /// `Activate`, a `Failover` with a delay, or `Fail`).
+    ///
+    /// The default makes the activated path usable on GOOD (as [`Satp::path_ok`]) and
+    /// ignores failures.
+    fn activation_done(
+        &mut self,
+        now: Instant,
+        activation: &Activation,
+        paths: &mut [Path],
+        outcome: ActivationOutcome,
+    ) {
+        if outcome.is_good() {
+            self.path_ok(now, activation.path, paths);
+        }
     }
 
     /// A command the SATP wants sent now (asked at every poll while none of its commands is
@@ -186,6 +273,15 @@ impl<T: Satp + ?Sized> Satp for &mut T {
     }
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
         (**self).activation(now, paths)
+    }
+    fn activation_done(
+        &mut self,
+        now: Instant,
+        activation: &Activation,
+        paths: &mut [Path],
+        outcome: ActivationOutcome,
+    ) {
+        (**self).activation_done(now, activation, paths, outcome)
     }
     fn poll_command(&mut self, now: Instant, paths: &[Path]) -> Option<SatpCommand> {
         (**self).poll_command(now, paths)

@@ -64,6 +64,11 @@ pub struct DeviceStats {
     pub retries: u64,
     /// QUEUE FULL / BUSY answers seen.
     pub queue_full: u64,
+    /// Activation commands sent (trespass, SET TARGET PORT GROUPS: the SATP's
+    /// [`crate::Satp::activation`]).
+    pub activations: u64,
+    /// Activations that failed (any answer but GOOD, or never sent).
+    pub activation_failures: u64,
     /// Sum of queue latencies, nanoseconds.
     pub queue_ns: u64,
     /// Sum of device latencies, nanoseconds.

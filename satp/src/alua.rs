@@ -2,13 +2,15 @@
 
 use core::time::Duration;
 
-use block::Instant;
+use block::{BlockError, ErrorKind, Instant};
 use psa::{
-    Activation, DefaultAa, Path, PathId, PathState, SATP_DATA_MAX, Satp, SatpAction, SatpCommand,
+    Activation, ActivationOutcome, DefaultAa, Path, PathId, PathState, SATP_DATA_MAX, Satp,
+    SatpAction, SatpCommand,
 };
 use scsi::cdb::CdbRepr;
 use scsi::{AccessState, Asc, CdbBytes, CommandCompletion, SenseKey, ServiceResponse};
 
+use crate::retry::{ActivationRetry, Gate, RetryState};
 use crate::{any_usable, set_state};
 
 /// ASC/ASCQ 2A/07: IMPLICIT ASYMMETRIC ACCESS STATE TRANSITION FAILED.
@@ -32,6 +34,10 @@ pub struct AluaConfig {
     /// Delay before re-reading the groups after a failed REPORT TARGET PORT GROUPS. Default
     /// 100 ms.
     pub reread_retry: Duration,
+    /// How a failed SET TARGET PORT GROUPS is retried, per target port group, and for how
+    /// long the SATP gives up on a group after the last retry failed (default: 3 retries 2 s
+    /// apart, then 30 s).
+    pub retry: ActivationRetry,
     /// The SATP everything not ALUA-specific is delegated to.
     pub base: DefaultAa,
 }
@@ -44,6 +50,7 @@ impl Default for AluaConfig {
             transition_timeout: Duration::from_secs(60),
             transition_retry: Duration::from_millis(100),
             reread_retry: Duration::from_millis(100),
+            retry: ActivationRetry::default(),
             base: DefaultAa::default(),
         }
     }
@@ -61,7 +68,7 @@ impl Default for AluaConfig {
 /// | service delivery failure | dead | - | fail over |
 /// | NOT READY 04/0A (transitioning), within `transition_timeout` | transitioning if another path is usable | re-read now, then every `reread_interval` | fail over if another path is usable, else retry after `transition_retry` |
 /// | NOT READY 04/0A beyond `transition_timeout` | unavailable | re-read | fail over |
-/// | NOT READY 04/0B (standby), 04/03 | standby | re-read | fail over; if no usable path is left: activate (explicit) or fail over (implicit) |
+/// | NOT READY 04/0B (standby), 04/03 | standby | re-read | fail over; if no usable path is left: activate (explicit; see below for failed activations) or fail over after `transition_retry` (implicit) |
 /// | NOT READY 04/0C (unavailable) | unavailable | re-read | fail over; if none is left: as standby |
 /// | UNIT ATTENTION 2A/06 (state changed), 2A/07 (implicit transition failed) | - | re-read | retry at once |
 /// | anything else | as [`DefaultAa`] | - | as [`DefaultAa`] |
@@ -70,6 +77,25 @@ impl Default for AluaConfig {
 /// no usable path is left; a state change it reads that it did not cause (another host's SET
 /// TARGET PORT GROUPS, an array-side trespass, an implicit transition) is adopted and never
 /// reverted ([`Alua::followed`] counts them).
+///
+/// A failed SET TARGET PORT GROUPS ([`Satp::activation_done`]) falls back to implicit
+/// behaviour: the groups are re-read at once and whatever is active/optimized or
+/// non-optimized is used, while the failed group is retried at most `retry.retries` times
+/// per cycle (see [`ActivationRetry`] and [`crate::retry::FailureKind`]), then given up on
+/// for `retry.give_up`; another candidate group (standby, transitioning) is tried meanwhile:
+///
+/// | answer to SET TARGET PORT GROUPS | path state | groups | next activation of that group |
+/// |---|---|---|---|
+/// | GOOD | the group's paths active | the group AO; re-read | none needed; the group's retry state is cleared |
+/// | service delivery failure (the path died under it) | dead (probed back) | re-read | at once, on another path |
+/// | UNIT ATTENTION (2A/06 and the like), ABORTED COMMAND, TASK ABORTED | - | re-read | at once |
+/// | NOT READY (04/0A transitioning, 04/0B, 04/0C), BUSY, TASK SET FULL, anything else | - | re-read | after `retry.delay` |
+/// | ILLEGAL REQUEST (05/20/00 implicit-only array, 05/24/00, 05/26/00, 05/1A/00) | - | re-read | none: give up at once |
+/// | any failure after `retry.retries` retries | - | re-read | none: give up for `retry.give_up` |
+///
+/// A request that finds no usable path while no group may be activated fails over after the
+/// rest of the earliest back-off, or, when every candidate group has been given up on, fails
+/// with NOT READY. "At once" still waits for the NMP's `activation_interval`.
 #[derive(Debug, Clone)]
 pub struct Alua<const G: usize = 4> {
     config: AluaConfig,
@@ -81,6 +107,10 @@ pub struct Alua<const G: usize = 4> {
     reads: u32,
     followed: u32,
     activations: u32,
+    activation_failures: u32,
+    give_ups: u32,
+    /// The retry state of each group an activation failed for (at most `G`).
+    retry: heapless::Vec<(u16, RetryState), G>,
     /// A read of the groups is outstanding.
     reading: bool,
 }
@@ -98,6 +128,9 @@ impl<const G: usize> Alua<G> {
             reads: 0,
             followed: 0,
             activations: 0,
+            activation_failures: 0,
+            give_ups: 0,
+            retry: heapless::Vec::new(),
             reading: false,
         }
     }
@@ -120,6 +153,66 @@ impl<const G: usize> Alua<G> {
     /// SET TARGET PORT GROUPS commands sent.
     pub fn activations(&self) -> u32 {
         self.activations
+    }
+
+    /// SET TARGET PORT GROUPS commands that failed (any answer but GOOD, or never sent).
+    pub fn activation_failures(&self) -> u32 {
+        self.activation_failures
+    }
+
+    /// Times the SATP gave up on a group (after the last retry of a cycle failed, or an
+    /// answer no retry can change).
+    pub fn give_ups(&self) -> u32 {
+        self.give_ups
+    }
+
+    /// The retry state of group `id` (`None`: no activation of it has failed lately).
+    pub fn retry_state(&self, id: u16) -> Option<&RetryState> {
+        self.retry.iter().find(|r| r.0 == id).map(|r| &r.1)
+    }
+
+    /// Whether group `id` may be activated at `now`.
+    fn gate(&mut self, id: u16, now: Instant) -> Gate {
+        match self.retry.iter_mut().find(|r| r.0 == id) {
+            Some((_, state)) => state.gate(now),
+            None => Gate::Open,
+        }
+    }
+
+    /// The retry state of group `id`, added if missing (replacing a clear entry, or the
+    /// first one, when all `G` are taken).
+    fn retry_entry(&mut self, id: u16) -> Option<&mut RetryState> {
+        let index = match self.retry.iter().position(|r| r.0 == id) {
+            Some(i) => i,
+            None => {
+                let entry = (id, RetryState::new());
+                if self.retry.push(entry).is_ok() {
+                    self.retry.len() - 1
+                } else {
+                    let i = self.retry.iter().position(|r| r.1.is_clear()).unwrap_or(0);
+                    *self.retry.get_mut(i)? = entry;
+                    i
+                }
+            }
+        };
+        self.retry.get_mut(index).map(|r| &mut r.1)
+    }
+
+    /// The groups an activation may make AO, best first: the first reachable path of each
+    /// group that is not unavailable (unoptimized before standby before transitioning).
+    fn candidates(paths: &[Path]) -> impl Iterator<Item = (usize, u16)> + '_ {
+        let rank = |p: &Path| match p.state {
+            PathState::ActiveUnoptimized => Some(0u8),
+            PathState::Standby => Some(1),
+            PathState::Transitioning => Some(2),
+            _ => None,
+        };
+        (0u8..3).flat_map(move |r| {
+            paths.iter().enumerate().filter_map(move |(i, p)| {
+                let group = p.group?;
+                (rank(p) == Some(r)).then_some((i, group))
+            })
+        })
     }
 
     /// Since when a transition has been seen (02/04/0A or a transitioning group).
@@ -178,18 +271,34 @@ impl<const G: usize> Alua<G> {
         true
     }
 
-    fn no_usable_left(&mut self, path: PathId, paths: &[Path]) -> SatpAction {
-        let _ = path;
+    fn no_usable_left(&mut self, now: Instant, paths: &[Path]) -> SatpAction {
         if any_usable(paths) {
-            SatpAction::Failover {
+            return SatpAction::Failover {
                 delay: Duration::ZERO,
-            }
-        } else if self.config.explicit {
-            SatpAction::Activate
-        } else {
-            SatpAction::Failover {
+            };
+        }
+        if !self.config.explicit {
+            return SatpAction::Failover {
                 delay: self.config.transition_retry,
+            };
+        }
+        // The gate of every candidate group: activate if one is open; otherwise wait for the
+        // earliest back-off; fail if every one was given up on.
+        let mut wait: Option<Duration> = None;
+        let mut given_up = false;
+        for (_, group) in Self::candidates(paths) {
+            match self.gate(group, now) {
+                Gate::Open => return SatpAction::Activate,
+                Gate::Wait(d) => wait = Some(wait.map_or(d, |w| w.min(d))),
+                Gate::GivenUp => given_up = true,
             }
+        }
+        match wait {
+            Some(delay) => SatpAction::Failover { delay },
+            None if given_up => SatpAction::Fail(BlockError::new(ErrorKind::NotReady)),
+            // No candidate (every path dead or unavailable): the NMP finds nothing to
+            // activate and retries the request.
+            None => SatpAction::Activate,
         }
     }
 }
@@ -225,7 +334,7 @@ impl<const G: usize> Satp for Alua<G> {
                         > self.config.transition_timeout.as_nanos() as u64
                     {
                         set_state(paths, path, PathState::Unavailable);
-                        return self.no_usable_left(path, paths);
+                        return self.no_usable_left(now, paths);
                     }
                     let others = paths
                         .iter()
@@ -245,12 +354,12 @@ impl<const G: usize> Satp for Alua<G> {
                 | (SenseKey::NOT_READY, MANUAL_INTERVENTION) => {
                     set_state(paths, path, PathState::Standby);
                     self.reread_at(now);
-                    return self.no_usable_left(path, paths);
+                    return self.no_usable_left(now, paths);
                 }
                 (SenseKey::NOT_READY, Asc::TARGET_PORT_UNAVAILABLE) => {
                     set_state(paths, path, PathState::Unavailable);
                     self.reread_at(now);
-                    return self.no_usable_left(path, paths);
+                    return self.no_usable_left(now, paths);
                 }
                 (SenseKey::UNIT_ATTENTION, Asc::ASYMMETRIC_ACCESS_STATE_CHANGED)
                 | (SenseKey::UNIT_ATTENTION, IMPLICIT_TRANSITION_FAILED) => {
@@ -268,18 +377,6 @@ impl<const G: usize> Satp for Alua<G> {
     fn path_ok(&mut self, now: Instant, path: PathId, paths: &mut [Path]) {
         let i = usize::from(path.0);
         let Some(p) = paths.get_mut(i) else { return };
-        if let Some(group) = self.activating.take()
-            && p.group == Some(group)
-        {
-            // SET TARGET PORT GROUPS succeeded: the group is active/optimized.
-            self.caused = Some(group);
-            if let Some(g) = self.groups.iter_mut().find(|g| g.0 == group) {
-                g.1 = AccessState::ActiveOptimized;
-            }
-            self.apply(paths);
-            self.reread_at(now);
-            return;
-        }
         // A probe or I/O answered GOOD: the path is reachable; its state is its group's.
         let known = p.group.and_then(|g| self.group_state(g));
         match known {
@@ -300,25 +397,19 @@ impl<const G: usize> Satp for Alua<G> {
     }
 
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
-        let _ = now;
-        if !self.config.explicit {
+        // Only when no usable path is left (a probe may have brought one back since).
+        if !self.config.explicit || any_usable(paths) {
             return None;
         }
-        // The first reachable path of a group that is not unavailable: its group becomes AO.
-        let rank = |p: &Path| match p.state {
-            PathState::ActiveUnoptimized => Some(0),
-            PathState::Standby => Some(1),
-            PathState::Transitioning => Some(2),
-            _ => None,
-        };
-        let (i, p) = paths
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.group.is_some())
-            .filter_map(|(i, p)| rank(p).map(|r| (r, i, p)))
-            .min_by_key(|(r, i, _)| (*r, *i))
-            .map(|(_, i, p)| (i, p))?;
-        let group = p.group?;
+        // The best candidate group that may be activated now: it becomes AO.
+        let mut chosen = None;
+        for (i, group) in Self::candidates(paths) {
+            if self.gate(group, now) == Gate::Open {
+                chosen = Some((i, group));
+                break;
+            }
+        }
+        let (i, group) = chosen?;
         let mut data = heapless::Vec::new();
         data.extend_from_slice(&[0, 0, 0, 0]).ok()?;
         data.extend_from_slice(&[AccessState::ActiveOptimized.code(), 0])
@@ -327,18 +418,60 @@ impl<const G: usize> Satp for Alua<G> {
         let cdb = CdbBytes::from_repr(&CdbRepr::SetTargetPortGroups {
             parameter_list_length: data.len() as u32,
         });
+        let path = PathId(u16::try_from(i).ok()?);
         self.activating = Some(group);
         self.activations = self.activations.saturating_add(1);
-        Some(Activation {
-            path: PathId(u16::try_from(i).ok()?),
-            cdb,
-            data,
-        })
+        Some(Activation { path, cdb, data })
+    }
+
+    fn activation_done(
+        &mut self,
+        now: Instant,
+        activation: &Activation,
+        paths: &mut [Path],
+        outcome: ActivationOutcome,
+    ) {
+        let group = self.activating.take().or_else(|| {
+            paths
+                .get(usize::from(activation.path.0))
+                .and_then(|p| p.group)
+        });
+        // Whatever the answer, read what the groups are now.
+        self.reread_at(now);
+        let Some(group) = group else { return };
+        if outcome.is_good() {
+            // SET TARGET PORT GROUPS succeeded: the group is active/optimized.
+            if let Some(state) = self.retry_entry(group) {
+                state.succeeded();
+            }
+            self.caused = Some(group);
+            if let Some(g) = self.groups.iter_mut().find(|g| g.0 == group) {
+                g.1 = AccessState::ActiveOptimized;
+            }
+            self.apply(paths);
+            if let Some(p) = paths.get_mut(usize::from(activation.path.0))
+                && !p.state.is_usable()
+            {
+                p.state = PathState::Active;
+            }
+            return;
+        }
+        // Implicit behaviour meanwhile: the re-read shows what is AO/ANO.
+        self.activation_failures = self.activation_failures.saturating_add(1);
+        if outcome == ActivationOutcome::Transport {
+            set_state(paths, activation.path, PathState::Dead);
+        }
+        let config = self.config.retry;
+        if let Some(state) = self.retry_entry(group)
+            && state.failed(now, outcome, &config)
+        {
+            self.give_ups = self.give_ups.saturating_add(1);
+        }
     }
 
     fn poll_command(&mut self, now: Instant, paths: &[Path]) -> Option<SatpCommand> {
-        // Asked only while no command or activation of this SATP is outstanding: a failed
-        // activation (no `path_ok`) is over too.
+        // Asked only while no command or activation of this SATP is outstanding (its
+        // `activation_done` has come).
         self.reading = false;
         self.activating = None;
         if self.next_read.is_none_or(|t| t > now) {

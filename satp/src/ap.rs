@@ -2,11 +2,14 @@
 
 use core::time::Duration;
 
-use block::Instant;
-use psa::{Activation, DefaultAa, MAX_PATHS, Path, PathId, PathState, Satp, SatpAction};
+use block::{BlockError, ErrorKind, Instant};
+use psa::{
+    Activation, ActivationOutcome, DefaultAa, MAX_PATHS, Path, PathId, PathState, Satp, SatpAction,
+};
 use scsi::cdb::CdbRepr;
 use scsi::{Asc, CdbBytes, CommandCompletion, SenseKey, ServiceResponse};
 
+use crate::retry::{ActivationRetry, Gate, RetryState};
 use crate::{any_usable, set_state};
 
 /// ASC/ASCQ 04/03: LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED, what a passive
@@ -45,6 +48,9 @@ pub struct ActivePassiveConfig {
     /// again (the array may have moved the LUN to their controller) before a trespass.
     /// Default 50 ms.
     pub window: Duration,
+    /// How a failed trespass is retried, and for how long the SATP gives up after the last
+    /// retry failed (default: 3 retries 2 s apart, then 30 s).
+    pub retry: ActivationRetry,
     /// The SATP everything not active/passive-specific is delegated to.
     pub base: DefaultAa,
 }
@@ -55,6 +61,7 @@ impl Default for ActivePassiveConfig {
             style: TrespassStyle::StartStopUnit,
             holdoff: Duration::from_secs(2),
             window: Duration::from_millis(50),
+            retry: ActivationRetry::default(),
             base: DefaultAa::default(),
         }
     }
@@ -73,19 +80,38 @@ impl Default for ActivePassiveConfig {
 /// | NOT READY 04/03 or 04/0B, none usable, standby paths that answered passive over `window` ago | standby; those paths active again (re-tested) | fail over |
 /// | NOT READY 04/03 or 04/0B, none usable, every standby path passive within `window`, no trespass within `holdoff` | standby | activate (trespass) |
 /// | NOT READY 04/03 or 04/0B, none usable, trespassed within `holdoff` | standby | fail over after the rest of `holdoff` |
+/// | NOT READY 04/03 or 04/0B, none usable, a trespass failed less than `retry.delay` ago | standby | fail over after the rest of `retry.delay` |
+/// | NOT READY 04/03 or 04/0B, none usable, given up (the last retry failed less than `retry.give_up` ago) | standby | fail with NOT READY |
 /// | anything else | as [`DefaultAa`] | as [`DefaultAa`] |
 ///
 /// After a successful trespass the activated path is active and every standby path is
 /// tried again (those of the now passive controller answer 04/03 once more and go back to
 /// standby, with usable paths left, so no second trespass follows).
+///
+/// A failed trespass ([`Satp::activation_done`]) is retried at most `retry.retries` times
+/// per cycle (see [`ActivationRetry`] and [`crate::retry::FailureKind`]):
+///
+/// | answer to the trespass | path state | next trespass |
+/// |---|---|---|
+/// | GOOD | active; every standby path active again (re-tested) | none needed; the retry state is cleared |
+/// | service delivery failure (the path died under it) | dead (probed back) | at once, on another standby path |
+/// | UNIT ATTENTION, ABORTED COMMAND, TASK ABORTED | - | at once |
+/// | NOT READY (02/04/03: the controller stays passive, e.g. a command of the wrong style for the array), BUSY, TASK SET FULL, RESERVATION CONFLICT, anything else | - | after `retry.delay` |
+/// | ILLEGAL REQUEST (05/20/00, 05/24/00, 05/26/00, 05/1A/00: the array refuses the command) | - | none: give up at once |
+/// | any failure after `retry.retries` retries | - | none: give up for `retry.give_up` |
+///
+/// "At once" still waits for the NMP's `activation_interval` after a failure. The device has
+/// one passive controller to trespass to, so the retry state is the device's.
 #[derive(Debug, Clone)]
 pub struct ActivePassive {
     config: ActivePassiveConfig,
     /// When each path last answered passive (since the last trespass).
     passive_at: [Option<Instant>; MAX_PATHS],
     last_trespass: Option<Instant>,
-    activating: Option<PathId>,
     trespasses: u32,
+    failed_trespasses: u32,
+    give_ups: u32,
+    retry: RetryState,
 }
 
 impl ActivePassive {
@@ -95,8 +121,10 @@ impl ActivePassive {
             config,
             passive_at: [None; MAX_PATHS],
             last_trespass: None,
-            activating: None,
             trespasses: 0,
+            failed_trespasses: 0,
+            give_ups: 0,
+            retry: RetryState::new(),
         }
     }
 
@@ -108,6 +136,22 @@ impl ActivePassive {
     /// Trespasses this SATP has completed (answered GOOD).
     pub fn trespasses(&self) -> u32 {
         self.trespasses
+    }
+
+    /// Trespasses that failed (any answer but GOOD, or never sent).
+    pub fn failed_trespasses(&self) -> u32 {
+        self.failed_trespasses
+    }
+
+    /// Times the SATP gave up on trespassing (after the last retry of a cycle failed, or an
+    /// answer no retry can change).
+    pub fn give_ups(&self) -> u32 {
+        self.give_ups
+    }
+
+    /// The state of retrying a failed trespass.
+    pub fn retry_state(&self) -> &RetryState {
+        &self.retry
     }
 
     /// The trespass command of `style`: CDB and parameter data.
@@ -207,30 +251,24 @@ impl Satp for ActivePassive {
             let since = self
                 .last_trespass
                 .map(|t| Duration::from_nanos(now.0.saturating_sub(t.0)));
-            return match since {
-                Some(since) if since < self.config.holdoff => SatpAction::Failover {
+            if let Some(since) = since
+                && since < self.config.holdoff
+            {
+                return SatpAction::Failover {
                     delay: self.config.holdoff.saturating_sub(since),
-                },
-                _ => SatpAction::Activate,
+                };
+            }
+            return match self.retry.gate(now) {
+                Gate::Open => SatpAction::Activate,
+                Gate::Wait(delay) => SatpAction::Failover { delay },
+                Gate::GivenUp => SatpAction::Fail(BlockError::new(ErrorKind::NotReady)),
             };
         }
         self.config.base.evaluate(now, path, paths, completion)
     }
 
     fn path_ok(&mut self, now: Instant, path: PathId, paths: &mut [Path]) {
-        if self.activating == Some(path) {
-            self.activating = None;
-            self.last_trespass = Some(now);
-            self.trespasses = self.trespasses.saturating_add(1);
-            self.passive_at = [None; MAX_PATHS];
-            for p in paths.iter_mut() {
-                if p.state == PathState::Standby {
-                    p.state = PathState::Active;
-                }
-            }
-            set_state(paths, path, PathState::Active);
-            return;
-        }
+        let _ = now;
         // A probe answers GOOD on a passive path too (TEST UNIT READY is not a media
         // command): while other paths are usable, a standby path stays standby; when none
         // is, it is tried.
@@ -247,8 +285,7 @@ impl Satp for ActivePassive {
     }
 
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
-        let _ = now;
-        if any_usable(paths) {
+        if any_usable(paths) || self.retry.gate(now) != Gate::Open {
             return None;
         }
         // A standby path that has answered passive least recently... the first standby one
@@ -256,7 +293,35 @@ impl Satp for ActivePassive {
         let i = paths.iter().position(|p| p.state == PathState::Standby)?;
         let path = PathId(u16::try_from(i).ok()?);
         let (cdb, data) = Self::trespass_command(self.config.style);
-        self.activating = Some(path);
         Some(Activation { path, cdb, data })
+    }
+
+    fn activation_done(
+        &mut self,
+        now: Instant,
+        activation: &Activation,
+        paths: &mut [Path],
+        outcome: ActivationOutcome,
+    ) {
+        if outcome.is_good() {
+            self.retry.succeeded();
+            self.last_trespass = Some(now);
+            self.trespasses = self.trespasses.saturating_add(1);
+            self.passive_at = [None; MAX_PATHS];
+            for p in paths.iter_mut() {
+                if p.state == PathState::Standby {
+                    p.state = PathState::Active;
+                }
+            }
+            set_state(paths, activation.path, PathState::Active);
+            return;
+        }
+        self.failed_trespasses = self.failed_trespasses.saturating_add(1);
+        if outcome == ActivationOutcome::Transport {
+            set_state(paths, activation.path, PathState::Dead);
+        }
+        if self.retry.failed(now, outcome, &self.config.retry) {
+            self.give_ups = self.give_ups.saturating_add(1);
+        }
     }
 }

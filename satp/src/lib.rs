@@ -3,9 +3,11 @@
 
 pub mod alua;
 pub mod ap;
+pub mod retry;
 
 pub use alua::{Alua, AluaConfig};
 pub use ap::{ActivePassive, ActivePassiveConfig, TrespassStyle};
+pub use retry::{ActivationRetry, FailureKind, Gate, RetryState};
 
 /// `VMW_SATP_DEFAULT_AA`: every path active; transport failures mark a path dead (probed back
 /// to life by the NMP). This is psa's [`psa::DefaultAa`], re-exported (its sense -> action

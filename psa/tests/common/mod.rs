@@ -183,6 +183,12 @@ pub struct Outcome {
     pub failed: HashMap<ErrorKind, u64>,
     pub reads_verified: u64,
     pub end: Instant,
+    /// When the last failed I/O completed.
+    pub last_failure: Option<Instant>,
+    /// The longest time a failed I/O took from submission to completion.
+    pub max_failed_latency: Duration,
+    /// I/Os that completed well after the last failed one.
+    pub ok_after_last_failure: u64,
 }
 
 impl Outcome {
@@ -200,6 +206,18 @@ pub fn run_workload<D: BlockDevice>(
     start: Instant,
     total: u64,
     seed: u64,
+) -> Outcome {
+    run_workload_with(dev, memory, start, total, seed, Duration::from_micros(50))
+}
+
+/// [`run_workload`] with `think` between an I/O's completion and the next on its slot.
+pub fn run_workload_with<D: BlockDevice>(
+    dev: &mut ExactlyOnce<D, 128>,
+    memory: &mut MemoryRegions<'_, 2>,
+    start: Instant,
+    total: u64,
+    seed: u64,
+    think: Duration,
 ) -> Outcome {
     let mut rng = Rng(seed ^ 0xA5A5);
     let mut model: Vec<BlockModel> = (0..DISK_BLOCKS)
@@ -287,7 +305,7 @@ pub fn run_workload<D: BlockDevice>(
                 .unwrap_or_else(|| panic!("completion of unknown tag {:?}", c.tag));
             out.completed += 1;
             slot_busy[io.slot] = false;
-            slot_ready_at[io.slot] = now.saturating_add(Duration::from_micros(50));
+            slot_ready_at[io.slot] = now.saturating_add(think);
             for b in io.lba..io.lba + u64::from(io.blocks) {
                 locked.remove(&b);
             }
@@ -296,6 +314,7 @@ pub fn run_workload<D: BlockDevice>(
             match c.result {
                 Ok(()) => {
                     out.ok += 1;
+                    out.ok_after_last_failure += 1;
                     if io.write {
                         for b in 0..u64::from(io.blocks) {
                             model[(io.lba + b) as usize].possible = vec![io.version];
@@ -325,6 +344,11 @@ pub fn run_workload<D: BlockDevice>(
                 }
                 Err(e) => {
                     *out.failed.entry(e.kind()).or_default() += 1;
+                    out.last_failure = Some(now);
+                    out.ok_after_last_failure = 0;
+                    out.max_failed_latency = out
+                        .max_failed_latency
+                        .max(Duration::from_nanos(now.0 - io.submitted.0));
                     if io.write {
                         // A failed write leaves each block old or new.
                         for b in 0..u64::from(io.blocks) {
@@ -423,4 +447,113 @@ pub fn one_read<D: BlockDevice>(
         .expect("completes")
         .completion
         .result
+}
+
+/// Whether `tag` is the NMP's activation command's (bits 63 and 62, not 61).
+pub fn is_activation_tag(tag: Tag) -> bool {
+    tag.0 >> 61 == 0b110
+}
+
+/// A transport between the NMP and the array that answers the next activation commands from
+/// a script (`None`: pass to the array), and records when each activation command was sent
+/// and how many were ever outstanding at once.
+pub struct Scripted<T> {
+    pub inner: T,
+    /// Answers for the next activation commands, in order; once empty, all pass.
+    pub script: std::collections::VecDeque<Option<scsi::CommandCompletion>>,
+    /// How long a scripted answer takes.
+    pub latency: Duration,
+    /// When each activation command was sent, and its first CDB byte.
+    pub sent: Vec<(Instant, u8)>,
+    /// Activation commands outstanding now, and the most ever.
+    pub outstanding: usize,
+    pub max_outstanding: usize,
+    held: Vec<(Instant, scsi::CommandCompletion)>,
+}
+
+impl<T> Scripted<T> {
+    pub fn new(inner: T, script: Vec<Option<scsi::CommandCompletion>>) -> Self {
+        Self {
+            inner,
+            script: script.into(),
+            latency: Duration::from_micros(250),
+            sent: Vec::new(),
+            outstanding: 0,
+            max_outstanding: 0,
+            held: Vec::new(),
+        }
+    }
+}
+
+impl<T: scsi::Transport> scsi::Transport for Scripted<T> {
+    fn submit(
+        &mut self,
+        now: Instant,
+        command: scsi::Command,
+    ) -> Result<(), scsi::TransportSubmitError> {
+        if !is_activation_tag(command.tag) {
+            return self.inner.submit(now, command);
+        }
+        let opcode = command.cdb.as_bytes().first().copied().unwrap_or(0);
+        match self.script.front().cloned() {
+            Some(Some(mut answer)) => {
+                answer.tag = command.tag;
+                self.script.pop_front();
+                self.held.push((now.saturating_add(self.latency), answer));
+            }
+            _ => {
+                self.inner.submit(now, command)?;
+                self.script.pop_front();
+            }
+        }
+        self.sent.push((now, opcode));
+        self.outstanding += 1;
+        self.max_outstanding = self.max_outstanding.max(self.outstanding);
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        now: Instant,
+        memory: &mut dyn Memory,
+        done: &mut dyn FnMut(scsi::CommandCompletion),
+    ) -> Option<Instant> {
+        let outstanding = &mut self.outstanding;
+        let mut next = self.inner.poll(now, memory, &mut |c| {
+            if is_activation_tag(c.tag) {
+                *outstanding -= 1;
+            }
+            done(c)
+        });
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 <= now {
+                let (_, c) = self.held.remove(i);
+                self.outstanding -= 1;
+                done(c);
+            } else {
+                i += 1;
+            }
+        }
+        for (at, _) in &self.held {
+            next = Some(next.map_or(*at, |n| n.min(*at)));
+        }
+        next
+    }
+}
+
+/// A service delivery failure (the path died under the command).
+pub fn delivery_failure() -> scsi::CommandCompletion {
+    scsi::CommandCompletion {
+        service: scsi::ServiceResponse::ServiceDeliveryFailure,
+        ..scsi::CommandCompletion::good(Tag(0), scsi::Residual::None)
+    }
+}
+
+/// CHECK CONDITION with `key` and `asc`.
+pub fn check_condition(key: scsi::SenseKey, asc: scsi::Asc) -> scsi::CommandCompletion {
+    scsi::CommandCompletion::check_condition(
+        Tag(0),
+        scsi::SenseRepr::new(key, asc).to_buf(scsi::SenseFormat::Fixed),
+    )
 }

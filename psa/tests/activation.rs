@@ -1,0 +1,275 @@
+//! The NMP's side of path activation: every activation's outcome reaches the SATP
+//! (`Satp::activation_done`), at most one activation is in flight per device, requests that
+//! ask for one wait for it instead of asking again, and after a failed activation no other is
+//! sent for `NmpConfig::activation_interval`, even by an SATP that ignores failures.
+
+mod common;
+
+use array::{Fault, LinkFailure, Personality, TrespassCommand};
+use block::testing::ExactlyOnce;
+use block::{ErrorKind, Instant, MemAddr};
+use common::*;
+use psa::{
+    Activation, ActivationOutcome, Adapter, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice,
+    Path, PathId, PathState, Satp, SatpAction, ScanConfig, Target,
+};
+use scsi::cdb::CdbRepr;
+use scsi::{Asc, CdbBytes, CommandCompletion, InitiatorId, SenseKey, Status};
+
+/// An SATP that trespasses with START STOP UNIT on the first standby path when no usable
+/// path is left, as often as it is asked, and records what the NMP reports. With
+/// `default_done` it keeps the trait's default `activation_done` (ignores failures).
+struct Naive {
+    inner: DefaultAa,
+    default_done: bool,
+    outcomes: Vec<(Instant, PathId, ActivationOutcome)>,
+}
+
+impl Naive {
+    fn new(default_done: bool) -> Self {
+        Self {
+            inner: DefaultAa::default(),
+            default_done,
+            outcomes: Vec::new(),
+        }
+    }
+}
+
+impl Satp for Naive {
+    fn name(&self) -> &'static str {
+        "TEST_SATP_NAIVE"
+    }
+
+    fn evaluate(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+    ) -> SatpAction {
+        match self.inner.evaluate(now, path, paths, completion) {
+            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
+                SatpAction::Activate
+            }
+            other => other,
+        }
+    }
+
+    fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {
+        let i = paths.iter().position(|p| p.state == PathState::Standby)?;
+        let cdb = CdbBytes::from_repr(&CdbRepr::StartStopUnit {
+            immed: false,
+            power_condition_modifier: 0,
+            power_condition: 0,
+            no_flush: false,
+            loej: false,
+            start: true,
+        });
+        Some(Activation {
+            path: PathId(i as u16),
+            cdb,
+            data: heapless::Vec::new(),
+        })
+    }
+
+    fn activation_done(
+        &mut self,
+        now: Instant,
+        activation: &Activation,
+        paths: &mut [Path],
+        outcome: ActivationOutcome,
+    ) {
+        if self.default_done {
+            // What the trait's default does.
+            if outcome.is_good() {
+                self.path_ok(now, activation.path, paths);
+            }
+            return;
+        }
+        self.outcomes.push((now, activation.path, outcome));
+        if outcome.is_good() {
+            self.path_ok(now, activation.path, paths);
+        }
+    }
+}
+
+type Dev<'a, 'b> = NmpDevice<Scripted<&'b mut Sim<'a>>, Naive, MostRecentlyUsed, 4, 64, 8>;
+
+fn claim_scripted<'a, 'b>(
+    array: &'b mut Sim<'a>,
+    memory: &mut block::MemoryRegions<'_, 2>,
+    satp: Naive,
+    script: Vec<Option<CommandCompletion>>,
+) -> (Dev<'a, 'b>, Instant) {
+    let t1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
+    let t2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
+    let adapters = [
+        Adapter {
+            number: 1,
+            initiator: InitiatorId(1),
+            targets: &t1,
+        },
+        Adapter {
+            number: 2,
+            initiator: InitiatorId(2),
+            targets: &t2,
+        },
+    ];
+    let scan = ScanConfig {
+        adapters: &adapters,
+        max_lun: 256,
+        scratch: MemAddr(0x10_0000),
+        max_polls: 256,
+    };
+    let (devices, now) = psa::scan::<_, 2, 4>(&mut *array, memory, Instant(0), &scan).unwrap();
+    let config = NmpConfig {
+        scratch: Some(MemAddr(0x10_0000)),
+        ..NmpConfig::default()
+    };
+    let transport = Scripted::new(array, script);
+    let nmp = NmpDevice::new(
+        transport,
+        &devices[0],
+        satp,
+        MostRecentlyUsed::new(),
+        config,
+    )
+    .unwrap();
+    (nmp, now)
+}
+
+/// The owner's two links (ports 1 and 2, controller 0) go down at 10 ms.
+fn owner_links_down() -> Vec<(u64, Fault)> {
+    vec![
+        (
+            10 * MS,
+            Fault::LinkDown {
+                port: 1,
+                failure: LinkFailure::Error,
+            },
+        ),
+        (
+            10 * MS,
+            Fault::LinkDown {
+                port: 2,
+                failure: LinkFailure::Error,
+            },
+        ),
+    ]
+}
+
+fn ap() -> Personality {
+    Personality::ActivePassive {
+        implicit_trespass: false,
+    }
+}
+
+#[test]
+fn every_activation_outcome_reaches_the_satp_once() {
+    let seed = 11;
+    let mut storage = vec![0u8; DISK_BLOCKS as usize * BLOCK];
+    let mut scratch = vec![0u8; 2048];
+    let mut buffers = vec![0u8; QD * BUFFER_LEN];
+    let mut memory = memory_regions(&mut scratch, &mut buffers);
+    let mut array = make_array(&mut storage, ap(), seed);
+    let script = vec![
+        Some(check_condition(
+            SenseKey::ILLEGAL_REQUEST,
+            Asc::INVALID_FIELD_IN_CDB,
+        )),
+        Some(CommandCompletion::status(block::Tag(0), Status::BUSY)),
+        Some(check_condition(SenseKey::NOT_READY, Asc::new(0x04, 0x03))),
+        Some(delivery_failure()),
+        // Then the array's own answer: the trespass.
+    ];
+    let (mut nmp, start) = claim_scripted(&mut array, &mut memory, Naive::new(false), script);
+    schedule(nmp.transport_mut().inner, start, &owner_links_down());
+    let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
+    let out = run_workload(&mut dev, &mut memory, start, 2_000, seed);
+    assert_eq!(out.completed, 2_000);
+    assert_eq!(out.failures(), 0, "{out:?}");
+    let nmp = dev.into_inner();
+    let outcomes: Vec<ActivationOutcome> = nmp.satp().outcomes.iter().map(|o| o.2).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ActivationOutcome::CheckCondition {
+                key: SenseKey::ILLEGAL_REQUEST,
+                asc: Asc::INVALID_FIELD_IN_CDB
+            },
+            ActivationOutcome::Status(Status::BUSY),
+            ActivationOutcome::CheckCondition {
+                key: SenseKey::NOT_READY,
+                asc: Asc::new(0x04, 0x03)
+            },
+            ActivationOutcome::Transport,
+            ActivationOutcome::Good,
+        ]
+    );
+    let t = nmp.transport();
+    assert_eq!(t.sent.len(), 5, "one command per outcome");
+    assert_eq!(t.max_outstanding, 1, "one activation in flight at a time");
+    // After each failure, the next one waited for the activation interval.
+    for w in nmp.satp().outcomes.windows(2) {
+        let next_sent = t.sent.iter().find(|s| s.0 > w[0].0).expect("sent").0;
+        assert!(
+            next_sent.0 - w[0].0.0 >= 100 * MS,
+            "{:?} then {next_sent:?}",
+            w[0]
+        );
+    }
+    // The path the transport failure hit was marked dead, so the trespass that worked went
+    // on the other standby path (paths 1 and 3 lead to controller 1).
+    let o = &nmp.satp().outcomes;
+    assert_ne!(o[3].1, o[4].1);
+    let stats = nmp.esxtop().stats;
+    assert_eq!((stats.activations, stats.activation_failures), (5, 4));
+    assert_eq!(t.inner.stats().start_stop_trespasses, 1);
+    assert_eq!(t.inner.owner(0), Some(1));
+}
+
+/// An SATP that ignores failed activations and asks for one on every passive answer, against
+/// an array that never takes its command (START STOP UNIT on a page-0x22 array) while the
+/// owner is unreachable: the NMP sends one activation at a time, no sooner than 100 ms after
+/// a failed one, however many requests ask; every request completes once, with NOT READY.
+#[test]
+fn an_satp_that_ignores_failures_cannot_storm() {
+    let seed = 12;
+    let mut storage = vec![0u8; DISK_BLOCKS as usize * BLOCK];
+    let mut scratch = vec![0u8; 2048];
+    let mut buffers = vec![0u8; QD * BUFFER_LEN];
+    let mut memory = memory_regions(&mut scratch, &mut buffers);
+    let mut array = make_array_with(&mut storage, ap(), seed, TrespassCommand::ModeSelectPage22);
+    let (mut nmp, start) = claim_scripted(&mut array, &mut memory, Naive::new(true), vec![]);
+    schedule(nmp.transport_mut().inner, start, &owner_links_down());
+    let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
+    let ios = 1_000;
+    let out = run_workload(&mut dev, &mut memory, start, ios, seed);
+    assert_eq!(out.completed, ios);
+    assert_eq!(
+        out.failures(),
+        out.failed.get(&ErrorKind::NotReady).copied().unwrap_or(0),
+        "{out:?}"
+    );
+    assert!(out.failures() > ios / 3, "{out:?}");
+    let nmp = dev.into_inner();
+    let t = nmp.transport();
+    assert_eq!(t.max_outstanding, 1);
+    let elapsed = out.end.0 - start.0;
+    let sent = t.sent.len() as u64;
+    assert!(
+        sent <= elapsed / (100 * MS) + 1,
+        "{sent} activations in {elapsed} ns"
+    );
+    // Requests waited for the activation instead of asking again each: far fewer
+    // activations than failed requests times their retries.
+    assert!(sent * 10 < out.failures() * 40, "{sent} for {out:?}");
+    eprintln!(
+        "naive SATP: {sent} activations, {} failed I/Os, {:.1} s simulated",
+        out.failures(),
+        elapsed as f64 / 1e9
+    );
+    let stats = nmp.esxtop().stats;
+    assert_eq!(stats.activations, sent);
+    assert_eq!(stats.activation_failures, sent);
+}
