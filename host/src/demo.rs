@@ -2,8 +2,11 @@
 //!
 //! The stack under the VMs is the real one: a simulated storage array (`array`: two
 //! controllers, four target ports, one LUN emulated by `scsi::Lun` over a `RamDisk`), found by
-//! PSA discovery over two adapters (four paths), claimed by the native multipathing device
-//! (`psa::NmpDevice`: scheduler queue with one world per VM, SATP, PSP, retries). With faults,
+//! PSA discovery over two adapters (four paths), claimed by `psa::claim` with the demo's claim
+//! rules ([`crate::plugins`]: the SATP and PSP that ESXi would pick for the array's vendor and
+//! model, or as `--satp` / `--psp` override them), and driven by the native multipathing
+//! device (`psa::NmpDevice`: scheduler queue with one world per VM, the claimed `satp` and
+//! `psp` plugins, retries). With faults,
 //! the array suffers a flapping link, congestion (BUSY), a controller failure with failover and
 //! restore, and a link that drops commands silently, on a schedule in simulated time.
 //!
@@ -17,46 +20,58 @@
 use core::time::Duration;
 use std::collections::HashMap;
 
-use array::{Array, ArrayConfig, ArrayStats, Fault, LinkFailure, Personality};
+use array::{Array, ArrayConfig, ArrayStats, Fault, LinkFailure, Personality, TrespassCommand};
 use block::{
     BlockCount, BlockDevice, BlockRequest, Completion, Instant, Lba, MemAddr, Memory,
     MemoryRegions, RamDisk, Segment, SgList, Tag,
 };
-use psa::{
-    Adapter, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice, SHARES_NORMAL, ScanConfig, Target,
-    WorldId,
-};
+use psa::{Adapter, NmpConfig, NmpDevice, Psp, SHARES_NORMAL, Satp, ScanConfig, Target, WorldId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scsi::{AccessState, InitiatorId, LunConfig, NaaId, Status};
+use serde_json::{Value, json};
+
+use crate::plugins::{self, CLAIM_RULES, DemoPsp, DemoSatp, PspChoice, SatpName};
 
 /// Most requests the multipathing device keeps outstanding (its request slots).
 pub const LUN_QUEUE_DEPTH: usize = 64;
 /// Most VMs (scheduler worlds) of one run.
 pub const MAX_VMS: usize = 8;
 /// Paths to the LUN: two adapters, each seeing one port of each controller.
-const PATHS: usize = 4;
+const PATHS: usize = plugins::PLUGIN_PATHS;
 
 type DemoArray<'a> = Array<RamDisk<'a, LUN_QUEUE_DEPTH>, 1, PATHS, LUN_QUEUE_DEPTH, 16>;
 type DemoNmp<'a, 'b> =
-    NmpDevice<&'b mut DemoArray<'a>, DefaultAa, MostRecentlyUsed, PATHS, LUN_QUEUE_DEPTH, MAX_VMS>;
+    NmpDevice<&'b mut DemoArray<'a>, DemoSatp, DemoPsp, PATHS, LUN_QUEUE_DEPTH, MAX_VMS>;
 
 /// How the simulated array presents its LUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArrayKind {
     /// Every port serves I/O.
     ActiveActive,
-    /// The owning controller serves I/O; the other answers NOT READY until a trespass.
+    /// The owning controller serves I/O; the other answers NOT READY until a trespass by
+    /// START STOP UNIT.
     ActivePassive,
+    /// Active/passive, CLARiiON-style: the trespass is a MODE SELECT with page 0x22 (START
+    /// STOP UNIT moves nothing).
+    ActivePassiveCx,
     /// ALUA: the owner's ports active/optimized, the other controller's active/non-optimized.
     Alua,
 }
 
 impl ArrayKind {
+    /// Every kind.
+    pub const ALL: [ArrayKind; 4] = [
+        ArrayKind::ActiveActive,
+        ArrayKind::ActivePassive,
+        ArrayKind::ActivePassiveCx,
+        ArrayKind::Alua,
+    ];
+
     fn personality(self) -> Personality {
         match self {
             ArrayKind::ActiveActive => Personality::ActiveActive,
-            ArrayKind::ActivePassive => Personality::ActivePassive {
+            ArrayKind::ActivePassive | ArrayKind::ActivePassiveCx => Personality::ActivePassive {
                 implicit_trespass: false,
             },
             ArrayKind::Alua => Personality::Alua {
@@ -66,13 +81,75 @@ impl ArrayKind {
         }
     }
 
-    /// The name esxcli would show for the array type.
+    fn trespass(self) -> TrespassCommand {
+        match self {
+            ArrayKind::ActivePassiveCx => TrespassCommand::ModeSelectPage22,
+            _ => TrespassCommand::StartStopUnit,
+        }
+    }
+
+    /// The short name `--array` takes.
+    pub fn id(self) -> &'static str {
+        match self {
+            ArrayKind::ActiveActive => "aa",
+            ArrayKind::ActivePassive => "ap",
+            ArrayKind::ActivePassiveCx => "ap-cx",
+            ArrayKind::Alua => "alua",
+        }
+    }
+
+    /// The name of the array type.
     pub fn name(self) -> &'static str {
         match self {
             ArrayKind::ActiveActive => "active/active",
             ArrayKind::ActivePassive => "active/passive",
+            ArrayKind::ActivePassiveCx => "active/passive (CLARiiON-style)",
             ArrayKind::Alua => "ALUA",
         }
+    }
+
+    /// The INQUIRY model the array reports (its vendor is [`plugins::VENDOR`]), which the
+    /// claim rules match.
+    pub fn model(self) -> &'static str {
+        match self {
+            ArrayKind::ActiveActive => plugins::MODEL_AA,
+            ArrayKind::ActivePassive => plugins::MODEL_AP,
+            ArrayKind::ActivePassiveCx => plugins::MODEL_CX,
+            ArrayKind::Alua => plugins::MODEL_ALUA,
+        }
+    }
+
+    /// Whether `satp` can drive this array; `Err` says why not.
+    pub fn check_satp(self, satp: SatpName) -> Result<(), String> {
+        let why = match (self, satp) {
+            (ArrayKind::ActiveActive, SatpName::DefaultAa)
+            | (ArrayKind::ActivePassive, SatpName::DefaultAp)
+            | (ArrayKind::ActivePassiveCx, SatpName::Cx)
+            | (ArrayKind::Alua, SatpName::Alua) => return Ok(()),
+            (_, SatpName::Alua) => {
+                "the device reports no ALUA support (TPGS 0), so there are no target port groups to read or set"
+            }
+            (ArrayKind::Alua, _) => {
+                "it would not follow the array's target port group states (use VMW_SATP_ALUA)"
+            }
+            (ArrayKind::ActiveActive, _) => {
+                "every port of an active/active array serves I/O: there is nothing to trespass (use VMW_SATP_DEFAULT_AA)"
+            }
+            (ArrayKind::ActivePassive | ArrayKind::ActivePassiveCx, SatpName::DefaultAa) => {
+                "it never trespasses, so I/O would fail once the owning controller is unreachable"
+            }
+            (ArrayKind::ActivePassive, _) => {
+                "the array trespasses on START STOP UNIT only and ignores the MODE SELECT page 0x22 (use VMW_SATP_DEFAULT_AP)"
+            }
+            (ArrayKind::ActivePassiveCx, _) => {
+                "the array trespasses on MODE SELECT page 0x22 only; START STOP UNIT moves nothing (use VMW_SATP_CX)"
+            }
+        };
+        Err(format!(
+            "{} does not fit an {} array: {why}",
+            satp.name(),
+            self.name()
+        ))
     }
 }
 /// The largest request a VM issues.
@@ -104,12 +181,17 @@ pub struct DemoConfig {
     /// Schedule array faults: a flapping link, congestion, a controller failure and restore,
     /// a link that drops commands.
     pub faults: bool,
+    /// The SATP to claim the device with instead of the one the claim rules pick (it must fit
+    /// the array: [`ArrayKind::check_satp`]).
+    pub satp: Option<SatpName>,
+    /// The PSP to claim the device with instead of the one the claim rules pick.
+    pub psp: Option<PspChoice>,
 }
 
 impl Default for DemoConfig {
     /// The embedded defaults of `host demo`: four VMs, queue depth 8 each, one simulated second
     /// on a 64 MiB LUN of an active/active array with 100 µs service time, 70 % reads, no
-    /// faults.
+    /// faults, the plugins the claim rules pick.
     fn default() -> Self {
         Self {
             vms: 4,
@@ -121,6 +203,8 @@ impl Default for DemoConfig {
             read_percent: 70,
             array: ArrayKind::ActiveActive,
             faults: false,
+            satp: None,
+            psp: None,
         }
     }
 }
@@ -164,14 +248,78 @@ impl VmStats {
 pub struct PathReport {
     /// `vmhbaA:C0:Tn:Ln`.
     pub name: String,
-    /// Its state at the end of the run.
+    /// Its state at the end of the run, as esxcli names it (`active`, `active unoptimized`,
+    /// `standby`, `unavailable`, `transitioning`, `dead`).
     pub state: String,
+    /// Its target port group (ALUA devices).
+    pub group: Option<u16>,
     /// Commands sent on it.
     pub commands: u64,
+    /// Reads sent on it.
+    pub reads: u64,
+    /// Writes sent on it.
+    pub writes: u64,
     /// Commands that failed on it.
     pub errors: u64,
     /// Average device latency on it, in nanoseconds.
     pub davg_ns: u64,
+}
+
+/// How the device was claimed, as `esxcli storage nmp device list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimReport {
+    /// The INQUIRY vendor the device reported.
+    pub vendor: String,
+    /// The INQUIRY model the device reported.
+    pub model: String,
+    /// Whether the device reported ALUA support (TPGS nonzero).
+    pub alua: bool,
+    /// The index in [`CLAIM_RULES`] of the rule that matched, or `None`: psa's default.
+    pub rule: Option<usize>,
+    /// The SATP the rule (or the default) chose.
+    pub rule_satp: &'static str,
+    /// The PSP the rule (or the default) chose.
+    pub rule_psp: &'static str,
+    /// `Storage Array Type`: the SATP the device ran with.
+    pub satp: &'static str,
+    /// Whether `--satp` chose it rather than the claim.
+    pub satp_overridden: bool,
+    /// `Storage Array Type Device Config` at the end of the run.
+    pub satp_config: String,
+    /// `Path Selection Policy`: the PSP the device ran with.
+    pub psp: &'static str,
+    /// Whether `--psp` chose it rather than the claim.
+    pub psp_overridden: bool,
+    /// `Path Selection Policy Device Config` at the end of the run.
+    pub psp_config: String,
+}
+
+impl ClaimReport {
+    /// What claimed the device: the rule (as esxcli would list it) or the default.
+    pub fn rule_description(&self) -> String {
+        match self.rule.and_then(|i| CLAIM_RULES.get(i).map(|r| (i, r))) {
+            Some((i, rule)) => format!(
+                "rule {} of {} (vendor {}, model {}, {}): {}",
+                i + 1,
+                CLAIM_RULES.len(),
+                rule.vendor.unwrap_or("any"),
+                rule.model.unwrap_or("any"),
+                match rule.alua {
+                    Some(true) => "tpgs_on",
+                    Some(false) => "tpgs_off",
+                    None => "any tpgs",
+                },
+                plugins::CLAIM_RULE_DESCRIPTIONS
+                    .get(i)
+                    .copied()
+                    .unwrap_or("")
+            ),
+            None => format!(
+                "default: no rule matched (devices {} ALUA support)",
+                if self.alua { "with" } else { "without" }
+            ),
+        }
+    }
 }
 
 /// The outcome of a run.
@@ -181,6 +329,10 @@ pub struct DemoReport {
     pub vms: Vec<VmStats>,
     /// The device (`naa.` name) and its esxtop line.
     pub device: String,
+    /// How the device was claimed.
+    pub claim: ClaimReport,
+    /// Trespasses the SATP completed (active/passive SATPs; 0 for the others).
+    pub satp_trespasses: u32,
     /// The esxtop line of the device at the end of the run.
     pub esxtop: String,
     /// Commands the NMP retried (on the same or another path).
@@ -281,6 +433,9 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
     if config.vms > MAX_VMS {
         return Err(format!("at most {MAX_VMS} VMs"));
     }
+    if let Some(satp) = config.satp {
+        config.array.check_satp(satp)?;
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
 
     let mut lun_storage = vec![0u8; usize::try_from(lun_bytes).map_err(|_| "LUN too large")?];
@@ -296,7 +451,8 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
         .add(SCRATCH, &mut scratch)
         .map_err(|e| e.to_string())?;
 
-    let (mut lun, start) = claim(&mut array, &mut memory)?;
+    let (mut lun, start, mut claim, psp_choice) =
+        discover_and_claim(&mut array, &mut memory, config)?;
     for vm in 0..config.vms {
         lun.set_shares(WorldId(vm as u32), SHARES_NORMAL)
             .map_err(|e| format!("{e:?}"))?;
@@ -399,22 +555,29 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
         return Err("the run did not finish within its iteration bound".into());
     }
     let top = lun.esxtop();
-    let paths = lun
+    let paths: Vec<PathReport> = lun
         .paths()
         .iter()
         .map(|p| PathReport {
             name: p.name.to_string(),
-            state: format!("{:?}", p.state),
+            state: p.state.name().to_string(),
+            group: p.group,
             commands: p.stats.commands,
+            reads: p.stats.reads,
+            writes: p.stats.writes,
             errors: p.stats.errors,
             davg_ns: p.stats.davg_ns(),
         })
         .collect();
+    claim.satp_config = lun.satp().device_config();
+    claim.psp_config = psp_device_config(&psp_choice, lun.psp(), &paths);
     let array_stats = lun.transport().stats();
     Ok(DemoReport {
         exactly_once_violations: violations + in_flight.len(),
         vms: vms.into_iter().map(|v| v.stats).collect(),
         device,
+        claim,
+        satp_trespasses: lun.satp().trespasses(),
         esxtop: top.to_string(),
         retries: top.stats.retries,
         paths,
@@ -436,7 +599,8 @@ fn build_array<'a>(
 ) -> Result<DemoArray<'a>, String> {
     let mut array_config = ArrayConfig::new(config.array.personality())
         .with_latency(config.latency)
-        .with_seed(seed);
+        .with_seed(seed)
+        .with_trespass(config.array.trespass());
     // A dropped command is noticed after 50 ms (the HBA's abort), short against the run.
     array_config.command_timeout = Duration::from_millis(50);
     let mut array: DemoArray<'a> = Array::new(array_config);
@@ -447,8 +611,8 @@ fn build_array<'a>(
     }
     let disk = RamDisk::new(storage, BLOCK as u32).map_err(|e| e.to_string())?;
     let identity = LunConfig::new(
-        "ESXSIM",
-        "DEMO LUN",
+        plugins::VENDOR,
+        config.array.model(),
         "0001",
         "DEMO0001",
         NaaId::registered(0x00_0c29, 1),
@@ -459,12 +623,15 @@ fn build_array<'a>(
     Ok(array)
 }
 
-/// Discovers the LUN through two adapters (vmhba1 sees ports 1 and 3, vmhba2 ports 2 and 4)
-/// and claims it with the default SATP and the MRU path selection policy.
-fn claim<'a, 'b>(
+/// Discovers the LUN through two adapters (vmhba1 sees ports 1 and 3, vmhba2 ports 2 and 4),
+/// claims it with the demo's claim rules ([`CLAIM_RULES`], or psa's default), lets `--satp`
+/// and `--psp` override the claim, and builds the multipathing device on the chosen `satp` and
+/// `psp` plugins.
+fn discover_and_claim<'a, 'b>(
     array: &'b mut DemoArray<'a>,
     memory: &mut MemoryRegions<'_, 2>,
-) -> Result<(DemoNmp<'a, 'b>, Instant), String> {
+    config: &DemoConfig,
+) -> Result<(DemoNmp<'a, 'b>, Instant, ClaimReport, PspChoice), String> {
     let vmhba1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
     let vmhba2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
     let adapters = [
@@ -488,15 +655,60 @@ fn claim<'a, 'b>(
     let (devices, now) = psa::scan::<_, 2, PATHS>(&mut *array, memory, Instant::ZERO, &scan)
         .map_err(|e| format!("discovery: {e:?}"))?;
     let device = devices.first().ok_or("discovery found no device")?;
-    let nmp = NmpDevice::new(
-        array,
-        device,
-        DefaultAa::default(),
-        MostRecentlyUsed::new(),
-        NmpConfig::default(),
-    )
-    .map_err(|e| format!("claim: {e:?}"))?;
-    Ok((nmp, now))
+    let claimed = psa::claim(&CLAIM_RULES, device);
+    let satp_name = match config.satp {
+        Some(name) => name,
+        None => SatpName::parse(claimed.satp)
+            .map_err(|e| format!("the claim picked an SATP the demo does not have: {e}"))?,
+    };
+    // The rules are the demo's own, so this only fails if they and the array disagree.
+    config.array.check_satp(satp_name)?;
+    let psp_choice = match config.psp {
+        Some(choice) => choice,
+        None => PspChoice::parse(claimed.psp)
+            .map_err(|e| format!("the claim picked a PSP the demo does not have: {e}"))?,
+    };
+    let satp = DemoSatp::new(satp_name);
+    let psp = DemoPsp::new(&psp_choice);
+    let claim = ClaimReport {
+        vendor: device.vendor_str().to_string(),
+        model: device.model_str().to_string(),
+        alua: device.tpgs != 0,
+        rule: claimed.rule,
+        rule_satp: claimed.satp,
+        rule_psp: claimed.psp,
+        satp: satp.name(),
+        satp_overridden: config.satp.is_some(),
+        satp_config: String::new(),
+        psp: psp.name(),
+        psp_overridden: config.psp.is_some(),
+        psp_config: String::new(),
+    };
+    // The SATPs' own commands (REPORT TARGET PORT GROUPS) and the trespass's MODE SELECT
+    // parameter list use the discovery scratch buffer, free once the scan is done.
+    let nmp_config = NmpConfig {
+        scratch: Some(SCRATCH),
+        ..NmpConfig::default()
+    };
+    let nmp = NmpDevice::new(array, device, satp, psp, nmp_config)
+        .map_err(|e| format!("claim: {e:?}"))?;
+    Ok((nmp, now, claim, psp_choice))
+}
+
+/// `Path Selection Policy Device Config`: the PSP's tunables and the path it uses, where it
+/// keeps one.
+fn psp_device_config(choice: &PspChoice, psp: &DemoPsp, paths: &[PathReport]) -> String {
+    let mut parts = Vec::new();
+    let tunables = choice.config();
+    if !tunables.is_empty() {
+        parts.push(tunables);
+    }
+    if let Some((what, id)) = psp.path_in_use()
+        && let Some(path) = paths.get(usize::from(id.0))
+    {
+        parts.push(format!("{what}={}", path.name));
+    }
+    format!("{{{}}}", parts.join(";"))
 }
 
 /// The fault schedule of `--faults`, spread over the run.
@@ -699,6 +911,47 @@ fn complete(
     }
 }
 
+/// The device's claim as `esxcli storage nmp device list` shows it, with the claim rule
+/// that chose the plugins (or the default) and what `--satp` / `--psp` overrode.
+pub fn render_claim(device: &str, claim: &ClaimReport) -> String {
+    let mut out = format!("{device}\n");
+    out.push_str(&format!(
+        "   Device Display Name: {} {} ({device})\n",
+        claim.vendor, claim.model
+    ));
+    out.push_str(&format!("   Storage Array Type: {}\n", claim.satp));
+    if !claim.satp_config.is_empty() {
+        out.push_str(&format!(
+            "   Storage Array Type Device Config: {}\n",
+            claim.satp_config
+        ));
+    }
+    out.push_str(&format!("   Path Selection Policy: {}\n", claim.psp));
+    if !claim.psp_config.is_empty() {
+        out.push_str(&format!(
+            "   Path Selection Policy Device Config: {}\n",
+            claim.psp_config
+        ));
+    }
+    out.push_str(&format!(
+        "   Claim Rule: {} -> {} with {}\n",
+        claim.rule_description(),
+        claim.rule_satp,
+        claim.rule_psp
+    ));
+    let mut overrides = Vec::new();
+    if claim.satp_overridden {
+        overrides.push(format!("--satp {}", claim.satp));
+    }
+    if claim.psp_overridden {
+        overrides.push(format!("--psp {}", claim.psp));
+    }
+    if !overrides.is_empty() {
+        out.push_str(&format!("   Overridden: {}\n", overrides.join(", ")));
+    }
+    out
+}
+
 /// Renders a report as esxtop's disk VM view would: per VM and in total.
 pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
     let seconds = report.simulated.as_secs_f64().max(f64::MIN_POSITIVE);
@@ -773,32 +1026,42 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
         all_latencies.extend(latencies);
     }
     out.push_str(&row("total", &total, &all_latencies));
+    out.push('\n');
+    out.push_str(&render_claim(&report.device, &report.claim));
     out.push_str(&format!(
-        "\ndevice {} ({} array, {} paths, retries {})\n",
-        report.device,
-        config.array.name(),
+        "   Paths: {}, retries {}\n",
         report.paths.len(),
         report.retries
     ));
     out.push_str(&format!("  {}\n", report.esxtop));
     out.push_str(&format!(
-        "{:<20} {:>14} {:>10} {:>8} {:>10}\n",
-        "path", "state", "CMDS", "ERRS", "DAVG us"
+        "{:<18} {:>4} {:>18} {:>10} {:>10} {:>10} {:>6} {:>8}\n",
+        "path", "TPG", "state", "CMDS", "READS", "WRITES", "ERRS", "DAVG us"
     ));
     for p in &report.paths {
         out.push_str(&format!(
-            "{:<20} {:>14} {:>10} {:>8} {:>10.1}\n",
+            "{:<18} {:>4} {:>18} {:>10} {:>10} {:>10} {:>6} {:>8.1}\n",
             p.name,
+            p.group.map_or_else(|| "-".to_string(), |g| g.to_string()),
             p.state,
             p.commands,
+            p.reads,
+            p.writes,
             p.errors,
             p.davg_ns as f64 / 1000.0
         ));
     }
     let a = &report.array;
     out.push_str(&format!(
-        "array: {} commands, {} delivery failures, {} BUSY/TASK SET FULL, {} NOT READY (passive), {} trespasses\n",
-        a.commands, a.delivery_failures, a.congested, a.passive, a.trespasses
+        "array: {} commands, {} delivery failures, {} BUSY/TASK SET FULL, {} NOT READY (passive), {} trespasses ({} START STOP UNIT, {} MODE SELECT page 0x22 accepted; {} by the SATP)\n",
+        a.commands,
+        a.delivery_failures,
+        a.congested,
+        a.passive,
+        a.trespasses,
+        a.start_stop_trespasses,
+        a.page22_trespasses,
+        report.satp_trespasses
     ));
     out.push_str(&format!(
         "data verification: {} blocks read back, {} mismatches; exactly-once violations: {}\n",
@@ -810,6 +1073,117 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
         out.push_str(&format!("  mismatch: {m}\n"));
     }
     out
+}
+
+/// The report as JSON (what `host demo --json` prints, without the wall time): the
+/// configuration, the claim, per-VM and total figures, the device, its paths, the array's
+/// counters and the verification.
+pub fn to_json(config: &DemoConfig, report: &DemoReport) -> Value {
+    let seconds = report.simulated.as_secs_f64().max(f64::MIN_POSITIVE);
+    let vm_json = |s: &VmStats| {
+        let latencies: Vec<u64> = s
+            .read_latency_ns
+            .iter()
+            .chain(&s.write_latency_ns)
+            .copied()
+            .collect();
+        json!({
+            "reads": s.reads,
+            "writes": s.writes,
+            "read_bytes": s.read_bytes,
+            "write_bytes": s.write_bytes,
+            "errors": s.errors,
+            "verified_blocks": s.verified_blocks,
+            "commands_per_second": (s.reads + s.writes) as f64 / seconds,
+            "read_p50_us": VmStats::percentiles_us(&s.read_latency_ns).0,
+            "write_p50_us": VmStats::percentiles_us(&s.write_latency_ns).0,
+            "p99_us": VmStats::percentiles_us(&latencies).1,
+        })
+    };
+    let mut total = VmStats::default();
+    for s in &report.vms {
+        total.reads += s.reads;
+        total.writes += s.writes;
+        total.read_bytes += s.read_bytes;
+        total.write_bytes += s.write_bytes;
+        total.errors += s.errors;
+        total.verified_blocks += s.verified_blocks;
+        total.read_latency_ns.extend(&s.read_latency_ns);
+        total.write_latency_ns.extend(&s.write_latency_ns);
+    }
+    let c = &report.claim;
+    let rule = c.rule.and_then(|i| CLAIM_RULES.get(i).map(|r| (i, r)));
+    let a = &report.array;
+    json!({
+        "config": {
+            "vms": config.vms,
+            "depth": config.depth,
+            "seconds": config.duration.as_secs_f64(),
+            "seed": config.seed,
+            "lun_mib": config.lun_mib,
+            "latency_us": config.latency.as_secs_f64() * 1e6,
+            "read_percent": config.read_percent,
+            "array": config.array.id(),
+            "faults": config.faults,
+            "satp": config.satp.map(SatpName::name),
+            "psp": config.psp.map(|p| p.name()),
+        },
+        "simulated_seconds": report.simulated.as_secs_f64(),
+        "device": report.device,
+        "claim": {
+            "vendor": c.vendor,
+            "model": c.model,
+            "alua": c.alua,
+            "rule": rule.map(|(i, r)| json!({
+                "number": i + 1,
+                "vendor": r.vendor,
+                "model": r.model,
+                "tpgs": r.alua.map(|a| if a { "tpgs_on" } else { "tpgs_off" }),
+                "satp": r.satp,
+                "psp": r.psp,
+            })),
+            "claimed_by": c.rule_description(),
+            "rule_satp": c.rule_satp,
+            "rule_psp": c.rule_psp,
+            "storage_array_type": c.satp,
+            "storage_array_type_device_config": c.satp_config,
+            "satp_overridden": c.satp_overridden,
+            "path_selection_policy": c.psp,
+            "path_selection_policy_device_config": c.psp_config,
+            "psp_overridden": c.psp_overridden,
+        },
+        "vms": report.vms.iter().map(vm_json).collect::<Vec<_>>(),
+        "total": vm_json(&total),
+        "esxtop": report.esxtop,
+        "retries": report.retries,
+        "paths": report.paths.iter().map(|p| json!({
+            "name": p.name,
+            "group": p.group,
+            "state": p.state,
+            "commands": p.commands,
+            "reads": p.reads,
+            "writes": p.writes,
+            "errors": p.errors,
+            "davg_us": p.davg_ns as f64 / 1000.0,
+        })).collect::<Vec<_>>(),
+        "array": {
+            "commands": a.commands,
+            "executed": a.executed,
+            "delivery_failures": a.delivery_failures,
+            "congested": a.congested,
+            "passive": a.passive,
+            "trespasses": a.trespasses,
+            "start_stop_trespasses": a.start_stop_trespasses,
+            "page22_trespasses": a.page22_trespasses,
+        },
+        "satp_trespasses": report.satp_trespasses,
+        "verification": {
+            "verified_blocks": total.verified_blocks,
+            "mismatches": report.mismatches,
+            "exactly_once_violations": report.exactly_once_violations,
+            "clean": report.is_clean(),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod demo;
 pub mod lvm_cli;
+pub mod plugins;
 pub mod vmdk_cli;
 pub mod vmfs_cli;
 pub mod volumes;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use host::demo::{self, DemoConfig};
+use host::plugins::{PspChoice, SatpName};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,23 @@ struct DemoArgs {
     /// restore, a link that silently drops commands.
     #[arg(long)]
     faults: bool,
+    /// The path selection policy, instead of the claim rule's: VMW_PSP_MRU, VMW_PSP_FIXED,
+    /// VMW_PSP_RR, DM_PSP_QUEUE_LENGTH, DM_PSP_SERVICE_TIME (or mru, fixed, rr, queue-length,
+    /// service-time). VMW_PSP_RR takes options after a colon, comma-separated:
+    /// type=default|iops|bytes|latency, iops=N, bytes=N, useANO=0|1, samplingCycles=N,
+    /// latencyEvalTime=MS; e.g. VMW_PSP_RR:iops=1, VMW_PSP_RR:type=latency.
+    #[arg(long, value_name = "NAME[:OPTIONS]")]
+    psp: Option<String>,
+    /// The storage array type plugin, instead of the claim rule's: VMW_SATP_DEFAULT_AA,
+    /// VMW_SATP_ALUA, VMW_SATP_DEFAULT_AP, VMW_SATP_CX; it must fit the array.
+    #[arg(long, value_name = "NAME")]
+    satp: Option<String>,
+    /// Print the report as JSON (with the claim) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Print the claim rules (as `esxcli storage nmp satp rule list`) and exit.
+    #[arg(long)]
+    list_rules: bool,
 }
 
 /// `--array`.
@@ -68,8 +86,11 @@ struct DemoArgs {
 enum ArrayArg {
     /// Active/active.
     Aa,
-    /// Active/passive (trespass on failover).
+    /// Active/passive, trespass by START STOP UNIT (claimed by VMW_SATP_DEFAULT_AP).
     Ap,
+    /// Active/passive, CLARiiON-style trespass by MODE SELECT page 0x22 (claimed by
+    /// VMW_SATP_CX).
+    ApCx,
     /// ALUA (active/optimized and active/non-optimized port groups).
     Alua,
 }
@@ -87,11 +108,19 @@ impl Default for DemoArgs {
             read_percent: d.read_percent,
             array: ArrayArg::Aa,
             faults: d.faults,
+            psp: None,
+            satp: None,
+            json: false,
+            list_rules: false,
         }
     }
 }
 
 fn run_demo(args: DemoArgs) -> Result<bool, String> {
+    if args.list_rules {
+        print!("{}", host::plugins::render_rules());
+        return Ok(true);
+    }
     if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
         return Err("--seconds must be between 0 and 3600".into());
     }
@@ -109,20 +138,30 @@ fn run_demo(args: DemoArgs) -> Result<bool, String> {
         array: match args.array {
             ArrayArg::Aa => demo::ArrayKind::ActiveActive,
             ArrayArg::Ap => demo::ArrayKind::ActivePassive,
+            ArrayArg::ApCx => demo::ArrayKind::ActivePassiveCx,
             ArrayArg::Alua => demo::ArrayKind::Alua,
         },
         faults: args.faults,
+        satp: args.satp.as_deref().map(SatpName::parse).transpose()?,
+        psp: args.psp.as_deref().map(PspChoice::parse).transpose()?,
     };
     let started = std::time::Instant::now();
     let report = demo::run(&config)?;
     let wall = started.elapsed();
-    print!("{}", demo::render(&config, &report));
     let ios: u64 = report.vms.iter().map(|v| v.reads + v.writes).sum();
-    println!(
-        "wall time {:.3} s ({:.0} simulated I/Os per wall second)",
-        wall.as_secs_f64(),
-        ios as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE)
-    );
+    let per_second = ios as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE);
+    if args.json {
+        let mut value = demo::to_json(&config, &report);
+        value["wall_seconds"] = serde_json::json!(wall.as_secs_f64());
+        let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", demo::render(&config, &report));
+        println!(
+            "wall time {:.3} s ({per_second:.0} simulated I/Os per wall second)",
+            wall.as_secs_f64(),
+        );
+    }
     Ok(report.is_clean())
 }
 
