@@ -8,7 +8,9 @@
 //! device (`psa::NmpDevice`: scheduler queue with one world per VM, the claimed `satp` and
 //! `psp` plugins, retries). With faults,
 //! the array suffers a flapping link, congestion (BUSY), a controller failure with failover and
-//! restore, and a link that drops commands silently, on a schedule in simulated time.
+//! restore, and then the loss of both links of the controller that owns the LUN (one dropping
+//! commands silently), which an active/passive SATP survives only by trespassing with the
+//! command its array takes; the schedule is spread over the run in simulated time.
 //!
 //! Each VM keeps `depth` requests outstanding against its own region of the shared LUN, mixing
 //! reads and writes of 4 KiB to 64 KiB whose pages are scattered in guest memory. Every block a
@@ -130,7 +132,7 @@ impl ArrayKind {
                 "the device reports no ALUA support (TPGS 0), so there are no target port groups to read or set"
             }
             (ArrayKind::Alua, _) => {
-                "it would not follow the array's target port group states (use VMW_SATP_ALUA)"
+                "it does not read the target port groups, so the path states go stale at the first ALUA transition (use VMW_SATP_ALUA)"
             }
             (ArrayKind::ActiveActive, _) => {
                 "every port of an active/active array serves I/O: there is nothing to trespass (use VMW_SATP_DEFAULT_AA)"
@@ -179,7 +181,7 @@ pub struct DemoConfig {
     /// How the array presents the LUN.
     pub array: ArrayKind,
     /// Schedule array faults: a flapping link, congestion, a controller failure and restore,
-    /// a link that drops commands.
+    /// then both links of the owning controller down (one dropping commands) and back.
     pub faults: bool,
     /// The SATP to claim the device with instead of the one the claim rules pick (it must fit
     /// the array: [`ArrayKind::check_satp`]).
@@ -601,8 +603,10 @@ fn build_array<'a>(
         .with_latency(config.latency)
         .with_seed(seed)
         .with_trespass(config.array.trespass());
-    // A dropped command is noticed after 50 ms (the HBA's abort), short against the run.
-    array_config.command_timeout = Duration::from_millis(50);
+    // A dropped command is noticed after 50 ms (the HBA's abort), or a twentieth of a run
+    // shorter than a second, so that a short run sees its faults one after the other too.
+    array_config.command_timeout =
+        (config.duration / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
     let mut array: DemoArray<'a> = Array::new(array_config);
     for (port, controller) in [(1, 0), (2, 0), (3, 1), (4, 1)] {
         array
@@ -688,11 +692,24 @@ fn discover_and_claim<'a, 'b>(
     // parameter list use the discovery scratch buffer, free once the scan is done.
     let nmp_config = NmpConfig {
         scratch: Some(SCRATCH),
+        probe_interval: probe_interval(config.duration),
         ..NmpConfig::default()
     };
     let nmp = NmpDevice::new(array, device, satp, psp, nmp_config)
         .map_err(|e| format!("claim: {e:?}"))?;
     Ok((nmp, now, claim, psp_choice))
+}
+
+/// How often the NMP probes paths that are not usable: a fiftieth of the run (20 ms in a
+/// one-second run), between 1 ms and psa's default of 1 s. The fault schedule is compressed
+/// into the run, so the probes are too: a path whose link or controller came back is found
+/// again before the next fault, as a real host's probes would find it between faults minutes
+/// apart.
+fn probe_interval(duration: Duration) -> Duration {
+    (duration / 50).clamp(
+        Duration::from_millis(1),
+        NmpConfig::default().probe_interval,
+    )
 }
 
 /// `Path Selection Policy Device Config`: the PSP's tunables and the path it uses, where it
@@ -739,6 +756,9 @@ fn schedule_faults(
         ),
         (at(0.50), Fault::ControllerFail { controller: 0 }),
         (at(0.65), Fault::ControllerRestore { controller: 0 }),
+        // The controller failure left controller 1 owning the LUN: now both its links go
+        // down (one dropping commands silently, one failing them) while it stays alive, so an
+        // active/passive SATP must trespass to controller 0 with the command its array takes.
         (
             at(0.75),
             Fault::LinkDown {
@@ -746,7 +766,15 @@ fn schedule_faults(
                 failure: LinkFailure::Timeout,
             },
         ),
+        (
+            at(0.75),
+            Fault::LinkDown {
+                port: 4,
+                failure: LinkFailure::Error,
+            },
+        ),
         (at(0.85), Fault::LinkUp { port: 3 }),
+        (at(0.85), Fault::LinkUp { port: 4 }),
     ];
     for (when, fault) in faults {
         array

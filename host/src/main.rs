@@ -59,7 +59,8 @@ struct DemoArgs {
     #[arg(long, value_enum, default_value_t = ArrayArg::Aa)]
     array: ArrayArg,
     /// Schedule array faults: a flapping link, congestion (BUSY), a controller failure and
-    /// restore, a link that silently drops commands.
+    /// restore, then both links of the owning controller down (one silently dropping
+    /// commands) and back, which an active/passive SATP survives by trespassing.
     #[arg(long)]
     faults: bool,
     /// The path selection policy, instead of the claim rule's: VMW_PSP_MRU, VMW_PSP_FIXED,
