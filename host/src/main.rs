@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Simulate VMs doing verified I/O through the stack and print esxtop-style statistics.
+    /// Simulate VMs doing verified I/O through the stack (the device claimed by claim rules or
+    /// --satp / --psp) and print the claim and esxtop-style statistics.
     Demo(DemoArgs),
     /// Inspect a VMFS volume in disk images: info, ls, stat, cat, map, fsck.
     Vmfs(host::vmfs_cli::VmfsArgs),
