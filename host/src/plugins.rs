@@ -44,7 +44,10 @@
 use core::time::Duration;
 
 use block::Instant;
-use psa::{Activation, ClaimRule, IoHint, Path, PathId, Psp, Satp, SatpAction, SatpCommand};
+use psa::{
+    Activation, ActivationOutcome, ClaimRule, IoHint, Path, PathId, Psp, Satp, SatpAction,
+    SatpCommand,
+};
 use psp::{Fixed, LatencyConfig, Mru, QueueLength, RoundRobin, RrConfig, ServiceTime};
 use satp::{ActivePassive, ActivePassiveConfig, Alua, DefaultAa, TrespassStyle};
 use scsi::{AccessState, CommandCompletion};
@@ -513,6 +516,16 @@ impl Satp for DemoSatp {
 
     fn activation(&mut self, now: Instant, paths: &[Path]) -> Option<Activation> {
         satp_each!(self, p => p.activation(now, paths))
+    }
+
+    fn activation_done(
+        &mut self,
+        now: Instant,
+        activation: &Activation,
+        paths: &mut [Path],
+        outcome: ActivationOutcome,
+    ) {
+        satp_each!(self, p => p.activation_done(now, activation, paths, outcome))
     }
 
     fn poll_command(&mut self, now: Instant, paths: &[Path]) -> Option<SatpCommand> {
