@@ -10,12 +10,14 @@
 //! ALUA support, `VMW_SATP_DEFAULT_AA` with `VMW_PSP_FIXED` for any other.
 //!
 //! ```text
-//! Name                 Vendor  Model    Claim Options  Default PSP  Description
-//! VMW_SATP_CX          ESXSIM  DEMO CX  tpgs_off       VMW_PSP_MRU  active/passive, trespass by MODE SELECT page 0x22 (CLARiiON-style)
-//! VMW_SATP_DEFAULT_AP  ESXSIM  DEMO AP  tpgs_off       VMW_PSP_MRU  active/passive, trespass by START STOP UNIT
-//! (default)                             tpgs_on        VMW_SATP_ALUA with VMW_PSP_MRU
-//! (default)                             tpgs_off       VMW_SATP_DEFAULT_AA with VMW_PSP_FIXED
+//! Name                 Vendor  Model    Claim Options  Default PSP   Description
+//! VMW_SATP_CX          ESXSIM  DEMO CX  tpgs_off       VMW_PSP_MRU   active/passive, trespass by MODE SELECT page 0x22 (CLARiiON-style)
+//! VMW_SATP_DEFAULT_AP  ESXSIM  DEMO AP  tpgs_off       VMW_PSP_MRU   active/passive, trespass by START STOP UNIT
+//! VMW_SATP_ALUA                         tpgs_on        VMW_PSP_MRU   default: no rule matched
+//! VMW_SATP_DEFAULT_AA                   tpgs_off       VMW_PSP_FIXED default: no rule matched
 //! ```
+//!
+//! (what [`render_rules`] prints, and `host demo --list-rules`).
 //!
 //! The simulated array answers INQUIRY with vendor `ESXSIM` and the model of its kind:
 //! `DEMO AA` (active/active: no rule, the default), `DEMO AP` (active/passive, START STOP
@@ -107,7 +109,7 @@ pub const CLAIM_RULE_DESCRIPTIONS: [&str; CLAIM_RULES.len()] = [
 /// `psa::claim` falls back to.
 pub fn render_rules() -> String {
     let mut out = format!(
-        "{:<20} {:<7} {:<8} {:<14} {:<12} {}\n",
+        "{:<20} {:<7} {:<8} {:<14} {:<13} {}\n",
         "Name", "Vendor", "Model", "Claim Options", "Default PSP", "Description"
     );
     for (rule, description) in CLAIM_RULES.iter().zip(CLAIM_RULE_DESCRIPTIONS) {
@@ -117,7 +119,7 @@ pub fn render_rules() -> String {
             None => "",
         };
         out.push_str(&format!(
-            "{:<20} {:<7} {:<8} {:<14} {:<12} {}\n",
+            "{:<20} {:<7} {:<8} {:<14} {:<13} {}\n",
             rule.satp,
             rule.vendor.unwrap_or(""),
             rule.model.unwrap_or(""),
@@ -131,7 +133,7 @@ pub fn render_rules() -> String {
         (psa::discover::DEFAULT_CLAIM, "tpgs_off"),
     ] {
         out.push_str(&format!(
-            "{:<20} {:<7} {:<8} {:<14} {:<12} {}\n",
+            "{:<20} {:<7} {:<8} {:<14} {:<13} {}\n",
             satp, "", "", options, psp, "default: no rule matched"
         ));
     }
@@ -692,6 +694,17 @@ mod tests {
             let err = PspChoice::parse(spec).expect_err(spec);
             assert!(err.contains(why), "{spec}: {err}");
         }
+    }
+
+    #[test]
+    fn the_rule_list_is_the_documented_one() {
+        let documented: String = include_str!("plugins.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! Name "))
+            .take_while(|l| *l != "//! ```")
+            .map(|l| format!("{}\n", l.trim_start_matches("//! ")))
+            .collect();
+        assert_eq!(render_rules(), documented);
     }
 
     #[test]

@@ -387,7 +387,7 @@ fn command_line_shows_the_claim_in_text_and_json() {
     let (code, rules, _) = host(&["demo", "--list-rules"]);
     assert_eq!(code, 0);
     assert!(
-        rules.contains("VMW_SATP_CX          ESXSIM  DEMO CX  tpgs_off"),
+        rules.contains("VMW_SATP_CX          ESXSIM  DEMO CX  tpgs_off       VMW_PSP_MRU "),
         "{rules}"
     );
 
