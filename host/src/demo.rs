@@ -673,7 +673,7 @@ fn discover_and_claim<'a, 'b>(
             .map_err(|e| format!("the claim picked a PSP the demo does not have: {e}"))?,
     };
     let satp = DemoSatp::new(satp_name);
-    let psp = DemoPsp::new(&psp_choice);
+    let psp = DemoPsp::new(&psp_choice, &device.paths)?;
     let claim = ClaimReport {
         vendor: device.vendor_str().to_string(),
         model: device.model_str().to_string(),

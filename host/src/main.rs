@@ -68,7 +68,9 @@ struct DemoArgs {
     /// VMW_PSP_RR, DM_PSP_QUEUE_LENGTH, DM_PSP_SERVICE_TIME (or mru, fixed, rr, queue-length,
     /// service-time). VMW_PSP_RR takes options after a colon, comma-separated:
     /// type=default|iops|bytes|latency, iops=N, bytes=N, useANO=0|1, samplingCycles=N,
-    /// latencyEvalTime=MS; e.g. VMW_PSP_RR:iops=1, VMW_PSP_RR:type=latency.
+    /// latencyEvalTime=MS; e.g. VMW_PSP_RR:iops=1, VMW_PSP_RR:type=latency. VMW_PSP_FIXED
+    /// takes preferred=PATH, e.g. VMW_PSP_FIXED:preferred=vmhba2:C0:T1:L0 (default: the first
+    /// path found).
     #[arg(long, value_name = "NAME[:OPTIONS]")]
     psp: Option<String>,
     /// The storage array type plugin, instead of the claim rule's: VMW_SATP_DEFAULT_AA,

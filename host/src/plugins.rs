@@ -36,19 +36,20 @@
 //! | name | plugin | options |
 //! |---|---|---|
 //! | `VMW_PSP_MRU` (`mru`) | `psp::Mru` | none |
-//! | `VMW_PSP_FIXED` (`fixed`) | `psp::Fixed`, preferring the first path found | none |
+//! | `VMW_PSP_FIXED` (`fixed`) | `psp::Fixed`, preferring the first path found | `preferred=vmhbaA:Cc:Tt:Ll` (`esxcli storage nmp psp fixed deviceconfig set --path`): a path of the device, refused if it has none of that name |
 //! | `VMW_PSP_RR` (`rr`) | `psp::RoundRobin` | `type=default` (switch after 1000 commands or 10 MiB), `type=iops` with `iops=N`, `type=bytes` with `bytes=N`, `type=latency` (with `samplingCycles=N`, `latencyEvalTime=MS`), `useANO=0/1`; `iops=N` alone means `type=iops`, `bytes=N` alone `type=bytes` |
 //! | `DM_PSP_QUEUE_LENGTH` (`queue-length`) | `psp::QueueLength` | none |
 //! | `DM_PSP_SERVICE_TIME` (`service-time`) | `psp::ServiceTime` | none |
 //!
-//! For example `VMW_PSP_RR:iops=1`, `VMW_PSP_RR:type=latency`, `rr:useANO=1`.
+//! For example `VMW_PSP_RR:iops=1`, `VMW_PSP_RR:type=latency`, `rr:useANO=1`,
+//! `fixed:preferred=vmhba2:C0:T1:L0`.
 
 use core::time::Duration;
 
 use block::Instant;
 use psa::{
-    Activation, ActivationOutcome, ClaimRule, IoHint, Path, PathId, Psp, Satp, SatpAction,
-    SatpCommand,
+    Activation, ActivationOutcome, ClaimRule, IoHint, Path, PathId, PathName, Psp, Satp,
+    SatpAction, SatpCommand,
 };
 use psp::{Fixed, LatencyConfig, Mru, QueueLength, RoundRobin, RrConfig, ServiceTime};
 use satp::{ActivePassive, ActivePassiveConfig, Alua, DefaultAa, TrespassStyle};
@@ -193,8 +194,8 @@ impl SatpName {
 pub enum PspChoice {
     /// `VMW_PSP_MRU`.
     Mru,
-    /// `VMW_PSP_FIXED`, preferring the first path found.
-    Fixed,
+    /// `VMW_PSP_FIXED`, preferring the named path (`None`: the first path found).
+    Fixed(Option<PathName>),
     /// `VMW_PSP_RR` with its tunables.
     RoundRobin(RrConfig),
     /// dm-multipath's queue-length.
@@ -228,7 +229,7 @@ impl PspChoice {
         let simple = if is(VMW_PSP_MRU, "mru") {
             PspChoice::Mru
         } else if is(VMW_PSP_FIXED, "fixed") {
-            PspChoice::Fixed
+            return parse_fixed_options(options.unwrap_or("")).map(PspChoice::Fixed);
         } else if is(DM_PSP_QUEUE_LENGTH, "queue-length") {
             PspChoice::QueueLength
         } else if is(DM_PSP_SERVICE_TIME, "service-time") {
@@ -245,7 +246,7 @@ impl PspChoice {
         };
         match options {
             Some(o) if !o.trim().is_empty() => Err(format!(
-                "{} takes no options (got {o:?}); only VMW_PSP_RR does",
+                "{} takes no options (got {o:?}); only VMW_PSP_RR and VMW_PSP_FIXED do",
                 simple.name()
             )),
             _ => Ok(simple),
@@ -256,7 +257,7 @@ impl PspChoice {
     pub const fn name(&self) -> &'static str {
         match self {
             PspChoice::Mru => VMW_PSP_MRU,
-            PspChoice::Fixed => VMW_PSP_FIXED,
+            PspChoice::Fixed(_) => VMW_PSP_FIXED,
             PspChoice::RoundRobin(_) => VMW_PSP_RR,
             PspChoice::QueueLength => DM_PSP_QUEUE_LENGTH,
             PspChoice::ServiceTime => DM_PSP_SERVICE_TIME,
@@ -290,6 +291,56 @@ enum RrType {
     Iops,
     Bytes,
     Latency,
+}
+
+/// `preferred=vmhbaA:Cc:Tt:Ll`, or nothing.
+fn parse_fixed_options(options: &str) -> Result<Option<PathName>, String> {
+    let mut preferred = None;
+    for option in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("VMW_PSP_FIXED option {option:?} is not OPTION=VALUE"))?;
+        if !key.trim().eq_ignore_ascii_case("preferred") {
+            return Err(format!(
+                "unknown VMW_PSP_FIXED option {:?}: the only one is preferred=vmhbaA:Cc:Tt:Ll",
+                key.trim()
+            ));
+        }
+        if preferred.is_some() {
+            return Err("VMW_PSP_FIXED: preferred= given twice".to_string());
+        }
+        preferred = Some(parse_path_name(value.trim())?);
+    }
+    Ok(preferred)
+}
+
+/// `vmhbaA:Cc:Tt:Ll`, as esxcli prints runtime path names.
+pub fn parse_path_name(text: &str) -> Result<PathName, String> {
+    let bad = || format!("{text:?} is not a path name like vmhba1:C0:T0:L0");
+    let mut parts = text.split(':');
+    let mut field = |prefix: &str| -> Result<u64, String> {
+        let part = parts.next().ok_or_else(bad)?;
+        let digits = part
+            .get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(prefix))
+            .map(|_| &part[prefix.len()..])
+            .ok_or_else(bad)?;
+        digits.parse::<u64>().map_err(|_| bad())
+    };
+    let adapter = field("vmhba")?;
+    let channel = field("C")?;
+    let target = field("T")?;
+    let lun = field("L")?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let small = |n: u64| u16::try_from(n).map_err(|_| bad());
+    Ok(PathName {
+        adapter: small(adapter)?,
+        channel: small(channel)?,
+        target: small(target)?,
+        lun,
+    })
 }
 
 fn parse_rr_options(options: &str) -> Result<RrConfig, String> {
@@ -568,15 +619,29 @@ pub enum DemoPsp {
 }
 
 impl DemoPsp {
-    /// The plugin `choice` stands for.
-    pub fn new(choice: &PspChoice) -> Self {
-        match choice {
+    /// The plugin `choice` stands for, over a device with `paths` (in path-table order).
+    ///
+    /// # Errors
+    /// A preferred path the device does not have.
+    pub fn new(choice: &PspChoice, paths: &[Path]) -> Result<Self, String> {
+        Ok(match choice {
             PspChoice::Mru => DemoPsp::Mru(Mru::new()),
-            PspChoice::Fixed => DemoPsp::Fixed(Fixed::new(None)),
+            PspChoice::Fixed(None) => DemoPsp::Fixed(Fixed::new(None)),
+            PspChoice::Fixed(Some(name)) => {
+                let index = paths.iter().position(|p| p.name == *name).ok_or_else(|| {
+                    let known: Vec<String> = paths.iter().map(|p| p.name.to_string()).collect();
+                    format!(
+                        "VMW_PSP_FIXED: the device has no path {name}; its paths are {}",
+                        known.join(", ")
+                    )
+                })?;
+                let id = u16::try_from(index).map_err(|_| "too many paths".to_string())?;
+                DemoPsp::Fixed(Fixed::new(Some(PathId(id))))
+            }
             PspChoice::RoundRobin(config) => DemoPsp::RoundRobin(RoundRobin::new(*config)),
             PspChoice::QueueLength => DemoPsp::QueueLength(QueueLength::new()),
             PspChoice::ServiceTime => DemoPsp::ServiceTime(ServiceTime::new()),
-        }
+        })
     }
 
     /// The path the PSP sends I/O to, where it keeps one (MRU's current path, FIXED's
@@ -627,9 +692,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fixed_takes_a_preferred_path_by_its_runtime_name() {
+        let name = PathName {
+            adapter: 2,
+            channel: 0,
+            target: 1,
+            lun: 0,
+        };
+        assert_eq!(
+            PspChoice::parse("VMW_PSP_FIXED:preferred=vmhba2:C0:T1:L0"),
+            Ok(PspChoice::Fixed(Some(name)))
+        );
+        assert_eq!(
+            PspChoice::parse("fixed: PREFERRED = VMHBA2:c0:t1:l0 "),
+            Ok(PspChoice::Fixed(Some(name)))
+        );
+        for bad in [
+            "fixed:preferred=",
+            "fixed:preferred=vmhba2:C0:T1",
+            "fixed:preferred=vmhba2:C0:T1:L0:X",
+            "fixed:preferred=hba2:C0:T1:L0",
+            "fixed:preferred=vmhba99999999:C0:T1:L0",
+            "fixed:preferred=vmhba2:C0:T1:L-1",
+            "fixed:path=vmhba2:C0:T1:L0",
+            "fixed:preferred=vmhba2:C0:T1:L0,preferred=vmhba1:C0:T0:L0",
+            "fixed:iops=1",
+        ] {
+            assert!(PspChoice::parse(bad).is_err(), "{bad} was accepted");
+        }
+        assert_eq!(
+            parse_path_name("vmhba1:C0:T0:L0").unwrap().to_string(),
+            "vmhba1:C0:T0:L0"
+        );
+    }
+
+    #[test]
     fn psp_names_and_options_parse() {
         assert_eq!(PspChoice::parse("VMW_PSP_MRU"), Ok(PspChoice::Mru));
-        assert_eq!(PspChoice::parse("fixed"), Ok(PspChoice::Fixed));
+        assert_eq!(PspChoice::parse("fixed"), Ok(PspChoice::Fixed(None)));
         assert_eq!(
             PspChoice::parse("dm_psp_queue_length"),
             Ok(PspChoice::QueueLength)
@@ -721,7 +821,7 @@ mod tests {
     fn plugins_carry_their_names() {
         for spec in PspChoice::NAMES {
             let choice = PspChoice::parse(spec).unwrap();
-            assert_eq!(DemoPsp::new(&choice).name(), spec);
+            assert_eq!(DemoPsp::new(&choice, &[]).unwrap().name(), spec);
             assert_eq!(choice.name(), spec);
         }
     }

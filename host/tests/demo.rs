@@ -360,7 +360,18 @@ fn command_line_refuses_unknown_names_and_misfits() {
         (&["demo", "--psp", "VMW_PSP_RR:iops=0"], "at least 1"),
         (
             &["demo", "--psp", "VMW_PSP_FIXED:iops=3"],
-            "takes no options",
+            "unknown VMW_PSP_FIXED option \"iops\"",
+        ),
+        (&["demo", "--psp", "VMW_PSP_MRU:iops=3"], "takes no options"),
+        (
+            &[
+                "demo",
+                "--psp",
+                "fixed:preferred=vmhba9:C0:T0:L0",
+                "--seconds",
+                "0.01",
+            ],
+            "the device has no path vmhba9:C0:T0:L0; its paths are vmhba1:C0:T0:L0",
         ),
         (
             &["demo", "--satp", "VMW_SATP_EVA"],
@@ -431,4 +442,44 @@ fn command_line_shows_the_claim_in_text_and_json() {
     assert_eq!(v["verification"]["clean"], true);
     assert_eq!(v["total"]["errors"], 0);
     assert_eq!(v["paths"].as_array().map(Vec::len), Some(4));
+}
+
+/// `VMW_PSP_FIXED:preferred=...` (esxcli's `psp fixed deviceconfig set --path`) sends the I/O to
+/// that path, and after the fault schedule took it away, back to it.
+#[test]
+fn fixed_uses_the_configured_preferred_path_and_fails_back_to_it() {
+    let preferred = host::plugins::parse_path_name("vmhba2:C0:T1:L0").unwrap();
+    for faults in [false, true] {
+        let label = format!("faults {faults}");
+        let report = demo::run(&DemoConfig {
+            array: ArrayKind::ActiveActive,
+            psp: Some(PspChoice::Fixed(Some(preferred))),
+            ..small(faults, 9)
+        })
+        .unwrap();
+        assert!(report.claim.psp_overridden, "{label}");
+        assert!(
+            report
+                .claim
+                .psp_config
+                .contains("preferred=vmhba2:C0:T1:L0"),
+            "{label}: {}",
+            report.claim.psp_config
+        );
+        let total: u64 = report.paths.iter().map(|p| p.commands).sum();
+        let on_preferred = report
+            .paths
+            .iter()
+            .find(|p| p.name == "vmhba2:C0:T1:L0")
+            .unwrap()
+            .commands;
+        if faults {
+            assert_faults_survived(&label, ArrayKind::ActiveActive, &report);
+            // Most of the run is on the preferred path: FIXED fails back to it once it returns.
+            assert!(on_preferred * 2 > total, "{label}: {:?}", report.paths);
+        } else {
+            assert!(report.is_clean(), "{label}: {:?}", report.mismatches);
+            assert_eq!(on_preferred, total, "{label}: {:?}", report.paths);
+        }
+    }
 }
