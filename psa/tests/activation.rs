@@ -10,11 +10,11 @@ use block::testing::ExactlyOnce;
 use block::{ErrorKind, Instant, MemAddr};
 use common::*;
 use psa::{
-    Activation, ActivationOutcome, Adapter, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice,
-    Path, PathId, PathState, Satp, SatpAction, ScanConfig, Target,
+    Activation, ActivationOutcome, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice, Path, PathId,
+    PathState, Satp, SatpAction,
 };
 use scsi::cdb::CdbRepr;
-use scsi::{Asc, CdbBytes, CommandCompletion, InitiatorId, SenseKey, Status};
+use scsi::{Asc, CdbBytes, CommandCompletion, SenseKey, Status};
 
 /// An SATP that trespasses with START STOP UNIT on the first standby path when no usable
 /// path is left, as often as it is asked, and records what the NMP reports. With
@@ -101,40 +101,13 @@ fn claim_scripted<'a, 'b>(
     satp: Naive,
     script: Vec<Option<CommandCompletion>>,
 ) -> (Dev<'a, 'b>, Instant) {
-    let t1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
-    let t2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
-    let adapters = [
-        Adapter {
-            number: 1,
-            initiator: InitiatorId(1),
-            targets: &t1,
-        },
-        Adapter {
-            number: 2,
-            initiator: InitiatorId(2),
-            targets: &t2,
-        },
-    ];
-    let scan = ScanConfig {
-        adapters: &adapters,
-        max_lun: 256,
-        scratch: MemAddr(0x10_0000),
-        max_polls: 256,
-    };
-    let (devices, now) = psa::scan::<_, 2, 4>(&mut *array, memory, Instant(0), &scan).unwrap();
+    let (device, now) = scan_four_paths(&mut *array, memory);
     let config = NmpConfig {
         scratch: Some(MemAddr(0x10_0000)),
         ..NmpConfig::default()
     };
     let transport = Scripted::new(array, script);
-    let nmp = NmpDevice::new(
-        transport,
-        &devices[0],
-        satp,
-        MostRecentlyUsed::new(),
-        config,
-    )
-    .unwrap();
+    let nmp = NmpDevice::new(transport, &device, satp, MostRecentlyUsed::new(), config).unwrap();
     (nmp, now)
 }
 

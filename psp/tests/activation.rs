@@ -24,10 +24,10 @@ use array::{Fault, LinkFailure, Personality, TrespassCommand};
 use block::testing::ExactlyOnce;
 use block::{ErrorKind, Instant};
 use common::*;
-use psa::{Adapter, NmpConfig, NmpDevice, Psp, Satp, ScanConfig, Target};
+use psa::{NmpConfig, NmpDevice, Psp, Satp};
 use psp::{Mru, RoundRobin, RrConfig};
 use satp::{ActivationRetry, ActivePassive, ActivePassiveConfig, Alua, AluaConfig, TrespassStyle};
-use scsi::{AccessState, Asc, CommandCompletion, InitiatorId, SenseKey, Status};
+use scsi::{AccessState, Asc, CommandCompletion, SenseKey, Status};
 
 const SCRATCH: block::MemAddr = block::MemAddr(0x10_0000);
 
@@ -55,34 +55,13 @@ fn claim<'a, 'b, S: Satp, P: Psp>(
     psp: P,
     script: Vec<Option<CommandCompletion>>,
 ) -> (Dev<'a, 'b, S, P>, Instant) {
-    let t1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
-    let t2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
-    let adapters = [
-        Adapter {
-            number: 1,
-            initiator: InitiatorId(1),
-            targets: &t1,
-        },
-        Adapter {
-            number: 2,
-            initiator: InitiatorId(2),
-            targets: &t2,
-        },
-    ];
-    let scan = ScanConfig {
-        adapters: &adapters,
-        max_lun: 256,
-        scratch: SCRATCH,
-        max_polls: 256,
-    };
-    let (devices, now) = psa::scan::<_, 2, 4>(&mut *array, memory, Instant(0), &scan).unwrap();
-    assert_eq!(devices[0].paths.len(), 4);
+    let (device, now) = scan_four_paths(&mut *array, memory);
     let config = NmpConfig {
         scratch: Some(SCRATCH),
         ..NmpConfig::default()
     };
-    let nmp = NmpDevice::new(Scripted::new(array, script), &devices[0], satp, psp, config)
-        .expect("claim");
+    let nmp =
+        NmpDevice::new(Scripted::new(array, script), &device, satp, psp, config).expect("claim");
     (nmp, now)
 }
 

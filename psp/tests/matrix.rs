@@ -19,10 +19,10 @@ use array::{Fault, LinkFailure, Personality, TrespassCommand};
 use block::Instant;
 use block::testing::ExactlyOnce;
 use common::*;
-use psa::{Adapter, NmpConfig, NmpDevice, Psp, Satp, ScanConfig, Target};
+use psa::{NmpConfig, NmpDevice, Psp, Satp};
 use psp::{Fixed, LatencyConfig, Mru, QueueLength, RoundRobin, RrConfig, ServiceTime};
 use satp::{ActivePassive, ActivePassiveConfig, Alua, DefaultAa, TrespassStyle};
-use scsi::{AccessState, InitiatorId, Status};
+use scsi::{AccessState, Status};
 
 const SCRATCH: block::MemAddr = block::MemAddr(0x10_0000);
 
@@ -53,29 +53,8 @@ fn claim_with_config<'a, 'b, S: Satp, P: Psp>(
     psp: P,
     config: NmpConfig,
 ) -> (Dev<'a, 'b, S, P>, Instant) {
-    let t1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
-    let t2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
-    let adapters = [
-        Adapter {
-            number: 1,
-            initiator: InitiatorId(1),
-            targets: &t1,
-        },
-        Adapter {
-            number: 2,
-            initiator: InitiatorId(2),
-            targets: &t2,
-        },
-    ];
-    let scan = ScanConfig {
-        adapters: &adapters,
-        max_lun: 256,
-        scratch: SCRATCH,
-        max_polls: 256,
-    };
-    let (devices, now) = psa::scan::<_, 2, 4>(array, memory, Instant(0), &scan).expect("scan");
-    assert_eq!(devices[0].paths.len(), 4);
-    let nmp = NmpDevice::new(array, &devices[0], satp, psp, config).expect("claim");
+    let (device, now) = scan_four_paths(&mut *array, memory);
+    let nmp = NmpDevice::new(array, &device, satp, psp, config).expect("claim");
     (nmp, now)
 }
 

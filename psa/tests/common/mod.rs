@@ -14,8 +14,10 @@ use block::{
     RamDisk, SgList, Tag,
 };
 use psa::{
-    Adapter, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice, ScanConfig, Target, WorldId,
+    Adapter, DefaultAa, DiscoveredDevice, MostRecentlyUsed, NmpConfig, NmpDevice, ScanConfig,
+    Target, WorldId,
 };
+use scsi::Transport;
 use scsi::{AccessState, InitiatorId, LunConfig, NaaId};
 
 pub const BLOCK: usize = 512;
@@ -104,15 +106,13 @@ pub fn claim<'a, 'b>(
     claim_with::<64>(array, memory, config)
 }
 
-/// [`claim`] with `N` request slots.
-pub fn claim_with<'a, 'b, const N: usize>(
-    array: &'b mut Sim<'a>,
-    memory: &mut MemoryRegions<'_, 2>,
-    config: NmpConfig,
-) -> (
-    NmpDevice<&'b mut Sim<'a>, DefaultAa, MostRecentlyUsed, 4, N, 8>,
-    Instant,
-) {
+/// Discovery over the tests' topology: adapters vmhba1 and vmhba2, each with a target on a port
+/// of controller 0 (ports 1 and 2) and one on a port of controller 1 (ports 3 and 4): the one
+/// device, on four paths, and the time the scan ended.
+pub fn scan_four_paths<T: Transport + ?Sized>(
+    transport: &mut T,
+    memory: &mut dyn Memory,
+) -> (DiscoveredDevice<4>, Instant) {
     let t1 = [Target { number: 0, port: 1 }, Target { number: 1, port: 3 }];
     let t2 = [Target { number: 0, port: 2 }, Target { number: 1, port: 4 }];
     let adapters = [
@@ -134,12 +134,25 @@ pub fn claim_with<'a, 'b, const N: usize>(
         max_polls: 256,
     };
     let (devices, now) =
-        psa::scan::<_, 2, 4>(array, memory, Instant(0), &scan).expect("scan succeeds");
+        psa::scan::<_, 2, 4>(transport, memory, Instant(0), &scan).expect("scan succeeds");
     assert_eq!(devices.len(), 1, "one device on four paths");
     assert_eq!(devices[0].paths.len(), 4);
+    (devices[0].clone(), now)
+}
+
+/// [`claim`] with `N` request slots.
+pub fn claim_with<'a, 'b, const N: usize>(
+    array: &'b mut Sim<'a>,
+    memory: &mut MemoryRegions<'_, 2>,
+    config: NmpConfig,
+) -> (
+    NmpDevice<&'b mut Sim<'a>, DefaultAa, MostRecentlyUsed, 4, N, 8>,
+    Instant,
+) {
+    let (device, now) = scan_four_paths(array, memory);
     let nmp = NmpDevice::new(
         array,
-        &devices[0],
+        &device,
         DefaultAa::default(),
         MostRecentlyUsed::new(),
         config,
