@@ -233,6 +233,22 @@ pub struct VmStats {
 }
 
 impl VmStats {
+    /// The VMs' statistics added up (latency lists concatenated).
+    pub fn sum(vms: &[VmStats]) -> VmStats {
+        let mut total = VmStats::default();
+        for s in vms {
+            total.reads += s.reads;
+            total.writes += s.writes;
+            total.read_bytes += s.read_bytes;
+            total.write_bytes += s.write_bytes;
+            total.errors += s.errors;
+            total.verified_blocks += s.verified_blocks;
+            total.read_latency_ns.extend(&s.read_latency_ns);
+            total.write_latency_ns.extend(&s.write_latency_ns);
+        }
+        total
+    }
+
     /// Median and 99th percentile of a latency list, in microseconds.
     pub fn percentiles_us(latencies: &[u64]) -> (f64, f64) {
         if latencies.is_empty() {
@@ -1014,7 +1030,6 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
         "ERRS",
         "VERIFIED"
     ));
-    let mut total = VmStats::default();
     let mut all_latencies = Vec::new();
     let row = |name: &str, s: &VmStats, latencies: &[u64]| {
         let (read_p50, _) = VmStats::percentiles_us(&s.read_latency_ns);
@@ -1043,16 +1058,9 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
             .copied()
             .collect();
         out.push_str(&row(&format!("vm{i}"), s, &latencies));
-        total.reads += s.reads;
-        total.writes += s.writes;
-        total.read_bytes += s.read_bytes;
-        total.write_bytes += s.write_bytes;
-        total.errors += s.errors;
-        total.verified_blocks += s.verified_blocks;
-        total.read_latency_ns.extend(&s.read_latency_ns);
-        total.write_latency_ns.extend(&s.write_latency_ns);
         all_latencies.extend(latencies);
     }
+    let total = VmStats::sum(&report.vms);
     out.push_str(&row("total", &total, &all_latencies));
     out.push('\n');
     out.push_str(&render_claim(&report.device, &report.claim));
@@ -1128,17 +1136,7 @@ pub fn to_json(config: &DemoConfig, report: &DemoReport) -> Value {
             "p99_us": VmStats::percentiles_us(&latencies).1,
         })
     };
-    let mut total = VmStats::default();
-    for s in &report.vms {
-        total.reads += s.reads;
-        total.writes += s.writes;
-        total.read_bytes += s.read_bytes;
-        total.write_bytes += s.write_bytes;
-        total.errors += s.errors;
-        total.verified_blocks += s.verified_blocks;
-        total.read_latency_ns.extend(&s.read_latency_ns);
-        total.write_latency_ns.extend(&s.write_latency_ns);
-    }
+    let total = VmStats::sum(&report.vms);
     let c = &report.claim;
     let rule = c.rule.and_then(|i| CLAIM_RULES.get(i).map(|r| (i, r)));
     let a = &report.array;
