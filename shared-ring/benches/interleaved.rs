@@ -10,21 +10,28 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify, batch_ringbuf,
-    batch_rtrb, batch_shared, make_padded, single,
+    BUSY_PRODUCER_WORK, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared,
+    SharedNotify, SharedUnpaced, batch_ringbuf, batch_rtrb, batch_shared, make_padded,
+    single_with_work,
 };
 
 type Run = Box<dyn FnMut(u64) -> Duration>;
 
-fn single_run<T: Item, Q: Queue<T>>() -> (String, Run)
+/// Single items, the producer doing `work` opaque steps per item.
+fn single_run<T: Item, Q: Queue<T>>(work: u32) -> (String, Run)
 where
     Q::Tx: 'static,
     Q::Rx: 'static,
 {
     let (mut tx, mut rx) = make_padded::<T, Q>();
+    let kind = if work == 0 {
+        "single"
+    } else {
+        "single_busy_producer"
+    };
     (
-        format!("single/{}", Q::NAME),
-        Box::new(move |n| single::<T, Q>(&mut tx.0, &mut rx.0, n)),
+        format!("{kind}/{}", Q::NAME),
+        Box::new(move |n| single_with_work::<T, Q>(&mut tx.0, &mut rx.0, n, work)),
     )
 }
 
@@ -41,14 +48,18 @@ where
 }
 
 fn measure<T: Item>(rounds: usize, scale: u64) {
-    let mut throughput: Vec<(String, Run)> = vec![
-        single_run::<T, Shared>(),
-        single_run::<T, SharedNotify>(),
-        single_run::<T, Rtrb>(),
-        single_run::<T, Heapless>(),
-        single_run::<T, Crossbeam>(),
-        single_run::<T, Ringbuf>(),
-    ];
+    let mut throughput: Vec<(String, Run)> = Vec::new();
+    for work in [0, BUSY_PRODUCER_WORK] {
+        throughput.extend([
+            single_run::<T, Shared>(work),
+            single_run::<T, SharedUnpaced>(work),
+            single_run::<T, Rtrb>(work),
+            single_run::<T, Heapless>(work),
+            single_run::<T, Crossbeam>(work),
+            single_run::<T, Ringbuf>(work),
+        ]);
+    }
+    throughput.push(single_run::<T, SharedNotify>(0));
     let (mut tx, mut rx) = make_padded::<T, Shared>();
     throughput.push((
         "batch32/shared-ring chunks".into(),

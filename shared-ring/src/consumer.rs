@@ -5,6 +5,7 @@ use core::ptr;
 use core::slice;
 
 use crate::error::{Corrupted, IndexKind, PopError};
+use crate::pacing::{Pacer, Pacing};
 use crate::ring::{CLAIM_CONSUMER, Ring};
 use crate::sync::{Ordering, fence};
 
@@ -41,6 +42,7 @@ pub struct Consumer<'a, T: Copy, const N: usize> {
     /// The producer's tail as last loaded (never ahead of the real one).
     tail_cache: u32,
     poison: Option<Corrupted>,
+    pacer: Pacer,
 }
 
 impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
@@ -52,6 +54,7 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
             head,
             tail_cache: tail,
             poison: None,
+            pacer: Pacer::new(Pacing::DEFAULT),
         };
         if tail.wrapping_sub(head) > N as u32 {
             consumer.poison(Corrupted {
@@ -79,8 +82,20 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
         self.poison
     }
 
+    /// How this end spaces its reloads of the producer's index once it has caught up with a
+    /// streaming producer (see [`Pacing`]).
+    pub const fn pacing(&self) -> Pacing {
+        self.pacer.pacing()
+    }
+
+    /// Chooses the pacing of reloads; [`Pacing::DEFAULT`] until called. Ends any pause.
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.pacer = Pacer::new(pacing);
+    }
+
     #[cold]
     fn poison(&mut self, corrupted: Corrupted) {
+        self.pacer.reset();
         self.poison = Some(corrupted);
         // Look empty forever, so every operation takes the slow path and reports the poison.
         self.tail_cache = self.head;
@@ -108,22 +123,50 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
         Ok(tail.wrapping_sub(self.head))
     }
 
-    /// The number of available items, after reloading the producer's index.
+    /// The reload of `pop` and `read_chunk`, paced (see [`Pacing`]): returns the number of
+    /// available items, or 0 without touching shared memory while a pause lasts.
+    #[inline(never)]
+    fn paced_refresh(&mut self) -> Result<u32, Corrupted> {
+        let known = self.tail_cache;
+        if self.pacer.skip_poll() {
+            return Ok(known.wrapping_sub(self.head));
+        }
+        let available = self.refresh()?;
+        if self.pacer.observe(available, Self::RUN_WORTH_HAVING) {
+            Ok(available)
+        } else {
+            // Held back for one pause: keep seeing only what was known before the reload.
+            self.tail_cache = known;
+            Ok(known.wrapping_sub(self.head))
+        }
+    }
+
+    /// The number of items a paced reload hopes to find: half the ring, at most 64.
+    const RUN_WORTH_HAVING: u32 = {
+        let half = N / 2;
+        if half < 64 { half as u32 } else { 64 }
+    };
+
+    /// The number of available items, after reloading the producer's index (at once, ending
+    /// any pause of [`Pacing`]).
     ///
     /// # Errors
     /// [`Corrupted`] if the producer's index is impossible (or was before).
     pub fn available(&mut self) -> Result<usize, Corrupted> {
+        self.pacer.reset();
         self.refresh().map(|n| n as usize)
     }
 
     /// Takes the oldest item and releases its slot.
     ///
     /// # Errors
-    /// [`PopError::Empty`] if there is none, [`PopError::Corrupted`] if the producer's index is
+    /// [`PopError::Empty`] if no item is visible: the ring is empty, or the consumer caught up
+    /// with a streaming producer and is pausing its reloads (at most the bound of its
+    /// [`Pacing`] plus one, in calls); [`PopError::Corrupted`] if the producer's index is
     /// impossible.
     #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
-        if self.head == self.tail_cache && self.refresh()? == 0 {
+        if self.head == self.tail_cache && self.paced_refresh()? == 0 {
             return Err(PopError::Empty);
         }
         let (ring, head) = (self.ring, self.head);
@@ -155,15 +198,15 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
         Ok(n)
     }
 
-    /// Borrows up to `max` of the oldest items (fewer if fewer are there, possibly none), to
-    /// read in place and release with one index store.
+    /// Borrows up to `max` of the oldest items (fewer if fewer are visible, possibly none, see
+    /// [`Consumer::pop`] and [`Pacing`]), to read in place and release with one index store.
     ///
     /// # Errors
     /// [`Corrupted`] if the producer's index is impossible.
     pub fn read_chunk(&mut self, max: usize) -> Result<ReadChunk<'_, 'a, T, N>, Corrupted> {
         let mut available = self.tail_cache.wrapping_sub(self.head);
         if (available as usize) < max {
-            available = self.refresh()?;
+            available = self.paced_refresh()?;
         }
         let len = (available as usize).min(max) as u32;
         self.ring.stamp_check(self.head, len);
@@ -198,6 +241,8 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
         if let Some(corrupted) = self.poison {
             return Err(corrupted);
         }
+        // A consumer about to sleep must see every published item: no pause here.
+        self.pacer.reset();
         let count = count.clamp(1, N) as u32;
         let event = self.head.wrapping_add(count - 1);
         self.ring.event.0.store(event, Ordering::Relaxed);
@@ -226,6 +271,7 @@ impl<T: Copy, const N: usize> fmt::Debug for Consumer<'_, T, N> {
             .field("head", &self.head)
             .field("tail_cache", &self.tail_cache)
             .field("poison", &self.poison)
+            .field("pacing", &self.pacer)
             .finish()
     }
 }

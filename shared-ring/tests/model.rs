@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use proptest::prelude::*;
-use shared_ring::{Notify, PopError, PushError, Ring, Wakeup, layout};
+use shared_ring::{Notify, Pacing, PopError, PushError, Ring, Wakeup, layout};
 
 const N: usize = 8;
 
@@ -105,8 +105,33 @@ impl Model {
     }
 }
 
-fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// The longest pause of the paced runs, in consumer calls.
+const MAX_DEFERRED: u16 = 4;
+
+/// Runs `ops` against the model. With `Pacing::Off` every consumer call sees exactly what the
+/// model holds. Paced, a call may see fewer items (a prefix), but never more than
+/// `MAX_DEFERRED + 1` calls in a row (the reload that holds a short run back, then the
+/// pause), and `available` (which ends a pause) is exact.
+fn run(start: u32, ops: Vec<Op>, pacing: Pacing) -> Result<(), TestCaseError> {
     let (mut tx, mut rx) = ring_at(start).split().unwrap();
+    rx.set_pacing(pacing);
+    let paced = pacing != Pacing::Off;
+    // Consecutive consumer calls that saw fewer items than the model holds.
+    let mut stalls = 0u16;
+    let mut stalled = |short: bool| -> Result<(), TestCaseError> {
+        if short {
+            prop_assert!(paced, "an unpaced consumer missed published items");
+            stalls += 1;
+            prop_assert!(
+                stalls <= MAX_DEFERRED,
+                "{} calls in a row missed items",
+                stalls
+            );
+        } else {
+            stalls = 0;
+        }
+        Ok(())
+    };
     let mut m = Model {
         items: VecDeque::new(),
         head: start,
@@ -136,9 +161,14 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Notify => prop_assert_eq!(tx.notify(), m.decide()),
-            Op::Pop => match m.pop() {
-                Some(v) => prop_assert_eq!(rx.pop(), Ok(v)),
-                None => prop_assert_eq!(rx.pop(), Err(PopError::Empty)),
+            Op::Pop => match (rx.pop(), m.items.front().copied()) {
+                (Err(PopError::Empty), None) => stalled(false)?,
+                (Err(PopError::Empty), Some(_)) => stalled(true)?,
+                (got, expected) => {
+                    prop_assert_eq!(got.ok(), expected);
+                    m.pop();
+                    stalled(false)?;
+                }
             },
             Op::PushSlice(items) => {
                 let n = tx.push_slice(&items).unwrap();
@@ -148,7 +178,8 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::PopSlice(len) => {
                 let mut out = vec![0; len];
                 let n = rx.pop_slice(&mut out).unwrap();
-                prop_assert_eq!(n, len.min(m.items.len()));
+                prop_assert!(n <= len.min(m.items.len()));
+                stalled(n < len.min(m.items.len()))?;
                 for got in &out[..n] {
                     prop_assert_eq!(Some(*got), m.pop());
                 }
@@ -187,7 +218,8 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::ReadChunk { max, release } => {
                 let chunk = rx.read_chunk(max).unwrap();
-                prop_assert_eq!(chunk.len(), max.min(m.items.len()));
+                prop_assert!(chunk.len() <= max.min(m.items.len()));
+                stalled(chunk.len() < max.min(m.items.len()))?;
                 let seen: Vec<u32> = chunk.iter().collect();
                 let expected: Vec<u32> = m.items.iter().take(chunk.len()).copied().collect();
                 prop_assert_eq!(&seen, &expected);
@@ -205,6 +237,7 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let want = count.clamp(1, N);
                 m.event = m.head.wrapping_add(want as u32 - 1);
                 let got = rx.request_wakeup_after(count).unwrap();
+                stalled(false)?;
                 if m.items.len() >= want {
                     prop_assert_eq!(got, Wakeup::Ready(m.items.len()));
                 } else {
@@ -213,8 +246,11 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(tx.free_slots().unwrap(), N - m.items.len());
-        prop_assert_eq!(rx.available().unwrap(), m.items.len());
+        if !paced {
+            prop_assert_eq!(rx.available().unwrap(), m.items.len());
+        }
     }
+    prop_assert_eq!(rx.available().unwrap(), m.items.len());
     Ok(())
 }
 
@@ -226,6 +262,57 @@ proptest! {
         start in prop_oneof![Just(0u32), Just(u32::MAX - 4), any::<u32>()],
         ops in prop::collection::vec(op(), 0..200),
     ) {
-        run(start, ops)?;
+        run(start, ops, Pacing::Off)?;
+    }
+
+    #[test]
+    fn paced_consumer_matches_model_with_bounded_stalls(
+        start in prop_oneof![Just(0u32), Just(u32::MAX - 4), any::<u32>()],
+        ops in prop::collection::vec(op(), 0..200),
+    ) {
+        run(start, ops, Pacing::Adaptive { max_deferred_polls: MAX_DEFERRED })?;
+    }
+}
+
+/// The pacing sequence step by step: a consumer that caught up with a streaming producer
+/// skips one reload, then doubles its pause while reloads find little, holds a short run back
+/// for one pause, and `available` ends a pause at once.
+#[test]
+fn paced_consumer_defers_reloads_after_catching_up_and_available_ends_the_pause() {
+    let (mut tx, mut rx) = ring_at(0).split().unwrap();
+    assert_eq!(rx.pacing(), Pacing::DEFAULT);
+    assert_eq!(rx.pop(), Err(PopError::Empty));
+    tx.push_silent(1).unwrap();
+    // Found right after one empty poll, and little: the producer is streaming.
+    assert_eq!(rx.pop(), Ok(1));
+    // Caught up: this reload finds nothing and starts a pause of one poll.
+    assert_eq!(rx.pop(), Err(PopError::Empty));
+    tx.push_silent(2).unwrap();
+    assert_eq!(
+        rx.pop(),
+        Err(PopError::Empty),
+        "the paused poll does not reload"
+    );
+    assert_eq!(rx.pop(), Ok(2));
+    // The pause doubled to two polls. A short run found right after taking items is held
+    // back for the pause, then taken.
+    tx.push_silent(3).unwrap();
+    for _ in 0..3 {
+        assert_eq!(rx.pop(), Err(PopError::Empty));
+    }
+    assert_eq!(rx.pop(), Ok(3));
+    // Now four polls; `available` ends the pause at once.
+    assert_eq!(rx.pop(), Err(PopError::Empty));
+    tx.push_silent(4).unwrap();
+    assert_eq!(rx.pop(), Err(PopError::Empty));
+    assert_eq!(rx.available(), Ok(1), "available reloads at once");
+    assert_eq!(rx.pop(), Ok(4));
+
+    // The same sequence unpaced sees every item at the first poll.
+    rx.set_pacing(Pacing::Off);
+    for v in 5..20 {
+        assert_eq!(rx.pop(), Err(PopError::Empty));
+        tx.push_silent(v).unwrap();
+        assert_eq!(rx.pop(), Ok(v));
     }
 }

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
-use shared_ring::{PushError, Ring};
+use shared_ring::{Pacing, PushError, Ring};
 
 pub(crate) const CAP: usize = 1024;
 pub(crate) const BATCH: usize = 32;
@@ -73,14 +73,28 @@ fn leak_ring<T: Item>() -> &'static Ring<T, CAP> {
     Box::leak(Box::new(Ring::new()))
 }
 
-/// This crate, `push_silent` (no doorbell decision, like the peers).
-pub(crate) struct Shared;
-impl<T: Item> Queue<T> for Shared {
-    const NAME: &'static str = "shared-ring";
+/// This crate, `push_silent` (no doorbell decision, like the peers); consumer pacing on (the
+/// default) when `PACED`, off otherwise (every poll of an empty ring reloads the producer's
+/// index), to show what pacing does.
+pub(crate) struct SharedRing<const PACED: bool>;
+/// This crate as it comes.
+pub(crate) type Shared = SharedRing<true>;
+/// This crate with `Pacing::Off`.
+pub(crate) type SharedUnpaced = SharedRing<false>;
+impl<T: Item, const PACED: bool> Queue<T> for SharedRing<PACED> {
+    const NAME: &'static str = if PACED {
+        "shared-ring"
+    } else {
+        "shared-ring pacing off"
+    };
     type Tx = shared_ring::Producer<'static, T, CAP>;
     type Rx = shared_ring::Consumer<'static, T, CAP>;
     fn make() -> (Self::Tx, Self::Rx) {
-        leak_ring().split().unwrap()
+        let (tx, mut rx) = leak_ring().split().unwrap();
+        if !PACED {
+            rx.set_pacing(Pacing::Off);
+        }
+        (tx, rx)
     }
     #[inline]
     fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
@@ -254,11 +268,25 @@ pub(crate) fn two_threads(
     })
 }
 
-/// Single items: the producer pushes `iters` items, the consumer pops them.
-pub(crate) fn single<T: Item, Q: Queue<T>>(tx: &mut Q::Tx, rx: &mut Q::Rx, iters: u64) -> Duration {
+/// The work a busy producer does per item in `throughput_single_busy_producer`: two opaque
+/// steps of about a nanosecond each on the benchmark machine, a stand-in for filling in a
+/// descriptor. Enough to make the producer the slower side for every contestant.
+pub(crate) const BUSY_PRODUCER_WORK: u32 = 2;
+
+/// Single items: the producer pushes `iters` items, doing `work` opaque steps before each, and
+/// the consumer pops them.
+pub(crate) fn single_with_work<T: Item, Q: Queue<T>>(
+    tx: &mut Q::Tx,
+    rx: &mut Q::Rx,
+    iters: u64,
+    work: u32,
+) -> Duration {
     two_threads(
         || {
             for i in 0..iters {
+                for step in 0..work {
+                    black_box(step);
+                }
                 let mut v = T::make(i);
                 while let Err(back) = Q::push(tx, v) {
                     v = back;

@@ -1,0 +1,273 @@
+//! Consumer poll pacing: how a consumer that has caught up with a streaming producer spaces its
+//! reloads of the producer's index.
+//!
+//! Why it exists. When the consumer is even slightly faster than the producer, it keeps
+//! catching up with it, and then every poll reads the line of the producer's index (and the
+//! slot lines the producer is still writing) while the producer writes them. Each poll takes
+//! the line away from the producer's core, the producer's next stores wait for it, the
+//! consumer catches up again sooner, and both settle in a "chasing" regime several times slower
+//! than either side alone. This is not particular to this ring: on the benchmark machine a
+//! single extra nanosecond of producer work per item takes `rtrb` from 3.7 to 22-28 ns per
+//! 16-byte item and `ringbuf` from 4.5 to 22-29 ns (see `BENCHMARKS.md`). A consumer that,
+//! once caught up with a producer that is still publishing, leaves the index alone for a while
+//! lets the producer get a few lines ahead, and then takes a whole run of items in one go.
+//!
+//! The ring reads no clock, so the pause is counted in the caller's own polls: a paced
+//! `pop` or `read_chunk` answers "nothing yet" without touching shared memory. The interval
+//! starts at one poll, doubles while each paced reload still finds fewer than a run worth
+//! having, and drops back to nothing as soon as a paced reload finds the ring empty (the
+//! producer stopped), so a consumer that waits for sporadic items (a request and its reply, a
+//! doorbell) is never paced. While streaming, a reload that finds only a short run (items in
+//! the very lines the producer is writing) leaves it for one pause too; the reload that ends
+//! a pause takes whatever it finds.
+
+/// How a [`Consumer`](crate::Consumer) spaces its reloads of the producer's index once it has
+/// caught up with a producer that is still publishing. Set with
+/// [`Consumer::set_pacing`](crate::Consumer::set_pacing); [`Pacing::DEFAULT`] otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pacing {
+    /// Every `pop` or `read_chunk` that has used up the items it knew of reloads the producer's
+    /// index: an item is seen at the first poll after it is published, at the price of the
+    /// chasing regime when the consumer is the faster side.
+    Off,
+    /// Adaptive pacing (the default). A consumer that catches up with a producer which
+    /// published items between its last two polls skips its next reloads, for an interval
+    /// that starts at one poll, doubles while a paced reload still finds fewer than
+    /// `min(N / 2, 64)` items, is at most `max_deferred_polls`, and is reset as soon as a paced
+    /// reload finds the ring empty.
+    ///
+    /// The cost is latency at the end of a stream: the last items a streaming producer
+    /// publishes can stay unseen for up to `max_deferred_polls + 1` of the caller's polls. A consumer that
+    /// polls rarely (microseconds apart) and wants each item at once should choose
+    /// [`Pacing::Off`]. [`Consumer::available`](crate::Consumer::available) and
+    /// [`Consumer::request_wakeup`](crate::Consumer::request_wakeup) always reload, and end
+    /// any pause, so no item is ever hidden from a consumer about to sleep.
+    Adaptive {
+        /// The longest pause, in polls (calls of `pop` or `read_chunk` that would reload).
+        max_deferred_polls: u16,
+    },
+}
+
+impl Pacing {
+    /// Adaptive, with pauses of at most 256 polls.
+    pub const DEFAULT: Self = Self::Adaptive {
+        max_deferred_polls: 256,
+    };
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The consumer's pacing state: a few counters, touched only on the reload path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pacer {
+    /// The longest pause in polls; 0 turns pacing off.
+    max: u16,
+    /// The pause to take the next time the consumer catches up; 0 while not streaming.
+    interval: u16,
+    /// Polls still to skip in the current pause.
+    deferred_left: u16,
+    /// The last reload ended a pause.
+    pausing: bool,
+    /// Consecutive reloads that found the ring empty (saturating).
+    empty_run: u8,
+}
+
+impl Pacer {
+    pub(crate) const fn new(pacing: Pacing) -> Self {
+        let max = match pacing {
+            Pacing::Off => 0,
+            Pacing::Adaptive { max_deferred_polls } => max_deferred_polls,
+        };
+        Self {
+            max,
+            interval: 0,
+            deferred_left: 0,
+            pausing: false,
+            empty_run: 0,
+        }
+    }
+
+    pub(crate) const fn pacing(&self) -> Pacing {
+        if self.max == 0 {
+            Pacing::Off
+        } else {
+            Pacing::Adaptive {
+                max_deferred_polls: self.max,
+            }
+        }
+    }
+
+    /// `true` if this poll is to be skipped (no reload).
+    #[inline]
+    pub(crate) fn skip_poll(&mut self) -> bool {
+        if self.deferred_left == 0 {
+            return false;
+        }
+        self.deferred_left -= 1;
+        true
+    }
+
+    /// Ends any pause and forgets the streaming history: the next reload happens at once.
+    pub(crate) fn reset(&mut self) {
+        *self = Self::new(self.pacing());
+    }
+
+    /// Takes note of what a reload found, `available` items where a run worth having is
+    /// `enough`, and says whether to take them now (`true`) or to hold them back for one pause
+    /// (`false`).
+    pub(crate) fn observe(&mut self, available: u32, enough: u32) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        if available == 0 {
+            if self.pausing {
+                // A whole pause and nothing came: the producer stopped, not streaming.
+                self.interval = 0;
+                self.pausing = false;
+            } else if self.empty_run == 0 && self.interval > 0 {
+                // Caught up with a producer known to be streaming: pause.
+                self.deferred_left = self.interval;
+                self.pausing = true;
+            }
+            self.empty_run = self.empty_run.saturating_add(1);
+            return true;
+        }
+        if available < enough {
+            if self.pausing {
+                // The pause was too short to let the producer get a run ahead.
+                self.interval = self.interval.saturating_mul(2).min(self.max);
+            } else if self.empty_run == 0 && self.interval > 0 {
+                // Within a short run of a streaming producer: those items sit in the lines it
+                // is writing now. Leave them for one pause rather than pull the lines away
+                // item by item (the next reload ends the pause and takes them, whatever it
+                // finds).
+                self.deferred_left = self.interval;
+                self.pausing = true;
+                return false;
+            } else if self.empty_run == 1 {
+                // Items arrived right after one empty poll: the producer is publishing while
+                // the consumer polls, which is the chasing regime starting.
+                self.interval = self.interval.max(1);
+            }
+        }
+        self.pausing = false;
+        self.empty_run = 0;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENOUGH: u32 = 64;
+
+    /// Plays a consumer that polls once per step against a producer that publishes
+    /// `per_ten_polls` items every ten steps, and returns the pause interval it settles on.
+    fn settle(per_ten_polls: u32, max: u16) -> u16 {
+        let mut pacer = Pacer::new(Pacing::Adaptive {
+            max_deferred_polls: max,
+        });
+        let (mut published, mut taken) = (0u32, 0u32);
+        for step in 0..100_000u32 {
+            published = (step + 1) * per_ten_polls / 10;
+            if pacer.skip_poll() {
+                continue;
+            }
+            if pacer.observe(published - taken, ENOUGH) {
+                taken = published;
+            }
+        }
+        assert!(published > 0);
+        pacer.interval
+    }
+
+    #[test]
+    fn off_never_pauses() {
+        let mut pacer = Pacer::new(Pacing::Off);
+        for found in [0, 1, 0, 1, 0, 2, 1, 0, 1] {
+            assert!(!pacer.skip_poll());
+            assert!(pacer.observe(found, ENOUGH));
+        }
+        assert!(!pacer.skip_poll());
+        assert_eq!(pacer.pacing(), Pacing::Off);
+    }
+
+    #[test]
+    fn a_streaming_producer_is_given_room_up_to_the_bound() {
+        // One item every second poll: the consumer is the faster side and keeps catching up;
+        // the interval grows until a paced reload finds a whole run (64 items, 128 polls).
+        assert_eq!(settle(5, 256), 128);
+        // Capped by the bound.
+        assert_eq!(settle(5, 8), 8);
+    }
+
+    #[test]
+    fn a_fast_producer_that_is_never_caught_is_never_paced() {
+        assert_eq!(settle(1000, 256), 0);
+    }
+
+    #[test]
+    fn a_request_and_its_reply_are_never_paced() {
+        // An item after several empty polls, then empty again: no pause at any time.
+        let mut pacer = Pacer::new(Pacing::DEFAULT);
+        for _ in 0..100 {
+            for _ in 0..5 {
+                assert!(!pacer.skip_poll());
+                assert!(pacer.observe(0, ENOUGH));
+            }
+            assert!(!pacer.skip_poll());
+            assert!(pacer.observe(1, ENOUGH));
+        }
+        assert_eq!(pacer.interval, 0);
+    }
+
+    #[test]
+    fn a_pause_that_finds_nothing_ends_pacing() {
+        let mut pacer = Pacer::new(Pacing::DEFAULT);
+        assert!(pacer.observe(0, ENOUGH));
+        assert!(pacer.observe(3, ENOUGH)); // streaming: interval 1
+        assert!(pacer.observe(0, ENOUGH)); // caught up: pause one poll
+        assert!(pacer.skip_poll());
+        assert!(!pacer.skip_poll());
+        assert!(pacer.observe(0, ENOUGH)); // nothing came: the producer stopped
+        assert!(pacer.observe(0, ENOUGH));
+        assert!(!pacer.skip_poll());
+        assert_eq!(pacer.interval, 0);
+    }
+
+    #[test]
+    fn a_short_run_of_a_streaming_producer_is_held_back_for_one_pause_only() {
+        let mut pacer = Pacer::new(Pacing::DEFAULT);
+        assert!(pacer.observe(0, ENOUGH));
+        assert!(pacer.observe(3, ENOUGH)); // streaming: interval 1
+        assert!(
+            !pacer.observe(2, ENOUGH),
+            "a short run right behind the producer waits"
+        );
+        assert!(pacer.skip_poll());
+        assert!(!pacer.skip_poll());
+        assert!(
+            pacer.observe(3, ENOUGH),
+            "after the pause it is taken, short or not"
+        );
+        assert_eq!(pacer.interval, 2);
+        // A run worth having is taken at once.
+        assert!(pacer.observe(ENOUGH, ENOUGH));
+    }
+
+    #[test]
+    fn reset_ends_a_pause() {
+        let mut pacer = Pacer::new(Pacing::DEFAULT);
+        assert!(pacer.observe(0, ENOUGH));
+        assert!(pacer.observe(3, ENOUGH));
+        assert!(pacer.observe(0, ENOUGH));
+        pacer.reset();
+        assert!(!pacer.skip_poll());
+        assert_eq!(pacer.pacing(), Pacing::DEFAULT);
+    }
+}
