@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    BUSY_PRODUCER_WORK, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared,
+    BATCH, BUSY_PRODUCER_WORK, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared,
     SharedNotify, SharedUnpaced, batch_ringbuf, batch_rtrb, batch_shared, make_padded,
     single_with_work,
 };
@@ -35,15 +35,21 @@ where
     )
 }
 
-fn ping_pong_run<T: Item, Q: Queue<T> + 'static>() -> (String, Run)
+/// Round trips of a burst of `burst` items there and one back.
+fn ping_pong_run<T: Item, Q: Queue<T> + 'static>(burst: u64) -> (String, Run)
 where
     Q::Tx: 'static,
     Q::Rx: 'static,
 {
     let mut queues = PingPong::<T, Q>::new();
+    let kind = if burst == 1 {
+        "ping_pong".to_owned()
+    } else {
+        format!("burst{burst}_round_trip")
+    };
     (
-        format!("ping_pong/{}", Q::NAME),
-        Box::new(move |n| queues.run(n)),
+        format!("{kind}/{}", Q::NAME),
+        Box::new(move |n| queues.run(n, burst)),
     )
 }
 
@@ -60,31 +66,47 @@ fn measure<T: Item>(rounds: usize, scale: u64) {
         ]);
     }
     throughput.push(single_run::<T, SharedNotify>(0));
-    let (mut tx, mut rx) = make_padded::<T, Shared>();
-    throughput.push((
-        "batch32/shared-ring chunks".into(),
-        Box::new(move |n| batch_shared::<T>(&mut tx.0, &mut rx.0, n)),
-    ));
-    let (mut tx, mut rx) = make_padded::<T, Rtrb>();
-    throughput.push((
-        "batch32/rtrb chunks".into(),
-        Box::new(move |n| batch_rtrb::<T>(&mut tx.0, &mut rx.0, n)),
-    ));
+    // 32 as in the goal, and 512, which shows the machine's floor for moving cache lines
+    // from one core to the other (both rings end up there).
+    for batch in [BATCH, 512] {
+        let (mut tx, mut rx) = make_padded::<T, Shared>();
+        throughput.push((
+            format!("batch{batch}/shared-ring chunks"),
+            Box::new(move |n| batch_shared::<T>(&mut tx.0, &mut rx.0, n, batch)),
+        ));
+        let (mut tx, mut rx) = make_padded::<T, Rtrb>();
+        throughput.push((
+            format!("batch{batch}/rtrb chunks"),
+            Box::new(move |n| batch_rtrb::<T>(&mut tx.0, &mut rx.0, n, batch)),
+        ));
+    }
     let (mut tx, mut rx) = make_padded::<T, Ringbuf>();
     throughput.push((
         "batch32/ringbuf slices".into(),
         Box::new(move |n| batch_ringbuf::<T>(&mut tx.0, &mut rx.0, n)),
     ));
     let mut latency: Vec<(String, Run)> = vec![
-        ping_pong_run::<T, Shared>(),
-        ping_pong_run::<T, Rtrb>(),
-        ping_pong_run::<T, Heapless>(),
-        ping_pong_run::<T, Crossbeam>(),
-        ping_pong_run::<T, Ringbuf>(),
+        ping_pong_run::<T, Shared>(1),
+        ping_pong_run::<T, Rtrb>(1),
+        ping_pong_run::<T, Heapless>(1),
+        ping_pong_run::<T, Crossbeam>(1),
+        ping_pong_run::<T, Ringbuf>(1),
     ];
+    // What consumer pacing costs in latency: the round trip of a burst includes the wait of
+    // its last items.
+    let mut bursts: Vec<(String, Run)> = Vec::new();
+    for burst in [16, 256] {
+        bursts.extend([
+            ping_pong_run::<T, Shared>(burst),
+            ping_pong_run::<T, SharedUnpaced>(burst),
+            ping_pong_run::<T, Rtrb>(burst),
+            ping_pong_run::<T, Ringbuf>(burst),
+        ]);
+    }
     for (runs, items) in [
         (&mut throughput, 2_000_000 / scale),
         (&mut latency, 100_000 / scale),
+        (&mut bursts, 10_000 / scale),
     ] {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
         for _ in 0..rounds {

@@ -12,7 +12,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 
 use common::{
-    BUSY_PRODUCER_WORK, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared,
+    BATCH, BUSY_PRODUCER_WORK, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared,
     SharedNotify, SharedUnpaced, batch_ringbuf, batch_rtrb, batch_shared, make_padded,
     single_with_work,
 };
@@ -27,7 +27,7 @@ fn bench_single<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>, 
 
 fn bench_ping_pong<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>) {
     let mut queues = PingPong::<T, Q>::new();
-    group.bench_function(Q::NAME, |b| b.iter_custom(|iters| queues.run(iters)));
+    group.bench_function(Q::NAME, |b| b.iter_custom(|iters| queues.run(iters, 1)));
 }
 
 fn for_item<T: Item>(c: &mut Criterion) {
@@ -53,11 +53,11 @@ fn for_item<T: Item>(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let (mut tx, mut rx) = make_padded::<T, Shared>();
     group.bench_function("shared-ring chunks", |b| {
-        b.iter_custom(|iters| batch_shared::<T>(&mut tx.0, &mut rx.0, iters))
+        b.iter_custom(|iters| batch_shared::<T>(&mut tx.0, &mut rx.0, iters, BATCH))
     });
     let (mut tx, mut rx) = make_padded::<T, Rtrb>();
     group.bench_function("rtrb chunks", |b| {
-        b.iter_custom(|iters| batch_rtrb::<T>(&mut tx.0, &mut rx.0, iters))
+        b.iter_custom(|iters| batch_rtrb::<T>(&mut tx.0, &mut rx.0, iters, BATCH))
     });
     let (mut tx, mut rx) = make_padded::<T, Ringbuf>();
     group.bench_function("ringbuf slices", |b| {

@@ -54,7 +54,7 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
             head,
             tail_cache: tail,
             poison: None,
-            pacer: Pacer::new(Pacing::DEFAULT),
+            pacer: Pacer::new(Pacing::DEFAULT, N),
         };
         if tail.wrapping_sub(head) > N as u32 {
             consumer.poison(Corrupted {
@@ -90,7 +90,7 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
 
     /// Chooses the pacing of reloads; [`Pacing::DEFAULT`] until called. Ends any pause.
     pub fn set_pacing(&mut self, pacing: Pacing) {
-        self.pacer = Pacer::new(pacing);
+        self.pacer = Pacer::new(pacing, N);
     }
 
     #[cold]
@@ -132,7 +132,7 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
             return Ok(known.wrapping_sub(self.head));
         }
         let available = self.refresh()?;
-        if self.pacer.observe(available, Self::RUN_WORTH_HAVING) {
+        if self.pacer.observe(available) {
             Ok(available)
         } else {
             // Held back for one pause: keep seeing only what was known before the reload.
@@ -140,12 +140,6 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
             Ok(known.wrapping_sub(self.head))
         }
     }
-
-    /// The number of items a paced reload hopes to find: half the ring, at most 64.
-    const RUN_WORTH_HAVING: u32 = {
-        let half = N / 2;
-        if half < 64 { half as u32 } else { 64 }
-    };
 
     /// The number of available items, after reloading the producer's index (at once, ending
     /// any pause of [`Pacing`]).

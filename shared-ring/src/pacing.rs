@@ -13,8 +13,9 @@
 //! lets the producer get a few lines ahead, and then takes a whole run of items in one go.
 //!
 //! The ring reads no clock, so the pause is counted in the caller's own polls: a paced
-//! `pop` or `read_chunk` answers "nothing yet" without touching shared memory. The interval
-//! starts at one poll, doubles while each paced reload still finds fewer than a run worth
+//! `pop` or `read_chunk` answers "nothing yet" without touching shared memory. Pacing starts
+//! only once the producer has streamed a whole ring's worth of items without an idle spell, so
+//! bursts that fit in the ring keep their latency. The interval starts at one poll, doubles while each paced reload still finds fewer than a run worth
 //! having, and drops back to nothing as soon as a paced reload finds the ring empty (the
 //! producer stopped), so a consumer that waits for sporadic items (a request and its reply, a
 //! doorbell) is never paced. While streaming, a reload that finds only a short run (items in
@@ -30,11 +31,12 @@ pub enum Pacing {
     /// index: an item is seen at the first poll after it is published, at the price of the
     /// chasing regime when the consumer is the faster side.
     Off,
-    /// Adaptive pacing (the default). A consumer that catches up with a producer which
-    /// published items between its last two polls skips its next reloads, for an interval
-    /// that starts at one poll, doubles while a paced reload still finds fewer than
-    /// `min(N / 2, 64)` items, is at most `max_deferred_polls`, and is reset as soon as a paced
-    /// reload finds the ring empty.
+    /// Adaptive pacing (the default). Once the producer has streamed a whole ring's worth of
+    /// items (`N`) without an idle spell (8 empty reloads in a row), a consumer that catches up
+    /// with it skips its next reloads, for an interval that starts at one poll, doubles while
+    /// a paced reload still finds fewer than `min(N / 2, 64)` items, is at most
+    /// `max_deferred_polls`, and is reset as soon as a paced reload finds the ring empty.
+    /// Bursts that fit in the ring, and requests with their replies, are never paced.
     ///
     /// The cost is latency at the end of a stream: the last items a streaming producer
     /// publishes can stay unseen for up to `max_deferred_polls + 1` of the caller's polls. A consumer that
@@ -61,11 +63,22 @@ impl Default for Pacing {
     }
 }
 
+/// Consecutive reloads that find the ring empty after which the producer counts as idle
+/// rather than streaming (a consumer that chases a streaming producer finds it empty once or
+/// twice in a row; one that waits for a reply or the next burst, many times).
+const IDLE_RELOADS: u8 = 8;
+
 /// The consumer's pacing state: a few counters, touched only on the reload path.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pacer {
     /// The longest pause in polls; 0 turns pacing off.
     max: u16,
+    /// A run worth having: a paced reload that finds fewer items doubles the pause.
+    enough: u32,
+    /// Items to take without an idle spell before the producer counts as streaming.
+    streaming: u32,
+    /// Items taken since the producer was last idle (saturating).
+    streamed: u32,
     /// The pause to take the next time the consumer catches up; 0 while not streaming.
     interval: u16,
     /// Polls still to skip in the current pause.
@@ -77,13 +90,24 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
-    pub(crate) const fn new(pacing: Pacing) -> Self {
+    /// A pacer for a ring of `capacity` slots: a run worth having is half the ring, at most
+    /// 64 items; a producer counts as streaming after a whole ring's worth of items without
+    /// an idle spell, so a burst that fits in the ring is never paced.
+    pub(crate) const fn new(pacing: Pacing, capacity: usize) -> Self {
         let max = match pacing {
             Pacing::Off => 0,
             Pacing::Adaptive { max_deferred_polls } => max_deferred_polls,
         };
+        let half = capacity / 2;
         Self {
             max,
+            enough: if half < 64 { half as u32 } else { 64 },
+            streaming: if capacity < u32::MAX as usize {
+                capacity as u32
+            } else {
+                u32::MAX
+            },
+            streamed: 0,
             interval: 0,
             deferred_left: 0,
             pausing: false,
@@ -113,30 +137,36 @@ impl Pacer {
 
     /// Ends any pause and forgets the streaming history: the next reload happens at once.
     pub(crate) fn reset(&mut self) {
-        *self = Self::new(self.pacing());
+        self.streamed = 0;
+        self.interval = 0;
+        self.deferred_left = 0;
+        self.pausing = false;
+        self.empty_run = 0;
     }
 
-    /// Takes note of what a reload found, `available` items where a run worth having is
-    /// `enough`, and says whether to take them now (`true`) or to hold them back for one pause
-    /// (`false`).
-    pub(crate) fn observe(&mut self, available: u32, enough: u32) -> bool {
+    /// Takes note of what a reload found, `available` items, and says whether to take them now
+    /// (`true`) or to hold them back for one pause (`false`).
+    pub(crate) fn observe(&mut self, available: u32) -> bool {
         if self.max == 0 {
             return true;
         }
         if available == 0 {
             if self.pausing {
-                // A whole pause and nothing came: the producer stopped, not streaming.
-                self.interval = 0;
-                self.pausing = false;
+                // A whole pause and nothing came: the producer stopped.
+                self.reset();
             } else if self.empty_run == 0 && self.interval > 0 {
                 // Caught up with a producer known to be streaming: pause.
                 self.deferred_left = self.interval;
                 self.pausing = true;
             }
             self.empty_run = self.empty_run.saturating_add(1);
+            if self.empty_run >= IDLE_RELOADS {
+                self.reset();
+                self.empty_run = IDLE_RELOADS;
+            }
             return true;
         }
-        if available < enough {
+        if available < self.enough && self.streamed >= self.streaming {
             if self.pausing {
                 // The pause was too short to let the producer get a run ahead.
                 self.interval = self.interval.saturating_mul(2).min(self.max);
@@ -154,6 +184,7 @@ impl Pacer {
                 self.interval = self.interval.max(1);
             }
         }
+        self.streamed = self.streamed.saturating_add(available);
         self.pausing = false;
         self.empty_run = 0;
         true
@@ -164,12 +195,28 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    const ENOUGH: u32 = 64;
+    /// The ring of the tests: 128 slots, a run worth having is 64 items, streaming after 128.
+    const CAPACITY: usize = 128;
+
+    fn pacer(pacing: Pacing) -> Pacer {
+        Pacer::new(pacing, CAPACITY)
+    }
+
+    /// A pacer that has seen a producer stream a whole ring's worth of items, caught up with
+    /// it once (one empty reload) and found a short run right after: pause interval 1.
+    fn streaming_pacer() -> Pacer {
+        let mut pacer = pacer(Pacing::DEFAULT);
+        assert!(pacer.observe(CAPACITY as u32));
+        assert!(pacer.observe(0));
+        assert!(pacer.observe(3));
+        assert_eq!(pacer.interval, 1);
+        pacer
+    }
 
     /// Plays a consumer that polls once per step against a producer that publishes
     /// `per_ten_polls` items every ten steps, and returns the pause interval it settles on.
     fn settle(per_ten_polls: u32, max: u16) -> u16 {
-        let mut pacer = Pacer::new(Pacing::Adaptive {
+        let mut pacer = pacer(Pacing::Adaptive {
             max_deferred_polls: max,
         });
         let (mut published, mut taken) = (0u32, 0u32);
@@ -178,7 +225,7 @@ mod tests {
             if pacer.skip_poll() {
                 continue;
             }
-            if pacer.observe(published - taken, ENOUGH) {
+            if pacer.observe(published - taken) {
                 taken = published;
             }
         }
@@ -188,10 +235,10 @@ mod tests {
 
     #[test]
     fn off_never_pauses() {
-        let mut pacer = Pacer::new(Pacing::Off);
-        for found in [0, 1, 0, 1, 0, 2, 1, 0, 1] {
+        let mut pacer = pacer(Pacing::Off);
+        for found in [128, 0, 1, 0, 1, 0, 2, 1, 0, 1] {
             assert!(!pacer.skip_poll());
-            assert!(pacer.observe(found, ENOUGH));
+            assert!(pacer.observe(found));
         }
         assert!(!pacer.skip_poll());
         assert_eq!(pacer.pacing(), Pacing::Off);
@@ -214,58 +261,70 @@ mod tests {
     #[test]
     fn a_request_and_its_reply_are_never_paced() {
         // An item after several empty polls, then empty again: no pause at any time.
-        let mut pacer = Pacer::new(Pacing::DEFAULT);
-        for _ in 0..100 {
+        let mut pacer = pacer(Pacing::DEFAULT);
+        for _ in 0..1000 {
             for _ in 0..5 {
                 assert!(!pacer.skip_poll());
-                assert!(pacer.observe(0, ENOUGH));
+                assert!(pacer.observe(0));
             }
             assert!(!pacer.skip_poll());
-            assert!(pacer.observe(1, ENOUGH));
+            assert!(pacer.observe(1));
+        }
+        assert_eq!(pacer.interval, 0);
+    }
+
+    #[test]
+    fn bursts_that_fit_in_the_ring_are_never_paced() {
+        // Bursts of 16 chased item by item, with an idle spell between bursts.
+        let mut pacer = pacer(Pacing::DEFAULT);
+        for _ in 0..1000 {
+            for _ in 0..8 {
+                assert!(!pacer.skip_poll());
+                assert!(pacer.observe(1));
+                assert!(pacer.observe(0));
+            }
+            for _ in 0..IDLE_RELOADS {
+                assert!(!pacer.skip_poll());
+                assert!(pacer.observe(0));
+            }
         }
         assert_eq!(pacer.interval, 0);
     }
 
     #[test]
     fn a_pause_that_finds_nothing_ends_pacing() {
-        let mut pacer = Pacer::new(Pacing::DEFAULT);
-        assert!(pacer.observe(0, ENOUGH));
-        assert!(pacer.observe(3, ENOUGH)); // streaming: interval 1
-        assert!(pacer.observe(0, ENOUGH)); // caught up: pause one poll
+        let mut pacer = streaming_pacer();
+        assert!(pacer.observe(0)); // caught up: pause one poll
         assert!(pacer.skip_poll());
         assert!(!pacer.skip_poll());
-        assert!(pacer.observe(0, ENOUGH)); // nothing came: the producer stopped
-        assert!(pacer.observe(0, ENOUGH));
+        assert!(pacer.observe(0)); // nothing came: the producer stopped
+        assert!(pacer.observe(0));
         assert!(!pacer.skip_poll());
-        assert_eq!(pacer.interval, 0);
+        assert_eq!((pacer.interval, pacer.streamed), (0, 0));
     }
 
     #[test]
     fn a_short_run_of_a_streaming_producer_is_held_back_for_one_pause_only() {
-        let mut pacer = Pacer::new(Pacing::DEFAULT);
-        assert!(pacer.observe(0, ENOUGH));
-        assert!(pacer.observe(3, ENOUGH)); // streaming: interval 1
+        let mut pacer = streaming_pacer();
         assert!(
-            !pacer.observe(2, ENOUGH),
+            !pacer.observe(2),
             "a short run right behind the producer waits"
         );
         assert!(pacer.skip_poll());
         assert!(!pacer.skip_poll());
         assert!(
-            pacer.observe(3, ENOUGH),
+            pacer.observe(3),
             "after the pause it is taken, short or not"
         );
         assert_eq!(pacer.interval, 2);
         // A run worth having is taken at once.
-        assert!(pacer.observe(ENOUGH, ENOUGH));
+        assert!(pacer.observe(64));
     }
 
     #[test]
     fn reset_ends_a_pause() {
-        let mut pacer = Pacer::new(Pacing::DEFAULT);
-        assert!(pacer.observe(0, ENOUGH));
-        assert!(pacer.observe(3, ENOUGH));
-        assert!(pacer.observe(0, ENOUGH));
+        let mut pacer = streaming_pacer();
+        assert!(pacer.observe(0));
         pacer.reset();
         assert!(!pacer.skip_poll());
         assert_eq!(pacer.pacing(), Pacing::DEFAULT);

@@ -18,10 +18,15 @@ fn ring<const N: usize>() -> &'static Ring<u32, N> {
 }
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_with_preemptions(5, f);
+}
+
+/// Runs `f` under loom with at most `preemptions` preemptions per execution (to keep the run
+/// short); `LOOM_MAX_PREEMPTIONS` overrides.
+fn model_with_preemptions(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
-    // Bounded by default to keep the run short; `LOOM_MAX_PREEMPTIONS` overrides.
     if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
-        builder.preemption_bound = Some(5);
+        builder.preemption_bound = Some(preemptions);
     }
     builder.check(f);
 }
@@ -75,22 +80,26 @@ fn fifo_single_items_wrap_around() {
 }
 
 /// A polling consumer with pacing on (pauses of up to two polls) against a producer that
-/// publishes one item at a time: pausing reloads loses, duplicates and reorders nothing, and
-/// the consumer still gets every item.
+/// publishes one item at a time, more than a ring's worth so that pacing can start: pausing
+/// reloads loses, duplicates and reorders nothing, and the consumer still gets every item.
 #[test]
 fn fifo_paced_polling_consumer() {
-    model(|| {
+    // Six items through four slots take many more steps than the other models: three
+    // preemptions keep the run within a minute.
+    model_with_preemptions(3, || {
         let (mut tx, mut rx) = ring::<4>().split().unwrap();
         rx.set_pacing(Pacing::Adaptive {
             max_deferred_polls: 2,
         });
         let producer = thread::spawn(move || {
-            for i in 0..3u32 {
-                tx.push_silent(i).unwrap();
+            for i in 0..6u32 {
+                while tx.push_silent(i).is_err() {
+                    thread::yield_now();
+                }
             }
         });
         // No `available` between polls here: it would end every pause.
-        poll_in_order(&mut rx, 3, |_| {});
+        poll_in_order(&mut rx, 6, |_| {});
         producer.join().unwrap();
         assert_eq!(rx.available(), Ok(0));
     });

@@ -311,17 +311,18 @@ pub(crate) fn single_with_work<T: Item, Q: Queue<T>>(
     )
 }
 
-/// Batches of up to 32 through this crate's chunks.
+/// Batches of up to `batch` items through this crate's chunks.
 pub(crate) fn batch_shared<T: Item>(
     tx: &mut <Shared as Queue<T>>::Tx,
     rx: &mut <Shared as Queue<T>>::Rx,
     iters: u64,
+    batch: usize,
 ) -> Duration {
     two_threads(
         || {
             let mut i = 0;
             while i < iters {
-                let mut chunk = tx.write_chunk(BATCH.min((iters - i) as usize)).unwrap();
+                let mut chunk = tx.write_chunk(batch.min((iters - i) as usize)).unwrap();
                 let n = chunk.capacity() as u64;
                 chunk.fill_from_iter((i..i + n).map(T::make));
                 chunk.commit_silent();
@@ -335,7 +336,7 @@ pub(crate) fn batch_shared<T: Item>(
             let mut sum = 0u64;
             let mut n = 0;
             while n < iters {
-                let chunk = rx.read_chunk(BATCH).unwrap();
+                let chunk = rx.read_chunk(batch).unwrap();
                 if chunk.is_empty() {
                     wait();
                     continue;
@@ -351,7 +352,7 @@ pub(crate) fn batch_shared<T: Item>(
     )
 }
 
-/// Batches of up to 32 through rtrb's chunks. A chunk of `n` is asked for directly; rtrb
+/// Batches of up to `batch` items through rtrb's chunks. A chunk of `n` is asked for directly; rtrb
 /// reloads the other index only when its cached copy says too few slots, and then says how many
 /// there are (`TooFewSlots(k)`), as this crate's `write_chunk(n)` / `read_chunk(n)` do. (Asking
 /// `slots()` first, as this bench did before, reloads the other index on every chunk.)
@@ -359,13 +360,14 @@ pub(crate) fn batch_rtrb<T: Item>(
     tx: &mut rtrb::Producer<T>,
     rx: &mut rtrb::Consumer<T>,
     iters: u64,
+    batch: usize,
 ) -> Duration {
     use rtrb::chunks::ChunkError::TooFewSlots;
     two_threads(
         || {
             let mut i = 0;
             while i < iters {
-                let want = BATCH.min((iters - i) as usize);
+                let want = batch.min((iters - i) as usize);
                 let chunk = match tx.write_chunk_uninit(want) {
                     Ok(chunk) => chunk,
                     Err(TooFewSlots(0)) => {
@@ -383,7 +385,7 @@ pub(crate) fn batch_rtrb<T: Item>(
             let mut sum = 0u64;
             let mut n = 0;
             while n < iters {
-                let chunk = match rx.read_chunk(BATCH) {
+                let chunk = match rx.read_chunk(batch) {
                     Ok(chunk) => chunk,
                     Err(TooFewSlots(0)) => {
                         wait();
@@ -469,8 +471,11 @@ impl<T: Item, Q: Queue<T>> PingPong<T, Q> {
         }
     }
 
-    /// `iters` round trips of one item.
-    pub(crate) fn run(&mut self, iters: u64) -> Duration {
+    /// `iters` round trips: a burst of `burst` items there, and the last one back once all of
+    /// them have arrived (`burst == 1` is the classic ping-pong). The time of a burst's round
+    /// trip includes how long its last items wait to be seen, which is what consumer pacing
+    /// can lengthen.
+    pub(crate) fn run(&mut self, iters: u64, burst: u64) -> Duration {
         let (ping_tx, ping_rx) = (&mut self.ping_tx.0, &mut self.ping_rx.0);
         let (pong_tx, pong_rx) = (&mut self.pong_tx.0, &mut self.pong_rx.0);
         pin_to(0);
@@ -478,12 +483,16 @@ impl<T: Item, Q: Queue<T>> PingPong<T, Q> {
             s.spawn(|| {
                 pin_to(1);
                 for _ in 0..iters {
-                    let mut v = loop {
-                        match Q::pop(ping_rx) {
-                            Some(v) => break v,
-                            None => wait(),
-                        }
-                    };
+                    let mut last = None;
+                    for _ in 0..burst {
+                        last = Some(loop {
+                            match Q::pop(ping_rx) {
+                                Some(v) => break v,
+                                None => wait(),
+                            }
+                        });
+                    }
+                    let Some(mut v) = last else { continue };
                     while let Err(back) = Q::push(pong_tx, v) {
                         v = back;
                         wait();
@@ -492,10 +501,12 @@ impl<T: Item, Q: Queue<T>> PingPong<T, Q> {
             });
             let start = Instant::now();
             for i in 0..iters {
-                let mut v = T::make(i);
-                while let Err(back) = Q::push(ping_tx, v) {
-                    v = back;
-                    wait();
+                for k in 0..burst {
+                    let mut v = T::make(i * burst + k);
+                    while let Err(back) = Q::push(ping_tx, v) {
+                        v = back;
+                        wait();
+                    }
                 }
                 loop {
                     match Q::pop(pong_rx) {
