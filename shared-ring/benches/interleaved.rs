@@ -95,7 +95,7 @@ fn measure<T: Item>(rounds: usize, scale: u64) {
     // What consumer pacing costs in latency: the round trip of a burst includes the wait of
     // its last items.
     let mut bursts: Vec<(String, Run)> = Vec::new();
-    for burst in [16, 256] {
+    for burst in [16, 256, 4096] {
         bursts.extend([
             ping_pong_run::<T, Shared>(burst),
             ping_pong_run::<T, SharedUnpaced>(burst),

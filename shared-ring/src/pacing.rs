@@ -14,8 +14,8 @@
 //!
 //! The ring reads no clock, so the pause is counted in the caller's own polls: a paced
 //! `pop` or `read_chunk` answers "nothing yet" without touching shared memory. Pacing starts
-//! only once the producer has streamed a whole ring's worth of items without an idle spell, so
-//! bursts that fit in the ring keep their latency. The interval starts at one poll, doubles while each paced reload still finds fewer than a run worth
+//! only once the producer has streamed `min(N, 256)` items without an idle spell, so shorter
+//! bursts keep their latency. The interval starts at one poll, doubles while each paced reload still finds fewer than a run worth
 //! having, and drops back to nothing as soon as a paced reload finds the ring empty (the
 //! producer stopped), so a consumer that waits for sporadic items (a request and its reply, a
 //! doorbell) is never paced. While streaming, a reload that finds only a short run (items in
@@ -31,12 +31,12 @@ pub enum Pacing {
     /// index: an item is seen at the first poll after it is published, at the price of the
     /// chasing regime when the consumer is the faster side.
     Off,
-    /// Adaptive pacing (the default). Once the producer has streamed a whole ring's worth of
-    /// items (`N`) without an idle spell (8 empty reloads in a row), a consumer that catches up
+    /// Adaptive pacing (the default). Once the producer has streamed `min(N, 256)` items
+    /// without an idle spell (8 empty reloads in a row), a consumer that catches up
     /// with it skips its next reloads, for an interval that starts at one poll, doubles while
     /// a paced reload still finds fewer than `min(N / 2, 64)` items, is at most
     /// `max_deferred_polls`, and is reset as soon as a paced reload finds the ring empty.
-    /// Bursts that fit in the ring, and requests with their replies, are never paced.
+    /// Shorter bursts, and requests with their replies, are never paced.
     ///
     /// The cost is latency at the end of a stream: the last items a streaming producer
     /// publishes can stay unseen for up to `max_deferred_polls + 1` of the caller's polls. A consumer that
@@ -51,9 +51,9 @@ pub enum Pacing {
 }
 
 impl Pacing {
-    /// Adaptive, with pauses of at most 256 polls.
+    /// Adaptive, with pauses of at most 64 polls.
     pub const DEFAULT: Self = Self::Adaptive {
-        max_deferred_polls: 256,
+        max_deferred_polls: 64,
     };
 }
 
@@ -67,6 +67,10 @@ impl Default for Pacing {
 /// rather than streaming (a consumer that chases a streaming producer finds it empty once or
 /// twice in a row; one that waits for a reply or the next burst, many times).
 const IDLE_RELOADS: u8 = 8;
+
+/// Items a producer publishes without an idle spell before it counts as streaming (or the
+/// ring's capacity, if smaller): shorter bursts are never paced.
+const STREAMING_ITEMS: u32 = 256;
 
 /// The consumer's pacing state: a few counters, touched only on the reload path.
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +95,8 @@ pub(crate) struct Pacer {
 
 impl Pacer {
     /// A pacer for a ring of `capacity` slots: a run worth having is half the ring, at most
-    /// 64 items; a producer counts as streaming after a whole ring's worth of items without
-    /// an idle spell, so a burst that fits in the ring is never paced.
+    /// 64 items; a producer counts as streaming after `min(capacity, 256)` items without an
+    /// idle spell, so shorter bursts are never paced.
     pub(crate) const fn new(pacing: Pacing, capacity: usize) -> Self {
         let max = match pacing {
             Pacing::Off => 0,
@@ -102,10 +106,10 @@ impl Pacer {
         Self {
             max,
             enough: if half < 64 { half as u32 } else { 64 },
-            streaming: if capacity < u32::MAX as usize {
+            streaming: if capacity < STREAMING_ITEMS as usize {
                 capacity as u32
             } else {
-                u32::MAX
+                STREAMING_ITEMS
             },
             streamed: 0,
             interval: 0,
