@@ -14,8 +14,8 @@
 //!
 //! The ring reads no clock, so the pause is counted in the caller's own polls: a paced
 //! `pop` or `read_chunk` answers "nothing yet" without touching shared memory. Pacing starts
-//! only once the producer has streamed `min(N, 256)` items without an idle spell, so shorter
-//! bursts keep their latency. The interval starts at one poll, doubles while each paced reload still finds fewer than a run worth
+//! only once the producer has streamed `min(N / 2, 512)` items without an idle spell, so
+//! shorter bursts keep their latency. The interval starts at one poll, doubles while each paced reload still finds fewer than a run worth
 //! having, and drops back to nothing as soon as a paced reload finds the ring empty (the
 //! producer stopped), so a consumer that waits for sporadic items (a request and its reply, a
 //! doorbell) is never paced. While streaming, a reload that finds only a short run (items in
@@ -31,10 +31,10 @@ pub enum Pacing {
     /// index: an item is seen at the first poll after it is published, at the price of the
     /// chasing regime when the consumer is the faster side.
     Off,
-    /// Adaptive pacing (the default). Once the producer has streamed `min(N, 256)` items
-    /// without an idle spell (8 empty reloads in a row), a consumer that catches up
+    /// Adaptive pacing (the default). Once the producer has streamed `min(N / 2, 512)` items
+    /// without an idle spell (4 empty reloads in a row), a consumer that catches up
     /// with it skips its next reloads, for an interval that starts at one poll, doubles while
-    /// a paced reload still finds fewer than `min(N / 2, 64)` items, is at most
+    /// a paced reload still finds fewer than `min(N / 2, 512)` items, is at most
     /// `max_deferred_polls`, and is reset as soon as a paced reload finds the ring empty.
     /// Shorter bursts, and requests with their replies, are never paced.
     ///
@@ -64,13 +64,14 @@ impl Default for Pacing {
 }
 
 /// Consecutive reloads that find the ring empty after which the producer counts as idle
-/// rather than streaming (a consumer that chases a streaming producer finds it empty once or
-/// twice in a row; one that waits for a reply or the next burst, many times).
-const IDLE_RELOADS: u8 = 8;
+/// rather than streaming (a consumer that chases a streaming producer finds it empty once in a
+/// row; one that waits for a reply or for the next burst, several times).
+const IDLE_RELOADS: u8 = 4;
 
-/// Items a producer publishes without an idle spell before it counts as streaming (or the
-/// ring's capacity, if smaller): shorter bursts are never paced.
-const STREAMING_ITEMS: u32 = 256;
+/// The cap of both thresholds, a run worth having and the items that make a stream (otherwise
+/// half the ring): enough for a pause to pay off, short enough that a stream earns pacing long
+/// before a large ring has gone round once.
+const RUN_CAP: usize = 512;
 
 /// The consumer's pacing state: a few counters, touched only on the reload path.
 #[derive(Debug, Clone, Copy)]
@@ -94,23 +95,24 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
-    /// A pacer for a ring of `capacity` slots: a run worth having is half the ring, at most
-    /// 64 items; a producer counts as streaming after `min(capacity, 256)` items without an
-    /// idle spell, so shorter bursts are never paced.
+    /// A pacer for a ring of `capacity` slots: a run worth having, and the items a producer
+    /// publishes without an idle spell before it counts as streaming, are both half the ring,
+    /// at most 512, so shorter bursts are never paced.
     pub(crate) const fn new(pacing: Pacing, capacity: usize) -> Self {
         let max = match pacing {
             Pacing::Off => 0,
             Pacing::Adaptive { max_deferred_polls } => max_deferred_polls,
         };
         let half = capacity / 2;
+        let run = if half < RUN_CAP {
+            half as u32
+        } else {
+            RUN_CAP as u32
+        };
         Self {
             max,
-            enough: if half < 64 { half as u32 } else { 64 },
-            streaming: if capacity < STREAMING_ITEMS as usize {
-                capacity as u32
-            } else {
-                STREAMING_ITEMS
-            },
+            enough: run,
+            streaming: run,
             streamed: 0,
             interval: 0,
             deferred_left: 0,
@@ -199,14 +201,14 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    /// The ring of the tests: 128 slots, a run worth having is 64 items, streaming after 128.
+    /// The ring of the tests: 128 slots, a run worth having is 64 items, streaming after 64.
     const CAPACITY: usize = 128;
 
     fn pacer(pacing: Pacing) -> Pacer {
         Pacer::new(pacing, CAPACITY)
     }
 
-    /// A pacer that has seen a producer stream a whole ring's worth of items, caught up with
+    /// A pacer that has seen a producer stream a ring's worth of items, caught up with
     /// it once (one empty reload) and found a short run right after: pause interval 1.
     fn streaming_pacer() -> Pacer {
         let mut pacer = pacer(Pacing::DEFAULT);

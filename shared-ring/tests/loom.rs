@@ -84,7 +84,7 @@ fn fifo_single_items_wrap_around() {
 /// reloads loses, duplicates and reorders nothing, and the consumer still gets every item.
 #[test]
 fn fifo_paced_polling_consumer() {
-    // Six items through four slots take many more steps than the other models: three
+    // Five items through four slots take many more steps than the other models: three
     // preemptions keep the run within a minute.
     model_with_preemptions(3, || {
         let (mut tx, mut rx) = ring::<4>().split().unwrap();
@@ -92,14 +92,14 @@ fn fifo_paced_polling_consumer() {
             max_deferred_polls: 2,
         });
         let producer = thread::spawn(move || {
-            for i in 0..6u32 {
+            for i in 0..5u32 {
                 while tx.push_silent(i).is_err() {
                     thread::yield_now();
                 }
             }
         });
         // No `available` between polls here: it would end every pause.
-        poll_in_order(&mut rx, 6, |_| {});
+        poll_in_order(&mut rx, 5, |_| {});
         producer.join().unwrap();
         assert_eq!(rx.available(), Ok(0));
     });

@@ -286,19 +286,20 @@ proptest! {
 }
 
 /// The pacing sequence step by step: a consumer that caught up with a producer that has
-/// streamed a ring's worth of items skips one reload, then doubles its pause while reloads find little, holds a short run back
-/// for one pause, and `available` ends a pause at once.
+/// streamed half a ring's worth of items skips one reload, then doubles its pause while
+/// reloads find little, holds a short run back for one pause, and `available` ends a pause at
+/// once.
 #[test]
 fn paced_consumer_defers_reloads_after_catching_up_and_available_ends_the_pause() {
     let (mut tx, mut rx) = ring_at(0).split().unwrap();
     assert_eq!(rx.pacing(), Pacing::DEFAULT);
-    // A burst that fits in the ring is not paced: every item at the first poll.
-    for v in 100..100 + N as u32 {
+    // A burst of half the ring is not paced: every item at the first poll.
+    for v in 100..100 + N as u32 / 2 {
         assert_eq!(rx.pop(), Err(PopError::Empty));
         tx.push_silent(v).unwrap();
         assert_eq!(rx.pop(), Ok(v));
     }
-    // Now the producer has streamed a whole ring's worth without an idle spell.
+    // Now the producer has streamed half a ring's worth without an idle spell.
     assert_eq!(rx.pop(), Err(PopError::Empty));
     tx.push_silent(1).unwrap();
     // Found right after one empty poll, and little: the producer is streaming.
