@@ -7,18 +7,18 @@
 //! the line away from the producer's core, the producer's next stores wait for it, the
 //! consumer catches up again sooner, and both settle in a "chasing" regime several times slower
 //! than either side alone. This is not particular to this ring: on the benchmark machine a
-//! single extra nanosecond of producer work per item takes `rtrb` from 3.7 to 22-28 ns per
-//! 16-byte item and `ringbuf` from 4.5 to 22-29 ns (see `BENCHMARKS.md`). A consumer that,
+//! nanosecond or two of producer work per item takes `rtrb` from 3.6 to 22-28 ns per 16-byte
+//! item and `ringbuf` from 4.5 to 18-22 ns (see `BENCHMARKS.md`). A consumer that,
 //! once caught up with a producer that is still publishing, leaves the index alone for a while
 //! lets the producer get a few lines ahead, and then takes a whole run of items in one go.
 //!
 //! The ring reads no clock, so the pause is counted in the caller's own polls: a paced
 //! `pop` or `read_chunk` answers "nothing yet" without touching shared memory. Pacing starts
 //! only once the producer has streamed `min(N / 2, 512)` items without an idle spell, so
-//! shorter bursts keep their latency. The interval starts at one poll, doubles while each paced reload still finds fewer than a run worth
-//! having, and drops back to nothing as soon as a paced reload finds the ring empty (the
-//! producer stopped), so a consumer that waits for sporadic items (a request and its reply, a
-//! doorbell) is never paced. While streaming, a reload that finds only a short run (items in
+//! shorter bursts keep their latency. The interval starts at one poll, doubles while each
+//! paced reload still finds fewer than a run worth having, and drops back to nothing as soon
+//! as a paced reload finds the ring empty (the producer stopped), so a consumer that waits for
+//! sporadic items (a request and its reply, a doorbell) is never paced. While streaming, a reload that finds only a short run (items in
 //! the very lines the producer is writing) leaves it for one pause too; the reload that ends
 //! a pause takes whatever it finds.
 
@@ -32,15 +32,15 @@ pub enum Pacing {
     /// chasing regime when the consumer is the faster side.
     Off,
     /// Adaptive pacing (the default). Once the producer has streamed `min(N / 2, 512)` items
-    /// without an idle spell (4 empty reloads in a row), a consumer that catches up
-    /// with it skips its next reloads, for an interval that starts at one poll, doubles while
-    /// a paced reload still finds fewer than `min(N / 2, 512)` items, is at most
+    /// without an idle spell (4 empty reloads in a row), a consumer that catches up with it
+    /// skips its next reloads, for an interval that starts at one poll, doubles while a paced
+    /// reload still finds fewer than `min(N / 2, 512)` items, is at most
     /// `max_deferred_polls`, and is reset as soon as a paced reload finds the ring empty.
     /// Shorter bursts, and requests with their replies, are never paced.
     ///
     /// The cost is latency at the end of a stream: the last items a streaming producer
-    /// publishes can stay unseen for up to `max_deferred_polls + 1` of the caller's polls. A consumer that
-    /// polls rarely (microseconds apart) and wants each item at once should choose
+    /// publishes can stay unseen for up to `max_deferred_polls + 1` of the caller's polls. A
+    /// consumer that polls rarely (microseconds apart) and wants each item at once should choose
     /// [`Pacing::Off`]. [`Consumer::available`](crate::Consumer::available) and
     /// [`Consumer::request_wakeup`](crate::Consumer::request_wakeup) always reload, and end
     /// any pause, so no item is ever hidden from a consumer about to sleep.
