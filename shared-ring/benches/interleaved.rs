@@ -10,25 +10,20 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    BATCH, BUSY_PRODUCER_WORK, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared,
-    SharedNotify, SharedUnpaced, batch_ringbuf, batch_rtrb, batch_shared, make_padded,
-    single_with_work,
+    BATCH, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify,
+    SharedUnpaced, Work, batch_ringbuf, batch_rtrb, batch_shared, make_padded, single_with_work,
 };
 
 type Run = Box<dyn FnMut(u64) -> Duration>;
 
-/// Single items, the producer doing `work` opaque steps per item.
-fn single_run<T: Item, Q: Queue<T>>(work: u32) -> (String, Run)
+/// Single items, each side doing its `work` per item; `name` is the scenario's.
+fn single_run<T: Item, Q: Queue<T>>(name: &str, work: Work) -> (String, Run)
 where
     Q::Tx: 'static,
     Q::Rx: 'static,
 {
     let (mut tx, mut rx) = make_padded::<T, Q>();
-    let kind = if work == 0 {
-        "single"
-    } else {
-        "single_busy_producer"
-    };
+    let kind = name.trim_start_matches("throughput_");
     (
         format!("{kind}/{}", Q::NAME),
         Box::new(move |n| single_with_work::<T, Q>(&mut tx.0, &mut rx.0, n, work)),
@@ -55,17 +50,17 @@ where
 
 fn measure<T: Item>(rounds: usize, scale: u64) {
     let mut throughput: Vec<(String, Run)> = Vec::new();
-    for work in [0, BUSY_PRODUCER_WORK] {
+    for (name, work) in Work::SCENARIOS {
         throughput.extend([
-            single_run::<T, Shared>(work),
-            single_run::<T, SharedUnpaced>(work),
-            single_run::<T, Rtrb>(work),
-            single_run::<T, Heapless>(work),
-            single_run::<T, Crossbeam>(work),
-            single_run::<T, Ringbuf>(work),
+            single_run::<T, Shared>(name, work),
+            single_run::<T, SharedUnpaced>(name, work),
+            single_run::<T, Rtrb>(name, work),
+            single_run::<T, Heapless>(name, work),
+            single_run::<T, Crossbeam>(name, work),
+            single_run::<T, Ringbuf>(name, work),
         ]);
     }
-    throughput.push(single_run::<T, SharedNotify>(0));
+    throughput.push(single_run::<T, SharedNotify>("single", Work::NONE));
     // 32 as in the goal, and 512, which shows the machine's floor for moving cache lines
     // from one core to the other (both rings end up there).
     for batch in [BATCH, 512] {

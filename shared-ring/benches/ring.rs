@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the shared ring against its peers, in the same run: two-thread
-//! throughput with single items (also with a producer that does a little work per item, which
-//! makes it the slower side) and with batches of 32, and ping-pong round-trip latency, for
+//! throughput with single items (also with a producer, or a consumer, that does a little work
+//! per item, which makes it the slower side) and with batches of 32, and ping-pong round-trip latency, for
 //! 16-byte and 64-byte elements. Rings have 1024 slots.
 //!
 //! Every measurement reports time per item (throughput) or per round trip (ping-pong). Run:
@@ -12,13 +12,12 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 
 use common::{
-    BATCH, BUSY_PRODUCER_WORK, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared,
-    SharedNotify, SharedUnpaced, batch_ringbuf, batch_rtrb, batch_shared, make_padded,
-    single_with_work,
+    BATCH, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify,
+    SharedUnpaced, Work, batch_ringbuf, batch_rtrb, batch_shared, make_padded, single_with_work,
 };
 
-/// Single items, the producer doing `work` opaque steps per item.
-fn bench_single<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>, work: u32) {
+/// Single items, each side doing its `work` per item.
+fn bench_single<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime>, work: Work) {
     let (mut tx, mut rx) = make_padded::<T, Q>();
     group.bench_function(Q::NAME, |b| {
         b.iter_custom(|iters| single_with_work::<T, Q>(&mut tx.0, &mut rx.0, iters, work))
@@ -31,15 +30,12 @@ fn bench_ping_pong<T: Item, Q: Queue<T>>(group: &mut BenchmarkGroup<'_, WallTime
 }
 
 fn for_item<T: Item>(c: &mut Criterion) {
-    for (name, work) in [
-        ("throughput_single", 0),
-        ("throughput_single_busy_producer", BUSY_PRODUCER_WORK),
-    ] {
+    for (name, work) in Work::SCENARIOS {
         let mut group = c.benchmark_group(format!("{name}/{}", T::NAME));
         group.throughput(Throughput::Elements(1));
         bench_single::<T, Shared>(&mut group, work);
         bench_single::<T, SharedUnpaced>(&mut group, work);
-        if work == 0 {
+        if work == Work::NONE {
             bench_single::<T, SharedNotify>(&mut group, work);
         }
         bench_single::<T, Rtrb>(&mut group, work);

@@ -268,25 +268,55 @@ pub(crate) fn two_threads(
     })
 }
 
-/// The work a busy producer does per item in `throughput_single_busy_producer`: two opaque
-/// steps of about a nanosecond each on the benchmark machine, a stand-in for filling in a
-/// descriptor. Enough to make the producer the slower side for every contestant.
-pub(crate) const BUSY_PRODUCER_WORK: u32 = 2;
+/// Opaque steps (`black_box`, about a nanosecond each on the benchmark machine) each side does
+/// per item in the single-item loops: a stand-in for filling in a descriptor before a push, or
+/// for looking at a request after a pop. Two steps on one side make that side the slower one
+/// for every contestant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Work {
+    pub(crate) producer: u32,
+    pub(crate) consumer: u32,
+}
 
-/// Single items: the producer pushes `iters` items, doing `work` opaque steps before each, and
-/// the consumer pops them.
+impl Work {
+    pub(crate) const NONE: Self = Self {
+        producer: 0,
+        consumer: 0,
+    };
+    pub(crate) const BUSY_PRODUCER: Self = Self {
+        producer: 2,
+        consumer: 0,
+    };
+    pub(crate) const BUSY_CONSUMER: Self = Self {
+        producer: 0,
+        consumer: 2,
+    };
+    /// The three scenarios, with the name of their benchmark group.
+    pub(crate) const SCENARIOS: [(&'static str, Self); 3] = [
+        ("throughput_single", Self::NONE),
+        ("throughput_single_busy_producer", Self::BUSY_PRODUCER),
+        ("throughput_single_busy_consumer", Self::BUSY_CONSUMER),
+    ];
+}
+
+fn steps(n: u32) {
+    for step in 0..n {
+        black_box(step);
+    }
+}
+
+/// Single items: the producer pushes `iters` items, the consumer pops them, each side doing
+/// its `work` per item.
 pub(crate) fn single_with_work<T: Item, Q: Queue<T>>(
     tx: &mut Q::Tx,
     rx: &mut Q::Rx,
     iters: u64,
-    work: u32,
+    work: Work,
 ) -> Duration {
     two_threads(
         || {
             for i in 0..iters {
-                for step in 0..work {
-                    black_box(step);
-                }
+                steps(work.producer);
                 let mut v = T::make(i);
                 while let Err(back) = Q::push(tx, v) {
                     v = back;
@@ -300,6 +330,7 @@ pub(crate) fn single_with_work<T: Item, Q: Queue<T>>(
             while n < iters {
                 match Q::pop(rx) {
                     Some(v) => {
+                        steps(work.consumer);
                         sum = sum.wrapping_add(v.key());
                         n += 1;
                     }
