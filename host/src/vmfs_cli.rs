@@ -844,6 +844,13 @@ fn zero_copy_allowed(args: &CatArgs) -> bool {
 }
 
 fn cat_cmd(args: &CatArgs) -> Result<(), String> {
+    if args.path.device.json {
+        return Err(
+            "`vmfs cat` writes the file's bytes, --json does not apply (`vmfs stat --json` \
+             describes the file, `vmfs map --json` where its bytes are)"
+                .into(),
+        );
+    }
     let mut buffers = Buffers::default();
     let mut memory = buffers.memory();
     let path = &args.path;

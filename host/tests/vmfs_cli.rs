@@ -147,6 +147,13 @@ fn subcommands_read_both_versions_and_gz_devices() {
         .unwrap();
         assert_eq!(fsck["problems"].as_array().unwrap().len(), 0, "{name}");
     }
+    let cat_json = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["vmfs", "cat", "--json", "--device", dev, "/"])
+        .output()
+        .unwrap();
+    assert!(!cat_json.status.success());
+    assert!(cat_json.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&cat_json.stderr).contains("--json does not apply"));
     let two = Command::new(env!("CARGO_BIN_EXE_host"))
         .args(["vmfs", "info", "--device", dev, "--device", dev])
         .output()
