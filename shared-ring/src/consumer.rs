@@ -54,7 +54,7 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
             head,
             tail_cache: tail,
             poison: None,
-            pacer: Pacer::new(Pacing::DEFAULT, N),
+            pacer: Pacer::new(Pacing::Off, N),
         };
         if tail.wrapping_sub(head) > N as u32 {
             consumer.poison(Corrupted {
@@ -88,7 +88,7 @@ impl<'a, T: Copy, const N: usize> Consumer<'a, T, N> {
         self.pacer.pacing()
     }
 
-    /// Chooses the pacing of reloads; [`Pacing::DEFAULT`] until called. Ends any pause.
+    /// Chooses the pacing of reloads; [`Pacing::Off`] until called. Ends any pause.
     pub fn set_pacing(&mut self, pacing: Pacing) {
         self.pacer = Pacer::new(pacing, N);
     }

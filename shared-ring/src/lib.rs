@@ -11,11 +11,12 @@
 //! - Fast paths: each end caches the other's index and reloads it only when the ring looks full
 //!   or empty. Chunks ([`Producer::write_chunk`], [`Consumer::read_chunk`], and the slice
 //!   helpers) move a burst with one index store.
-//! - Consumer poll pacing ([`Pacing`], on by default): a consumer that catches up with a
-//!   producer that is still publishing spaces its reloads of the producer's index for a few
-//!   of its own polls, instead of pulling the lines the producer is writing away from it item
-//!   by item, which slows both sides several times over whenever the consumer is the faster
-//!   one. [`Consumer::available`] and [`Consumer::request_wakeup`] always reload.
+//! - Consumer poll pacing for a consumer that polls in a tight loop ([`Pacing::STREAMING`],
+//!   off by default): once it has caught up with a producer that is still publishing, it
+//!   spaces its reloads of the producer's index over a few of its own polls, instead of
+//!   pulling the lines the producer is writing away from it item by item, which slows both
+//!   sides several times over whenever the consumer is the faster one.
+//!   [`Consumer::available`] and [`Consumer::request_wakeup`] always reload.
 //! - Notification suppression, virtio event-index style: [`Consumer::request_wakeup`] asks for
 //!   a doorbell when the ring becomes non-empty (or [`Consumer::request_wakeup_after`] `n`
 //!   items), and [`Producer::push`] / [`WriteChunk::commit`] / [`Producer::notify`] answer

@@ -292,7 +292,8 @@ proptest! {
 #[test]
 fn paced_consumer_defers_reloads_after_catching_up_and_available_ends_the_pause() {
     let (mut tx, mut rx) = ring_at(0).split().unwrap();
-    assert_eq!(rx.pacing(), Pacing::DEFAULT);
+    assert_eq!(rx.pacing(), Pacing::Off);
+    rx.set_pacing(Pacing::STREAMING);
     // A burst of half the ring is not paced: every item at the first poll.
     for v in 100..100 + N as u32 / 2 {
         assert_eq!(rx.pop(), Err(PopError::Empty));

@@ -73,13 +73,14 @@ fn leak_ring<T: Item>() -> &'static Ring<T, CAP> {
     Box::leak(Box::new(Ring::new()))
 }
 
-/// This crate, `push_silent` (no doorbell decision, like the peers); consumer pacing on (the
-/// default) when `PACED`, off otherwise (every poll of an empty ring reloads the producer's
-/// index), to show what pacing does.
+/// This crate, `push_silent` (no doorbell decision, like the peers); the consumer paced with
+/// `Pacing::STREAMING` (the setting for a consumer that polls in a tight loop, as these loops
+/// do) when `PACED`, `Pacing::Off` (the default: every poll of an empty ring reloads the
+/// producer's index) otherwise, to show what pacing does.
 pub(crate) struct SharedRing<const PACED: bool>;
-/// This crate as it comes.
+/// This crate, its consumer set up for polling in a tight loop.
 pub(crate) type Shared = SharedRing<true>;
-/// This crate with `Pacing::Off`.
+/// This crate with `Pacing::Off`, its default.
 pub(crate) type SharedUnpaced = SharedRing<false>;
 impl<T: Item, const PACED: bool> Queue<T> for SharedRing<PACED> {
     const NAME: &'static str = if PACED {
@@ -91,9 +92,11 @@ impl<T: Item, const PACED: bool> Queue<T> for SharedRing<PACED> {
     type Rx = shared_ring::Consumer<'static, T, CAP>;
     fn make() -> (Self::Tx, Self::Rx) {
         let (tx, mut rx) = leak_ring().split().unwrap();
-        if !PACED {
-            rx.set_pacing(Pacing::Off);
-        }
+        rx.set_pacing(if PACED {
+            Pacing::STREAMING
+        } else {
+            Pacing::Off
+        });
         (tx, rx)
     }
     #[inline]
@@ -113,7 +116,9 @@ impl<T: Item> Queue<T> for SharedNotify {
     type Tx = shared_ring::Producer<'static, T, CAP>;
     type Rx = shared_ring::Consumer<'static, T, CAP>;
     fn make() -> (Self::Tx, Self::Rx) {
-        leak_ring().split().unwrap()
+        let (tx, mut rx) = leak_ring().split().unwrap();
+        rx.set_pacing(Pacing::STREAMING);
+        (tx, rx)
     }
     #[inline]
     fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
