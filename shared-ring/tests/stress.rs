@@ -1,14 +1,15 @@
 //! Two-thread stress tests with a running checksum: 10^6 items by default, 10^8 with `SOAK=1`
 //! (as `cargo xtask soak` sets). One test busy-polls with a random mix of single items, slices
 //! and chunks; the other sleeps on a real doorbell (thread park/unpark) whenever
-//! `request_wakeup` says so, to show that no wake-up is lost.
+//! `request_wakeup` says so, to show that no wake-up is lost. Each runs with the consumer's
+//! pacing off (the default) and with `Pacing::STREAMING`.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shared_ring::{Notify, PopError, PushError, Ring, Wakeup};
+use shared_ring::{Notify, Pacing, PopError, PushError, Ring, Wakeup};
 
 type Item = [u64; 2];
 
@@ -48,9 +49,19 @@ fn backoff(spins: &mut u32) {
 
 #[test]
 fn two_threads_mixed_operations_checksum() {
+    mixed_operations_checksum(Pacing::Off);
+}
+
+#[test]
+fn two_threads_mixed_operations_checksum_paced() {
+    mixed_operations_checksum(Pacing::STREAMING);
+}
+
+fn mixed_operations_checksum(pacing: Pacing) {
     let count: u64 = if soak() { 100_000_000 } else { 1_000_000 };
     let ring: Ring<Item, 64> = Ring::new();
     let (mut tx, mut rx) = ring.split().unwrap();
+    rx.set_pacing(pacing);
     let started = Instant::now();
     let (sent_sum, received_sum) = thread::scope(|s| {
         let producer = s.spawn(move || {
@@ -142,14 +153,24 @@ fn two_threads_mixed_operations_checksum() {
         (producer.join().unwrap(), consumer.join().unwrap())
     });
     assert_eq!(sent_sum, received_sum);
-    eprintln!("{count} items in {:?}", started.elapsed());
+    eprintln!("{count} items in {:?} ({pacing:?})", started.elapsed());
 }
 
 #[test]
 fn two_threads_doorbell_no_lost_wakeup() {
+    doorbell_no_lost_wakeup(Pacing::Off);
+}
+
+#[test]
+fn two_threads_doorbell_no_lost_wakeup_paced() {
+    doorbell_no_lost_wakeup(Pacing::STREAMING);
+}
+
+fn doorbell_no_lost_wakeup(pacing: Pacing) {
     let count: u64 = if soak() { 10_000_000 } else { 200_000 };
     let ring: Ring<Item, 16> = Ring::new();
     let (mut tx, mut rx) = ring.split().unwrap();
+    rx.set_pacing(pacing);
     let done = AtomicBool::new(false);
     let (doorbells, sleeps) = thread::scope(|s| {
         let consumer = s.spawn(|| {
@@ -206,5 +227,5 @@ fn two_threads_doorbell_no_lost_wakeup() {
     // No sleep timed out (checked above). Doorbells may outnumber sleeps: a consumer that armed
     // and then found an item (`Ready`) does not sleep, but its request stands.
     assert!(doorbells >= 1);
-    eprintln!("{count} items, {sleeps} sleeps, {doorbells} doorbells");
+    eprintln!("{count} items, {sleeps} sleeps, {doorbells} doorbells ({pacing:?})");
 }
