@@ -9,96 +9,16 @@ use array::{Fault, LinkFailure, Personality, TrespassCommand};
 use block::testing::ExactlyOnce;
 use block::{ErrorKind, Instant, MemAddr};
 use common::*;
-use psa::{
-    Activation, ActivationOutcome, DefaultAa, MostRecentlyUsed, NmpConfig, NmpDevice, Path, PathId,
-    PathState, Satp, SatpAction,
-};
-use scsi::cdb::CdbRepr;
-use scsi::{Asc, CdbBytes, CommandCompletion, SenseKey, Status};
+use psa::{ActivationOutcome, MostRecentlyUsed, NmpConfig, NmpDevice};
+use scsi::{Asc, CommandCompletion, SenseKey, Status};
 
-/// An SATP that trespasses with START STOP UNIT on the first standby path when no usable
-/// path is left, as often as it is asked, and records what the NMP reports. With
-/// `default_done` it keeps the trait's default `activation_done` (ignores failures).
-struct Naive {
-    inner: DefaultAa,
-    default_done: bool,
-    outcomes: Vec<(Instant, PathId, ActivationOutcome)>,
-}
-
-impl Naive {
-    fn new(default_done: bool) -> Self {
-        Self {
-            inner: DefaultAa::default(),
-            default_done,
-            outcomes: Vec::new(),
-        }
-    }
-}
-
-impl Satp for Naive {
-    fn name(&self) -> &'static str {
-        "TEST_SATP_NAIVE"
-    }
-
-    fn evaluate(
-        &mut self,
-        now: Instant,
-        path: PathId,
-        paths: &mut [Path],
-        completion: &CommandCompletion,
-    ) -> SatpAction {
-        match self.inner.evaluate(now, path, paths, completion) {
-            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
-                SatpAction::Activate
-            }
-            other => other,
-        }
-    }
-
-    fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {
-        let i = paths.iter().position(|p| p.state == PathState::Standby)?;
-        let cdb = CdbBytes::from_repr(&CdbRepr::StartStopUnit {
-            immed: false,
-            power_condition_modifier: 0,
-            power_condition: 0,
-            no_flush: false,
-            loej: false,
-            start: true,
-        });
-        Some(Activation {
-            path: PathId(i as u16),
-            cdb,
-            data: heapless::Vec::new(),
-        })
-    }
-
-    fn activation_done(
-        &mut self,
-        now: Instant,
-        activation: &Activation,
-        paths: &mut [Path],
-        outcome: ActivationOutcome,
-    ) {
-        if self.default_done {
-            // What the trait's default does.
-            if outcome.is_good() {
-                self.path_ok(now, activation.path, paths);
-            }
-            return;
-        }
-        self.outcomes.push((now, activation.path, outcome));
-        if outcome.is_good() {
-            self.path_ok(now, activation.path, paths);
-        }
-    }
-}
-
-type Dev<'a, 'b> = NmpDevice<Scripted<&'b mut Sim<'a>>, Naive, MostRecentlyUsed, 4, 64, 8>;
+type Dev<'a, 'b> =
+    NmpDevice<Scripted<&'b mut Sim<'a>>, StartStopTrespass, MostRecentlyUsed, 4, 64, 8>;
 
 fn claim_scripted<'a, 'b>(
     array: &'b mut Sim<'a>,
     memory: &mut block::MemoryRegions<'_, 2>,
-    satp: Naive,
+    satp: StartStopTrespass,
     script: Vec<Option<CommandCompletion>>,
 ) -> (Dev<'a, 'b>, Instant) {
     let (device, now) = scan_four_paths(&mut *array, memory);
@@ -155,7 +75,12 @@ fn every_activation_outcome_reaches_the_satp_once() {
         Some(delivery_failure()),
         // Then the array's own answer: the trespass.
     ];
-    let (mut nmp, start) = claim_scripted(&mut array, &mut memory, Naive::new(false), script);
+    let (mut nmp, start) = claim_scripted(
+        &mut array,
+        &mut memory,
+        StartStopTrespass::new(false),
+        script,
+    );
     schedule(nmp.transport_mut().inner, start, &owner_links_down());
     let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
     let out = run_workload(&mut dev, &mut memory, start, 2_000, seed);
@@ -213,7 +138,12 @@ fn an_satp_that_ignores_failures_cannot_storm() {
     let mut buffers = vec![0u8; QD * BUFFER_LEN];
     let mut memory = memory_regions(&mut scratch, &mut buffers);
     let mut array = make_array_with(&mut storage, ap(), seed, TrespassCommand::ModeSelectPage22);
-    let (mut nmp, start) = claim_scripted(&mut array, &mut memory, Naive::new(true), vec![]);
+    let (mut nmp, start) = claim_scripted(
+        &mut array,
+        &mut memory,
+        StartStopTrespass::new(true),
+        vec![],
+    );
     schedule(nmp.transport_mut().inner, start, &owner_links_down());
     let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
     let ios = 1_000;

@@ -1,5 +1,7 @@
 //! Discovery, naming, Disk.MaxLUN, claim rules, and path activation by an SATP.
 
+mod common;
+
 use std::time::Duration;
 
 use array::{Array, ArrayConfig, Fault, Personality};
@@ -144,55 +146,6 @@ fn luns_are_grouped_by_identity_named_and_limited_by_max_lun() {
     assert_eq!((c5.satp, c5.rule), ("VMW_SATP_LOCAL", Some(1)));
 }
 
-/// An SATP that activates the other controller of an active/passive array with START STOP
-/// UNIT when no active path is left (the simplest trespass).
-struct StartStopTrespass {
-    inner: DefaultAa,
-    activations: u32,
-}
-
-impl Satp for StartStopTrespass {
-    fn name(&self) -> &'static str {
-        "TEST_SATP_AP_START_STOP"
-    }
-
-    fn evaluate(
-        &mut self,
-        now: Instant,
-        path: PathId,
-        paths: &mut [Path],
-        completion: &CommandCompletion,
-    ) -> SatpAction {
-        match self.inner.evaluate(now, path, paths, completion) {
-            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
-                SatpAction::Activate
-            }
-            other => other,
-        }
-    }
-
-    fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {
-        let (i, _) = paths
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.state == PathState::Standby)?;
-        self.activations += 1;
-        let cdb = CdbBytes::from_repr(&CdbRepr::StartStopUnit {
-            immed: false,
-            power_condition_modifier: 0,
-            power_condition: 0,
-            no_flush: false,
-            loej: false,
-            start: true,
-        });
-        Some(Activation {
-            path: PathId(i as u16),
-            cdb,
-            data: heapless::Vec::new(),
-        })
-    }
-}
-
 #[test]
 fn an_satp_activation_trespasses_an_active_passive_lun() {
     let mut storage = vec![0u8; 64 * 512];
@@ -228,10 +181,7 @@ fn an_satp_activation_trespasses_an_active_passive_lun() {
         &scan_config(&adapters, 256),
     )
     .unwrap();
-    let satp = StartStopTrespass {
-        inner: DefaultAa::default(),
-        activations: 0,
-    };
+    let satp = common::StartStopTrespass::new(false);
     let mut nmp: NmpDevice<_, _, _, 4, 8> = NmpDevice::new(
         &mut a,
         &devices[0],

@@ -14,11 +14,13 @@ use block::{
     RamDisk, SgList, Tag,
 };
 use psa::{
-    Adapter, DefaultAa, DiscoveredDevice, MostRecentlyUsed, NmpConfig, NmpDevice, ScanConfig,
-    Target, WorldId,
+    Activation, ActivationOutcome, Adapter, DefaultAa, DiscoveredDevice, MostRecentlyUsed,
+    NmpConfig, NmpDevice, Path, PathId, PathState, Satp, SatpAction, ScanConfig, Target, WorldId,
 };
 use scsi::Transport;
+use scsi::cdb::CdbRepr;
 use scsi::{AccessState, InitiatorId, LunConfig, NaaId};
+use scsi::{CdbBytes, CommandCompletion};
 
 pub const BLOCK: usize = 512;
 pub const DISK_BLOCKS: u64 = 4096;
@@ -569,4 +571,81 @@ pub fn check_condition(key: scsi::SenseKey, asc: scsi::Asc) -> scsi::CommandComp
         Tag(0),
         scsi::SenseRepr::new(key, asc).to_buf(scsi::SenseFormat::Fixed),
     )
+}
+
+/// An SATP that trespasses an active/passive LUN the simplest way: START STOP UNIT on the first
+/// standby path when no usable path is left, as often as it is asked. It counts its
+/// activations and records every outcome the NMP reports; with `default_done` it keeps what
+/// the trait's default `activation_done` does instead (ignores failures, records nothing).
+pub struct StartStopTrespass {
+    inner: DefaultAa,
+    default_done: bool,
+    pub activations: u32,
+    pub outcomes: Vec<(Instant, PathId, ActivationOutcome)>,
+}
+
+impl StartStopTrespass {
+    pub fn new(default_done: bool) -> Self {
+        Self {
+            inner: DefaultAa::default(),
+            default_done,
+            activations: 0,
+            outcomes: Vec::new(),
+        }
+    }
+}
+
+impl Satp for StartStopTrespass {
+    fn name(&self) -> &'static str {
+        "TEST_SATP_AP_START_STOP"
+    }
+
+    fn evaluate(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        paths: &mut [Path],
+        completion: &CommandCompletion,
+    ) -> SatpAction {
+        match self.inner.evaluate(now, path, paths, completion) {
+            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
+                SatpAction::Activate
+            }
+            other => other,
+        }
+    }
+
+    fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {
+        let i = paths.iter().position(|p| p.state == PathState::Standby)?;
+        self.activations += 1;
+        let cdb = CdbBytes::from_repr(&CdbRepr::StartStopUnit {
+            immed: false,
+            power_condition_modifier: 0,
+            power_condition: 0,
+            no_flush: false,
+            loej: false,
+            start: true,
+        });
+        Some(Activation {
+            path: PathId(i as u16),
+            cdb,
+            data: heapless::Vec::new(),
+        })
+    }
+
+    fn activation_done(
+        &mut self,
+        now: Instant,
+        activation: &Activation,
+        paths: &mut [Path],
+        outcome: ActivationOutcome,
+    ) {
+        if !self.default_done {
+            self.outcomes.push((now, activation.path, outcome));
+        }
+        // What the trait's default does.
+        if outcome.is_good() {
+            self.path_ok(now, activation.path, paths);
+        }
+    }
 }
