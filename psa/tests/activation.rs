@@ -5,7 +5,7 @@
 
 mod common;
 
-use array::{Fault, LinkFailure, Personality, TrespassCommand};
+use array::{Personality, TrespassCommand};
 use block::testing::ExactlyOnce;
 use block::{ErrorKind, Instant, MemAddr};
 use common::*;
@@ -29,26 +29,6 @@ fn claim_scripted<'a, 'b>(
     let transport = Scripted::new(array, script);
     let nmp = NmpDevice::new(transport, &device, satp, MostRecentlyUsed::new(), config).unwrap();
     (nmp, now)
-}
-
-/// The owner's two links (ports 1 and 2, controller 0) go down at 10 ms.
-fn owner_links_down() -> Vec<(u64, Fault)> {
-    vec![
-        (
-            10 * MS,
-            Fault::LinkDown {
-                port: 1,
-                failure: LinkFailure::Error,
-            },
-        ),
-        (
-            10 * MS,
-            Fault::LinkDown {
-                port: 2,
-                failure: LinkFailure::Error,
-            },
-        ),
-    ]
 }
 
 fn ap() -> Personality {
@@ -81,7 +61,11 @@ fn every_activation_outcome_reaches_the_satp_once() {
         StartStopTrespass::new(false),
         script,
     );
-    schedule(nmp.transport_mut().inner, start, &owner_links_down());
+    schedule(
+        nmp.transport_mut().inner,
+        start,
+        &owner_links_down(10, None),
+    );
     let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
     let out = run_workload(&mut dev, &mut memory, start, 2_000, seed);
     assert_eq!(out.completed, 2_000);
@@ -144,7 +128,11 @@ fn an_satp_that_ignores_failures_cannot_storm() {
         StartStopTrespass::new(true),
         vec![],
     );
-    schedule(nmp.transport_mut().inner, start, &owner_links_down());
+    schedule(
+        nmp.transport_mut().inner,
+        start,
+        &owner_links_down(10, None),
+    );
     let mut dev: ExactlyOnce<_, 128> = ExactlyOnce::new(nmp);
     let ios = 1_000;
     let out = run_workload(&mut dev, &mut memory, start, ios, seed);

@@ -238,24 +238,7 @@ fn faults(personality: Personality) -> Vec<(&'static str, Vec<(u64, Fault)>)> {
             // the workload runs (its cells probe every 5 ms so the paths come back in time):
             // active/passive must trespass once, and not back.
             OWNER_LINKS_DOWN,
-            vec![
-                (
-                    10 * MS,
-                    Fault::LinkDown {
-                        port: 1,
-                        failure: LinkFailure::Error,
-                    },
-                ),
-                (
-                    10 * MS,
-                    Fault::LinkDown {
-                        port: 2,
-                        failure: LinkFailure::Error,
-                    },
-                ),
-                (25 * MS, Fault::LinkUp { port: 1 }),
-                (25 * MS, Fault::LinkUp { port: 2 }),
-            ],
+            owner_links_down(10, Some(25)),
         ),
         (
             "all paths down, back before the APD timeout",
@@ -717,22 +700,7 @@ fn alua_standby_groups_are_activated_explicitly_when_no_optimized_path_is_left()
         explicit: true,
         non_owner: AccessState::Standby,
     };
-    let faults = [
-        (
-            10 * MS,
-            Fault::LinkDown {
-                port: 1,
-                failure: LinkFailure::Error,
-            },
-        ),
-        (
-            10 * MS,
-            Fault::LinkDown {
-                port: 2,
-                failure: LinkFailure::Error,
-            },
-        ),
-    ];
+    let faults = owner_links_down(10, None);
     let run = behaviour(
         personality,
         Alua::<4>::default(),
@@ -758,24 +726,7 @@ fn alua_standby_groups_are_activated_explicitly_when_no_optimized_path_is_left()
 /// ownership move) and not back: after the links return, I/O stays on the new owner's paths
 /// (1 and 3).
 fn trespass_once_and_not_back<P: Psp>(kind: Kind, satp: ActivePassive, psp: P) {
-    let faults = [
-        (
-            10 * MS,
-            Fault::LinkDown {
-                port: 1,
-                failure: LinkFailure::Error,
-            },
-        ),
-        (
-            10 * MS,
-            Fault::LinkDown {
-                port: 2,
-                failure: LinkFailure::Error,
-            },
-        ),
-        (300 * MS, Fault::LinkUp { port: 1 }),
-        (300 * MS, Fault::LinkUp { port: 2 }),
-    ];
+    let faults = owner_links_down(10, Some(300));
     let label = format!(
         "{} ({:?}) x {} on {}",
         satp.name(),

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use array::{Array, ArrayConfig, Fault, Personality, TrespassCommand};
+use array::{Array, ArrayConfig, Fault, LinkFailure, Personality, TrespassCommand};
 use block::testing::ExactlyOnce;
 use block::{
     BlockCount, BlockDevice, BlockRequest, ErrorKind, Instant, Lba, MemAddr, Memory, MemoryRegions,
@@ -423,6 +423,26 @@ pub fn memory_regions<'m>(scratch: &'m mut [u8], buffers: &'m mut [u8]) -> Memor
 }
 
 /// Schedules `faults` (times relative to `start`).
+/// The owner's two links (ports 1 and 2, both to controller 0) fail at `down_ms` with an error
+/// and, with `up_ms`, come back then.
+pub fn owner_links_down(down_ms: u64, up_ms: Option<u64>) -> Vec<(u64, Fault)> {
+    let mut faults: Vec<(u64, Fault)> = [1, 2]
+        .map(|port| {
+            (
+                down_ms * MS,
+                Fault::LinkDown {
+                    port,
+                    failure: LinkFailure::Error,
+                },
+            )
+        })
+        .into();
+    if let Some(up) = up_ms {
+        faults.extend([1, 2].map(|port| (up * MS, Fault::LinkUp { port })));
+    }
+    faults
+}
+
 pub fn schedule(array: &mut Sim<'_>, start: Instant, faults: &[(u64, Fault)]) {
     for (at, fault) in faults {
         array.schedule(Instant(start.0 + at), *fault).unwrap();
@@ -629,7 +649,7 @@ impl Satp for StartStopTrespass {
         Some(Activation {
             path: PathId(i as u16),
             cdb,
-            data: heapless::Vec::new(),
+            data: Default::default(),
         })
     }
 
