@@ -29,13 +29,14 @@
 /// The ring reads no clock, so a pause is counted in the caller's polls, and what it costs in
 /// time depends on how often the caller polls. Pacing is for a consumer that polls in a tight
 /// loop (a dedicated polling thread, a few nanoseconds to a microsecond between polls); there
-/// [`Pacing::STREAMING`] takes the single-item stream of the benchmarks from 26-46 ns to 3-9 ns
-/// per item. A consumer that polls between other work (every few microseconds, say, while it
-/// serves other rings), or whose waiting loop yields the CPU between polls, should keep
-/// [`Pacing::Off`]: its polls are too rare to disturb the producer, and a burst that arrives
-/// between two of them would look like a stream and wait for a pause of up to
-/// `max_deferred_polls` of its polls (the crate's stress test, whose waiting loop yields at
-/// every poll after 64 spins, moves its items half as fast paced).
+/// [`Pacing::STREAMING`] takes the single-item stream of the benchmarks, when its consumer is
+/// the faster side, from 26-46 ns to 3-9 ns per item. A consumer that polls between other
+/// work (every few microseconds, say, while it serves other rings), or whose waiting loop
+/// yields the CPU between polls, should keep [`Pacing::Off`]: its polls are too rare to
+/// disturb the producer, and a burst that arrives between two of them would look like a
+/// stream and wait for a pause of up to `max_deferred_polls` of its polls (the crate's stress
+/// test, whose waiting loop yields at every poll after 64 spins, moves its items half as fast
+/// paced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Pacing {
     /// Every `pop` or `read_chunk` that has used up the items it knew of reloads the producer's
