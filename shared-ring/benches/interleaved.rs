@@ -10,8 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    BATCH, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify,
-    SharedUnpaced, Work, batch_ringbuf, batch_rtrb, batch_shared, make_padded, single_with_work,
+    BATCH, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, SMALL_CAP, Shared,
+    SharedNotify, SharedUnpaced, Work, batch_ringbuf, batch_rtrb, batch_shared, make_padded,
+    make_padded_rtrb, make_padded_shared, single_with_work,
 };
 
 type Run = Box<dyn FnMut(u64) -> Duration>;
@@ -67,7 +68,7 @@ fn measure<T: Item>(rounds: usize, scale: u64) {
         let (mut tx, mut rx) = make_padded::<T, Shared>();
         throughput.push((
             format!("batch{batch}/shared-ring chunks"),
-            Box::new(move |n| batch_shared::<T>(&mut tx.0, &mut rx.0, n, batch)),
+            Box::new(move |n| batch_shared(&mut tx.0, &mut rx.0, n, batch)),
         ));
         let (mut tx, mut rx) = make_padded::<T, Rtrb>();
         throughput.push((
@@ -75,6 +76,20 @@ fn measure<T: Item>(rounds: usize, scale: u64) {
             Box::new(move |n| batch_rtrb::<T>(&mut tx.0, &mut rx.0, n, batch)),
         ));
     }
+    // A small ring, where a pause of the paced consumer can let the ring fill.
+    for paced in [true, false] {
+        let (mut tx, mut rx) = make_padded_shared::<T, SMALL_CAP>(paced);
+        let pacing = if paced { "" } else { " pacing off" };
+        throughput.push((
+            format!("batch{BATCH}_ring{SMALL_CAP}/shared-ring chunks{pacing}"),
+            Box::new(move |n| batch_shared(&mut tx.0, &mut rx.0, n, BATCH)),
+        ));
+    }
+    let (mut tx, mut rx) = make_padded_rtrb::<T>(SMALL_CAP);
+    throughput.push((
+        format!("batch{BATCH}_ring{SMALL_CAP}/rtrb chunks"),
+        Box::new(move |n| batch_rtrb::<T>(&mut tx.0, &mut rx.0, n, BATCH)),
+    ));
     let (mut tx, mut rx) = make_padded::<T, Ringbuf>();
     throughput.push((
         "batch32/ringbuf slices".into(),

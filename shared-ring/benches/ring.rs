@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the shared ring against its peers, in the same run: two-thread
 //! throughput with single items (also with a producer, or a consumer, that does a little work
 //! per item, which makes it the slower side) and with batches of 32, and ping-pong round-trip latency, for
-//! 16-byte and 64-byte elements. Rings have 1024 slots.
+//! 16-byte and 64-byte elements. Rings have 1024 slots; the batches also run on rings of 256.
 //!
 //! Every measurement reports time per item (throughput) or per round trip (ping-pong). Run:
 //! `cargo bench -p shared-ring --bench ring -- --warm-up-time 1 --measurement-time 3`
@@ -12,8 +12,9 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 
 use common::{
-    BATCH, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, Shared, SharedNotify,
-    SharedUnpaced, Work, batch_ringbuf, batch_rtrb, batch_shared, make_padded, single_with_work,
+    BATCH, Crossbeam, Heapless, Item, PingPong, Queue, Ringbuf, Rtrb, SMALL_CAP, Shared,
+    SharedNotify, SharedUnpaced, Work, batch_ringbuf, batch_rtrb, batch_shared, make_padded,
+    make_padded_rtrb, make_padded_shared, single_with_work,
 };
 
 /// Single items, each side doing its `work` per item.
@@ -49,7 +50,7 @@ fn for_item<T: Item>(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let (mut tx, mut rx) = make_padded::<T, Shared>();
     group.bench_function("shared-ring chunks", |b| {
-        b.iter_custom(|iters| batch_shared::<T>(&mut tx.0, &mut rx.0, iters, BATCH))
+        b.iter_custom(|iters| batch_shared(&mut tx.0, &mut rx.0, iters, BATCH))
     });
     let (mut tx, mut rx) = make_padded::<T, Rtrb>();
     group.bench_function("rtrb chunks", |b| {
@@ -58,6 +59,26 @@ fn for_item<T: Item>(c: &mut Criterion) {
     let (mut tx, mut rx) = make_padded::<T, Ringbuf>();
     group.bench_function("ringbuf slices", |b| {
         b.iter_custom(|iters| batch_ringbuf::<T>(&mut tx.0, &mut rx.0, iters))
+    });
+    group.finish();
+
+    // A small ring: chunks of 32 fill an eighth of it.
+    let mut group = c.benchmark_group(format!("throughput_batch32_ring{SMALL_CAP}/{}", T::NAME));
+    group.throughput(Throughput::Elements(1));
+    for paced in [true, false] {
+        let (mut tx, mut rx) = make_padded_shared::<T, SMALL_CAP>(paced);
+        let name = if paced {
+            "shared-ring chunks"
+        } else {
+            "shared-ring chunks pacing off"
+        };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| batch_shared(&mut tx.0, &mut rx.0, iters, BATCH))
+        });
+    }
+    let (mut tx, mut rx) = make_padded_rtrb::<T>(SMALL_CAP);
+    group.bench_function("rtrb chunks", |b| {
+        b.iter_custom(|iters| batch_rtrb::<T>(&mut tx.0, &mut rx.0, iters, BATCH))
     });
     group.finish();
 

@@ -16,8 +16,11 @@
 //! `pop` or `read_chunk` answers "nothing yet" without touching shared memory. Pacing starts
 //! only once the producer has streamed `min(N / 2, 512)` items without an idle spell, so
 //! shorter bursts keep their latency. The interval starts at one poll, doubles while each
-//! paced reload still finds fewer than a run worth having, and drops back to nothing as soon
-//! as a paced reload finds the ring empty (the producer stopped), so a consumer that waits for
+//! paced reload still finds fewer than a run worth having, halves when a paced reload finds
+//! the ring three quarters full (the producer may have stalled on a full ring: a small ring,
+//! or an interval grown while the producer was slower than it is now), and drops back to
+//! nothing as soon as a paced reload finds the ring empty (the producer stopped), so a
+//! consumer that waits for
 //! sporadic items (a request and its reply, a doorbell) is never paced. While streaming, a reload that finds only a short run (items in
 //! the very lines the producer is writing) leaves it for one pause too; the reload that ends
 //! a pause takes whatever it finds.
@@ -47,7 +50,8 @@ pub enum Pacing {
     /// Adaptive pacing ([`Pacing::STREAMING`]). Once the producer has streamed `min(N / 2, 512)` items
     /// without an idle spell (4 empty reloads in a row), a consumer that catches up with it
     /// skips its next reloads, for an interval that starts at one poll, doubles while a paced
-    /// reload still finds fewer than `min(N / 2, 512)` items, is at most
+    /// reload still finds fewer than `min(N / 2, 512)` items, halves when a paced reload finds
+    /// at least `3N / 4` (the producer may have stalled on the full ring), is at most
     /// `max_deferred_polls`, and is reset as soon as a paced reload finds the ring empty.
     /// Shorter bursts, and requests with their replies, are never paced.
     ///
@@ -87,6 +91,8 @@ pub(crate) struct Pacer {
     max: u16,
     /// A run worth having: a paced reload that finds fewer items doubles the pause.
     enough: u32,
+    /// A paced reload that finds this many items (three quarters of the ring) halves the pause.
+    crowded: u32,
     /// Items to take without an idle spell before the producer counts as streaming.
     streaming: u32,
     /// Items taken since the producer was last idle (saturating).
@@ -119,6 +125,7 @@ impl Pacer {
         Self {
             max,
             enough: run,
+            crowded: (capacity - capacity / 4) as u32,
             streaming: run,
             streamed: 0,
             interval: 0,
@@ -179,6 +186,12 @@ impl Pacer {
             }
             return true;
         }
+        if self.pausing && available >= self.crowded {
+            // The pause let the ring nearly fill: the producer has probably stalled on it for
+            // part of the pause (a pause grown while the producer was slow, now that it is
+            // fast, or a small ring). Shorten it.
+            self.interval = (self.interval / 2).max(1);
+        }
         if available < self.enough && self.streamed >= self.streaming {
             if self.pausing {
                 // The pause was too short to let the producer get a run ahead.
@@ -226,24 +239,47 @@ mod tests {
         pacer
     }
 
-    /// Plays a consumer that polls once per step against a producer that publishes
-    /// `per_ten_polls` items every ten steps, and returns the pause interval it settles on.
-    fn settle(per_ten_polls: u32, max: u16) -> u16 {
+    /// Plays a consumer that polls once per step, and takes whatever a reload lets it take,
+    /// against a producer that publishes `per_ten_polls` items every ten steps, for each
+    /// `(steps, per_ten_polls)` phase in turn, and stalls while the ring is full. Returns the
+    /// pause interval at the end, and the steps of the last phase in which the producer found
+    /// the ring full.
+    fn play(phases: &[(u32, u32)], max: u16) -> (u16, u32) {
         let mut pacer = pacer(Pacing::Adaptive {
             max_deferred_polls: max,
         });
         let (mut published, mut taken) = (0u32, 0u32);
-        for step in 0..100_000u32 {
-            published = (step + 1) * per_ten_polls / 10;
-            if pacer.skip_poll() {
-                continue;
-            }
-            if pacer.observe(published - taken) {
-                taken = published;
+        let mut stalled = 0;
+        for &(steps, per_ten_polls) in phases {
+            stalled = 0;
+            // Tenths of an item the producer has made and not yet published.
+            let mut made = 0;
+            for _ in 0..steps {
+                made += per_ten_polls;
+                let room = CAPACITY as u32 - (published - taken);
+                let ready = made / 10;
+                if ready > room {
+                    stalled += 1;
+                    // A stalled producer holds one item, and makes no more until it is out.
+                    made = 10;
+                }
+                published += ready.min(room);
+                made -= 10 * ready.min(room);
+                if pacer.skip_poll() {
+                    continue;
+                }
+                if pacer.observe(published - taken) {
+                    taken = published;
+                }
             }
         }
         assert!(published > 0);
-        pacer.interval
+        (pacer.interval, stalled)
+    }
+
+    /// The interval a consumer settles on against a producer of constant speed.
+    fn settle(per_ten_polls: u32, max: u16) -> u16 {
+        play(&[(100_000, per_ten_polls)], max).0
     }
 
     #[test]
@@ -264,6 +300,22 @@ mod tests {
         assert_eq!(settle(5, 256), 128);
         // Capped by the bound.
         assert_eq!(settle(5, 8), 8);
+    }
+
+    #[test]
+    fn a_pause_that_lets_the_ring_fill_is_shortened() {
+        // The producer speeds up from one item every second poll (the interval grows to 128
+        // polls) to 2 items a poll: a pause of 128 polls would leave it stalled on a full ring
+        // for most of every pause. The interval comes down until a pause finds the ring less
+        // than three quarters full.
+        let (interval, stalled) = play(&[(100_000, 5), (100_000, 20)], 256);
+        assert!((1..=48).contains(&interval), "interval {interval}");
+        let (_, stalled_unpaced) = play(&[(100_000, 5), (100_000, 20)], 0);
+        assert_eq!(stalled_unpaced, 0);
+        assert!(
+            stalled < 100_000 / 50,
+            "stalled in {stalled} of 100000 polls"
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@ use ringbuf::traits::{Consumer as _, Producer as _, Split as _};
 use shared_ring::{Pacing, PushError, Ring};
 
 pub(crate) const CAP: usize = 1024;
+/// The ring of the small-ring rows: a PVSCSI request ring at the Linux driver's default size
+/// (8 pages of 128-byte descriptors).
+pub(crate) const SMALL_CAP: usize = 256;
 pub(crate) const BATCH: usize = 32;
 
 /// One end of a queue on cache lines of its own (128 bytes, two lines for CPUs that fetch
@@ -69,8 +72,38 @@ pub(crate) trait Queue<T: Item> {
     fn pop(rx: &mut Self::Rx) -> Option<T>;
 }
 
-fn leak_ring<T: Item>() -> &'static Ring<T, CAP> {
+fn leak_ring<T: Item, const N: usize>() -> &'static Ring<T, N> {
     Box::leak(Box::new(Ring::new()))
+}
+
+/// This crate's two ends on a ring of `N` slots, each in its own [`Padded`] box, the consumer
+/// paced as [`SharedRing`]'s `PACED` says.
+#[allow(clippy::type_complexity)]
+pub(crate) fn make_padded_shared<T: Item, const N: usize>(
+    paced: bool,
+) -> (
+    Box<Padded<shared_ring::Producer<'static, T, N>>>,
+    Box<Padded<shared_ring::Consumer<'static, T, N>>>,
+) {
+    let (tx, mut rx) = leak_ring::<T, N>().split().unwrap();
+    rx.set_pacing(if paced {
+        Pacing::STREAMING
+    } else {
+        Pacing::Off
+    });
+    (Box::new(Padded(tx)), Box::new(Padded(rx)))
+}
+
+/// rtrb's two ends on a ring of `capacity` slots, each in its own [`Padded`] box.
+#[allow(clippy::type_complexity)]
+pub(crate) fn make_padded_rtrb<T: Item>(
+    capacity: usize,
+) -> (
+    Box<Padded<rtrb::Producer<T>>>,
+    Box<Padded<rtrb::Consumer<T>>>,
+) {
+    let (tx, rx) = rtrb::RingBuffer::new(capacity);
+    (Box::new(Padded(tx)), Box::new(Padded(rx)))
 }
 
 /// This crate, `push_silent` (no doorbell decision, like the peers); the consumer paced with
@@ -91,7 +124,7 @@ impl<T: Item, const PACED: bool> Queue<T> for SharedRing<PACED> {
     type Tx = shared_ring::Producer<'static, T, CAP>;
     type Rx = shared_ring::Consumer<'static, T, CAP>;
     fn make() -> (Self::Tx, Self::Rx) {
-        let (tx, mut rx) = leak_ring().split().unwrap();
+        let (tx, mut rx) = leak_ring::<T, CAP>().split().unwrap();
         rx.set_pacing(if PACED {
             Pacing::STREAMING
         } else {
@@ -116,7 +149,7 @@ impl<T: Item> Queue<T> for SharedNotify {
     type Tx = shared_ring::Producer<'static, T, CAP>;
     type Rx = shared_ring::Consumer<'static, T, CAP>;
     fn make() -> (Self::Tx, Self::Rx) {
-        let (tx, mut rx) = leak_ring().split().unwrap();
+        let (tx, mut rx) = leak_ring::<T, CAP>().split().unwrap();
         rx.set_pacing(Pacing::STREAMING);
         (tx, rx)
     }
@@ -348,9 +381,9 @@ pub(crate) fn single_with_work<T: Item, Q: Queue<T>>(
 }
 
 /// Batches of up to `batch` items through this crate's chunks.
-pub(crate) fn batch_shared<T: Item>(
-    tx: &mut <Shared as Queue<T>>::Tx,
-    rx: &mut <Shared as Queue<T>>::Rx,
+pub(crate) fn batch_shared<T: Item, const N: usize>(
+    tx: &mut shared_ring::Producer<'static, T, N>,
+    rx: &mut shared_ring::Consumer<'static, T, N>,
     iters: u64,
     batch: usize,
 ) -> Duration {
