@@ -3,7 +3,8 @@
 //! shared virtual machine, where the speed of cross-core traffic changes from minute to minute,
 //! this compares contestants under the same conditions better than criterion's one-after-another
 //! order. Run: `cargo bench -p shared-ring --bench interleaved` (`ROUNDS=n` to change the
-//! number of rounds, 7 by default).
+//! number of rounds, 7 by default). The last rows of each size are the goals as ratios
+//! taken round by round: median, lowest and highest.
 
 mod common;
 
@@ -113,6 +114,8 @@ fn measure<T: Item>(rounds: usize, scale: u64) {
             ping_pong_run::<T, Ringbuf>(burst),
         ]);
     }
+    // Each contestant's time per item (per round trip) in every round, in round order.
+    let mut rounds_by_name: Vec<(String, Vec<f64>)> = Vec::new();
     for (runs, items) in [
         (&mut throughput, 2_000_000 / scale),
         (&mut latency, 100_000 / scale),
@@ -124,11 +127,79 @@ fn measure<T: Item>(rounds: usize, scale: u64) {
                 times.push(run(items).as_secs_f64() * 1e9 / items as f64);
             }
         }
-        for ((name, _), mut times) in runs.iter().zip(times) {
-            times.sort_by(f64::total_cmp);
-            let median = times[times.len() / 2];
-            println!("| {} | {name} | {median:.2} | {:.2} |", T::NAME, times[0]);
+        for ((name, _), times) in runs.iter().zip(times) {
+            let mut sorted = times.clone();
+            sorted.sort_by(f64::total_cmp);
+            println!(
+                "| {} | {name} | {:.2} | {:.2} |",
+                T::NAME,
+                median(&sorted),
+                sorted[0]
+            );
+            rounds_by_name.push((name.clone(), times));
         }
+    }
+    goals(T::NAME, &rounds_by_name);
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    sorted[sorted.len() / 2]
+}
+
+/// The goals as ratios taken round by round (both sides measured within minutes of
+/// each other, under the same machine conditions): the median of the rounds' ratios, and the
+/// lowest and highest. A ratio of at least `goal` meets the goal.
+fn goals(size: &str, rounds_by_name: &[(String, Vec<f64>)]) {
+    let times = |name: &str| -> &[f64] {
+        &rounds_by_name
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no contestant {name}"))
+            .1
+    };
+    let peers = [
+        "single/rtrb",
+        "single/heapless::spsc",
+        "single/crossbeam ArrayQueue",
+        "single/ringbuf",
+    ];
+    let best_peer: Vec<f64> = (0..times("single/rtrb").len())
+        .map(|round| {
+            peers
+                .iter()
+                .map(|peer| times(peer)[round])
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let cases: [(&str, &[f64], &str, f64); 3] = [
+        (
+            "single item, best peer / shared-ring",
+            &best_peer,
+            "single/shared-ring",
+            1.0,
+        ),
+        (
+            "rtrb single item / shared-ring batch32",
+            times("single/rtrb"),
+            "batch32/shared-ring chunks",
+            2.0,
+        ),
+        (
+            "rtrb round trip / shared-ring round trip",
+            times("ping_pong/rtrb"),
+            "ping_pong/shared-ring",
+            1.0,
+        ),
+    ];
+    for (what, peer, ours, goal) in cases {
+        let mut ratios: Vec<f64> = peer.iter().zip(times(ours)).map(|(p, o)| p / o).collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "| {size} | goal {what} >= {goal} | {:.2} | {:.2} (highest {:.2}) |",
+            median(&ratios),
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
     }
 }
 
