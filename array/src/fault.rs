@@ -1,6 +1,8 @@
 //! Faults the array can be told to suffer, now or on a schedule in simulated time.
 
 use core::time::Duration;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
 
 use block::Instant;
 use scsi::{AccessState, Status};
@@ -133,25 +135,19 @@ pub struct ScheduledFault {
     pub fault: Fault,
 }
 
-/// SplitMix64: a tiny seeded generator, enough for fault decisions that must replay exactly.
+/// The array's seeded generator: fault decisions (which command a congestion fault refuses)
+/// replay exactly for a given `ArrayConfig::seed`.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(ChaCha8Rng);
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Self(ChaCha8Rng::seed_from_u64(seed))
     }
 
     /// True with probability `permille / 1000`.
     pub(crate) fn chance(&mut self, permille: u16) -> bool {
-        self.next_u64() % 1000 < u64::from(permille)
+        // Modulo bias is below 10^-16 for a 64-bit draw.
+        self.0.next_u64() % 1000 < u64::from(permille)
     }
 }

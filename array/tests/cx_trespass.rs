@@ -4,6 +4,8 @@
 
 use array::{ASC_NOT_READY_MANUAL_INTERVENTION, Array, ArrayConfig, Personality, TrespassCommand};
 use block::{Instant, MemAddr, Memory, MemoryRegions, RamDisk, SgList, Tag};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use scsi::cdb::{CdbRepr, CdbSize, Rw, RwKind};
 use scsi::{
     Asc, CdbBytes, Command, CommandCompletion, DataDirection, InitiatorId, LunConfig, NaaId, Nexus,
@@ -608,23 +610,6 @@ fn a_data_in_buffer_on_mode_select_is_refused() {
     assert_eq!(a.owner(0), Some(0));
 }
 
-/// SplitMix64, for the random lists below.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Random CDBs and lists (mostly near-trespasses with a byte or length changed) never
 /// panic; every answer is GOOD (a trespass, then the LU is owned by the receiving
 /// controller), ILLEGAL REQUEST, the passive answer, or a data phase error; ownership moves
@@ -635,12 +620,12 @@ fn random_mode_selects_never_panic_and_move_ownership_only_when_good() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x22u64);
-    let mut rng = Rng(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     setup!(fx, a, mem, TrespassCommand::ModeSelectPage22, false);
     for round in 0..4_000u64 {
-        let ten = rng.below(2) == 0;
+        let ten = rng.random_range(0..2) == 0;
         let mut data: Vec<u8> = if ten { LONG.to_vec() } else { SHORT.to_vec() };
-        if rng.below(3) == 0 {
+        if rng.random_range(0..3) == 0 {
             // The other form after this header.
             data = if ten {
                 [&[0u8; 8][..], &SHORT[4..]].concat()
@@ -648,20 +633,20 @@ fn random_mode_selects_never_panic_and_move_ownership_only_when_good() {
                 LONG[4..].to_vec()
             };
         }
-        for _ in 0..rng.below(3) {
-            let at = rng.below(data.len() as u64) as usize;
-            data[at] = rng.next() as u8;
+        for _ in 0..rng.random_range(0..3) {
+            let at = rng.random_range(0..data.len() as u64) as usize;
+            data[at] = rng.random::<u8>();
         }
-        if rng.below(4) == 0 {
-            let extra = rng.below(6) as usize;
-            data.extend((0..extra).map(|_| rng.next() as u8));
+        if rng.random_range(0..4) == 0 {
+            let extra = rng.random_range(0..6) as usize;
+            data.extend((0..extra).map(|_| rng.random::<u8>()));
         }
         let mut length = data.len() as u16;
-        if rng.below(4) == 0 {
-            length = rng.below(32) as u16;
+        if rng.random_range(0..4) == 0 {
+            length = rng.random_range(0..32) as u16;
         }
-        let byte1 = if rng.below(8) == 0 {
-            rng.next() as u8 & 0x1F
+        let byte1 = if rng.random_range(0..8) == 0 {
+            rng.random::<u8>() & 0x1F
         } else {
             0x10
         };
@@ -670,12 +655,12 @@ fn random_mode_selects_never_panic_and_move_ownership_only_when_good() {
         } else {
             cdb6(byte1, length.min(255) as u8)
         };
-        let sent = if rng.below(5) == 0 {
-            rng.below(40) as u32
+        let sent = if rng.random_range(0..5) == 0 {
+            rng.random_range(0..40) as u32
         } else {
             data.len() as u32
         };
-        let port = [1, 2, 3, 4][rng.below(4) as usize];
+        let port = [1, 2, 3, 4][rng.random_range(0..4) as usize];
         let before = a.owner(0);
         let page22_before = a.stats().page22_trespasses;
         let t = 1_000 * (round + 1);

@@ -507,50 +507,53 @@ fn discovery_reads_alua_states_and_a_dead_path_is_probed_back() {
 /// Random mixes of every recoverable fault (each undone before the APD timeout could
 /// expire): nothing lost, duplicated or corrupted, and nothing fails.
 fn fault_storm(seed: u64, personality: Personality) -> Vec<(u64, Fault)> {
-    let mut rng = Rng(seed);
+    let mut rng = seeded(seed);
     let mut faults = Vec::new();
     let ports = [1u16, 2, 3, 4];
     while faults.len() < 14 {
-        let at = 5 * MS + rng.below(300) * MS;
-        let port = ports[rng.below(4) as usize];
-        let failure = if rng.below(2) == 0 {
+        let at = 5 * MS + rng.random_range(0..300) * MS;
+        let port = ports[rng.random_range(0..4) as usize];
+        let failure = if rng.random_range(0..2) == 0 {
             LinkFailure::Error
         } else {
             LinkFailure::Timeout
         };
-        match rng.below(9) {
+        match rng.random_range(0..9) {
             0 => {
                 faults.push((at, Fault::LinkDown { port, failure }));
-                faults.push((at + (1 + rng.below(3000)) * MS, Fault::LinkUp { port }));
+                faults.push((
+                    at + (1 + rng.random_range(0..3000)) * MS,
+                    Fault::LinkUp { port },
+                ));
             }
             1 => faults.push((
                 at,
                 Fault::Flap {
                     port,
-                    period: Duration::from_millis(1 + rng.below(20)),
-                    duration: Duration::from_millis(10 + rng.below(300)),
+                    period: Duration::from_millis(1 + rng.random_range(0..20)),
+                    duration: Duration::from_millis(10 + rng.random_range(0..300)),
                     failure,
                 },
             )),
             2 => {
-                let controller = rng.below(2) as u8;
+                let controller = rng.random_range(0..2) as u8;
                 faults.push((at, Fault::ControllerFail { controller }));
                 faults.push((
-                    at + (1 + rng.below(8)) * SEC,
+                    at + (1 + rng.random_range(0..8)) * SEC,
                     Fault::ControllerRestore { controller },
                 ));
             }
             3 => faults.push((
                 at,
                 Fault::Congestion {
-                    port: Some(port).filter(|_| rng.below(2) == 0),
-                    status: if rng.below(2) == 0 {
+                    port: Some(port).filter(|_| rng.random_range(0..2) == 0),
+                    status: if rng.random_range(0..2) == 0 {
                         Status::BUSY
                     } else {
                         Status::TASK_SET_FULL
                     },
-                    permille: 1 + rng.below(300) as u16,
-                    duration: Duration::from_millis(1 + rng.below(200)),
+                    permille: 1 + rng.random_range(0..300) as u16,
+                    duration: Duration::from_millis(1 + rng.random_range(0..200)),
                 },
             )),
             4 => faults.push((at, Fault::UnitAttention { lun: 0 })),
@@ -559,7 +562,7 @@ fn fault_storm(seed: u64, personality: Personality) -> Vec<(u64, Fault)> {
                     at,
                     Fault::Latency {
                         port,
-                        extra: Duration::from_micros(rng.below(5000)),
+                        extra: Duration::from_micros(rng.random_range(0..5000)),
                     },
                 ));
             }
@@ -567,25 +570,25 @@ fn fault_storm(seed: u64, personality: Personality) -> Vec<(u64, Fault)> {
                 at,
                 Fault::Transition {
                     lun: 0,
-                    group: 1 + rng.below(2) as u16,
-                    to: if rng.below(2) == 0 {
+                    group: 1 + rng.random_range(0..2) as u16,
+                    to: if rng.random_range(0..2) == 0 {
                         AccessState::ActiveOptimized
                     } else {
                         AccessState::ActiveNonOptimized
                     },
-                    duration: Duration::from_millis(rng.below(800)),
+                    duration: Duration::from_millis(rng.random_range(0..800)),
                 },
             )),
             7 => faults.push((
                 at,
                 Fault::Trespass {
                     lun: 0,
-                    controller: rng.below(2) as u8,
+                    controller: rng.random_range(0..2) as u8,
                 },
             )),
             8 => {
                 faults.push((at, Fault::AllPathsDown { failure }));
-                faults.push((at + (1 + rng.below(4000)) * MS, Fault::AllPathsUp));
+                faults.push((at + (1 + rng.random_range(0..4000)) * MS, Fault::AllPathsUp));
             }
             _ => {}
         }

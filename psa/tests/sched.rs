@@ -32,13 +32,13 @@ fn drive(
     let mut seq = 0u64;
     let mut done_total = 0u64;
     let mut now = start;
-    let mut rng = Rng(99);
+    let mut rng = seeded(99);
     for _ in 0..10_000_000u64 {
         for (w, (id, depth, _)) in worlds.iter().enumerate() {
             while done_total < total && outstanding[w] < *depth && ready_at[w] <= now {
                 seq += 1;
                 let tag = Tag((w as u64) << 40 | seq);
-                let lba = rng.below(DISK_BLOCKS - 8);
+                let lba = rng.random_range(0..DISK_BLOCKS - 8);
                 let request = BlockRequest::read(tag, Lba(lba), BlockCount(8), sg.clone());
                 dev.submit_as(*id, now, request).expect("accepted");
                 submitted.insert(tag.0, (w, now));

@@ -695,23 +695,13 @@ impl<const P: usize> Psp for ServiceTime<P> {
 mod tests {
     use super::*;
 
-    /// SplitMix64.
-    struct Rng(u64);
+    use rand::{Rng, RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// A value of a random bit length (so that every magnitude is tried).
-        fn magnitude(&mut self) -> u64 {
-            let bits = self.next() % 65;
-            self.next().checked_shr(64 - bits as u32).unwrap_or(0)
-        }
+    /// A value of a random bit length (so that every magnitude is tried).
+    fn magnitude(rng: &mut ChaCha8Rng) -> u64 {
+        let bits: u32 = rng.random_range(0..=64);
+        rng.next_u64().checked_shr(64 - bits).unwrap_or(0)
     }
 
     #[test]
@@ -727,9 +717,9 @@ mod tests {
                 assert!(compress(v) <= compress(v + 1), "{v}");
             }
         }
-        let mut rng = Rng(24);
+        let mut rng = ChaCha8Rng::seed_from_u64(24);
         for _ in 0..100_000 {
-            let (a, b) = (rng.magnitude(), rng.magnitude());
+            let (a, b) = (magnitude(&mut rng), magnitude(&mut rng));
             let (lo, hi) = (a.min(b), a.max(b));
             assert!(compress(lo) <= compress(hi), "{lo} {hi}");
             if compress(lo) == compress(hi) {
@@ -743,30 +733,30 @@ mod tests {
     /// `after` among equal keys, against a plain scan; a key is recomputed when touched.
     #[test]
     fn argmin_matches_a_plain_scan() {
-        let mut rng = Rng(0xA6);
+        let mut rng = ChaCha8Rng::seed_from_u64(0xA6);
         let mut argmin = Argmin::new();
         let mut costs = [0u64; MAX_PATHS];
         for round in 0..20_000u32 {
-            let cand = match rng.next() % 4 {
-                0 => rng.next() as u32,
+            let cand = match rng.random_range(0..4) {
+                0 => rng.next_u32(),
                 1 => u32::MAX,
                 2 => 0b1111,
                 _ => argmin.cand,
             };
             // Change a few costs (touched), sometimes to equal values (ties).
-            for _ in 0..rng.next() % 3 {
-                let i = (rng.next() % 32) as usize;
-                costs[i] = if rng.next().is_multiple_of(2) {
-                    rng.next() % 4
+            for _ in 0..rng.random_range(0..3) {
+                let i = rng.random_range(0..32);
+                costs[i] = if rng.random() {
+                    rng.random_range(0..4)
                 } else {
-                    rng.magnitude()
+                    magnitude(&mut rng)
                 };
                 argmin.touch(i);
             }
             if round.is_multiple_of(97) {
                 argmin.touch_all();
             }
-            let after = (rng.next() % 32) as u16;
+            let after = rng.random_range(0..32);
             let pick = argmin.pick(cand, after, |i| costs[i]);
             if cand == 0 {
                 assert_eq!(pick, None);

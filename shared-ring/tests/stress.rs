@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use shared_ring::{Notify, Pacing, PopError, PushError, Ring, Wakeup};
 
 type Item = [u64; 2];
@@ -23,17 +25,6 @@ fn item(seq: u64) -> Item {
         seq,
         seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ 0xA5A5_5A5A_DEAD_BEEF,
     ]
-}
-
-/// A small xorshift generator for burst sizes.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Back off while the other side catches up: spin a little, then yield (the machine may have
@@ -65,14 +56,14 @@ fn mixed_operations_checksum(pacing: Pacing) {
     let started = Instant::now();
     let (sent_sum, received_sum) = thread::scope(|s| {
         let producer = s.spawn(move || {
-            let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+            let mut rng = ChaCha8Rng::seed_from_u64(0x1234_5678_9ABC_DEF1);
             let mut seq = 0u64;
             let mut sum = 0u64;
             let mut spins = 0;
             let mut buf = [[0u64; 2]; 48];
             while seq < count {
-                let burst = (rng.next() % 48 + 1).min(count - seq) as usize;
-                let sent = match rng.next() % 3 {
+                let burst = rng.random_range(1..=48u64).min(count - seq) as usize;
+                let sent = match rng.random_range(0..3) {
                     0 => match tx.push_silent(item(seq)) {
                         Ok(()) => 1,
                         Err(PushError::Full(_)) => 0,
@@ -107,7 +98,7 @@ fn mixed_operations_checksum(pacing: Pacing) {
             sum
         });
         let consumer = s.spawn(move || {
-            let mut rng = Rng(0x0FED_CBA9_8765_4321);
+            let mut rng = ChaCha8Rng::seed_from_u64(0x0FED_CBA9_8765_4321);
             let mut expected = 0u64;
             let mut sum = 0u64;
             let mut spins = 0;
@@ -119,21 +110,21 @@ fn mixed_operations_checksum(pacing: Pacing) {
             };
             while expected < count {
                 let before = expected;
-                match rng.next() % 3 {
+                match rng.random_range(0..3) {
                     0 => match rx.pop() {
                         Ok(got) => check(got, &mut expected, &mut sum),
                         Err(PopError::Empty) => {}
                         Err(e) => panic!("{e}"),
                     },
                     1 => {
-                        let len = (rng.next() % 48 + 1) as usize;
+                        let len = rng.random_range(1..=48u64) as usize;
                         let n = rx.pop_slice(&mut buf[..len]).unwrap();
                         for &got in &buf[..n] {
                             check(got, &mut expected, &mut sum);
                         }
                     }
                     _ => {
-                        let chunk = rx.read_chunk((rng.next() % 48 + 1) as usize).unwrap();
+                        let chunk = rx.read_chunk(rng.random_range(1..=48u64) as usize).unwrap();
                         assert!(chunk.len() <= 64);
                         for got in chunk.iter() {
                             check(got, &mut expected, &mut sum);

@@ -22,6 +22,10 @@ use scsi::cdb::CdbRepr;
 use scsi::{AccessState, InitiatorId, LunConfig, NaaId};
 use scsi::{CdbBytes, CommandCompletion};
 
+pub use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+
 pub const BLOCK: usize = 512;
 pub const DISK_BLOCKS: u64 = 4096;
 pub const QD: usize = 16;
@@ -36,21 +40,9 @@ const SCRATCH: MemAddr = MemAddr(0x10_0000);
 pub const BUFFERS: MemAddr = MemAddr(0x100_0000);
 pub const BUFFER_LEN: usize = MAX_BLOCKS_PER_IO as usize * BLOCK;
 
-/// SplitMix64.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// A seeded generator: the random fault schedules and workloads of the tests replay exactly.
+pub fn seeded(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
 }
 
 pub fn personality_name(p: Personality) -> &'static str {
@@ -234,7 +226,7 @@ pub fn run_workload_with<D: BlockDevice>(
     seed: u64,
     think: Duration,
 ) -> Outcome {
-    let mut rng = Rng(seed ^ 0xA5A5);
+    let mut rng = seeded(seed ^ 0xA5A5);
     let mut model: Vec<BlockModel> = (0..DISK_BLOCKS)
         .map(|_| BlockModel { possible: vec![0] })
         .collect();
@@ -254,12 +246,12 @@ pub fn run_workload_with<D: BlockDevice>(
             if issued >= total || slot_busy[slot] || slot_ready_at[slot] > now {
                 continue;
             }
-            let blocks = 1 + rng.below(u64::from(MAX_BLOCKS_PER_IO)) as u32;
-            let lba = rng.below(DISK_BLOCKS - u64::from(blocks));
+            let blocks = 1 + rng.random_range(0..u64::from(MAX_BLOCKS_PER_IO)) as u32;
+            let lba = rng.random_range(0..DISK_BLOCKS - u64::from(blocks));
             if (lba..lba + u64::from(blocks)).any(|b| locked.contains(&b)) {
                 continue;
             }
-            let write = rng.below(2) == 0;
+            let write = rng.random_range(0..2) == 0;
             let addr = MemAddr(BUFFERS.0 + (slot * BUFFER_LEN) as u64);
             let len = blocks as usize * BLOCK;
             let version = next_version;
