@@ -295,12 +295,7 @@ impl Satp for ExplicitAlua {
         paths: &mut [Path],
         completion: &CommandCompletion,
     ) -> SatpAction {
-        match self.inner.evaluate(now, path, paths, completion) {
-            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
-                SatpAction::Activate
-            }
-            other => other,
-        }
+        common::evaluate_or_activate(&mut self.inner, now, path, paths, completion)
     }
 
     fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {

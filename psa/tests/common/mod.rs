@@ -585,6 +585,24 @@ pub fn check_condition(key: scsi::SenseKey, asc: scsi::Asc) -> scsi::CommandComp
     )
 }
 
+/// What a test SATP for an active/passive array decides about a completion: `DefaultAa`'s
+/// evaluation, except that a failover with no usable path left asks for an activation (the
+/// trespass or STPG the SATP sends in `activation`).
+pub fn evaluate_or_activate(
+    inner: &mut DefaultAa,
+    now: Instant,
+    path: PathId,
+    paths: &mut [Path],
+    completion: &CommandCompletion,
+) -> SatpAction {
+    match inner.evaluate(now, path, paths, completion) {
+        SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
+            SatpAction::Activate
+        }
+        other => other,
+    }
+}
+
 /// An SATP that trespasses an active/passive LUN the simplest way: START STOP UNIT on the first
 /// standby path when no usable path is left, as often as it is asked. It counts its
 /// activations and records every outcome the NMP reports; with `default_done` it keeps what
@@ -619,12 +637,7 @@ impl Satp for StartStopTrespass {
         paths: &mut [Path],
         completion: &CommandCompletion,
     ) -> SatpAction {
-        match self.inner.evaluate(now, path, paths, completion) {
-            SatpAction::Failover { .. } if !paths.iter().any(|p| p.state.is_usable()) => {
-                SatpAction::Activate
-            }
-            other => other,
-        }
+        evaluate_or_activate(&mut self.inner, now, path, paths, completion)
     }
 
     fn activation(&mut self, _now: Instant, paths: &[Path]) -> Option<Activation> {
