@@ -298,6 +298,8 @@ pub struct ClaimReport {
     pub rule_satp: &'static str,
     /// The PSP the rule (or the default) chose.
     pub rule_psp: &'static str,
+    /// The PSP options of the rule (`--psp-option`), if it has any.
+    pub rule_psp_options: Option<&'static str>,
     /// `Storage Array Type`: the SATP the device ran with.
     pub satp: &'static str,
     /// Whether `--satp` chose it rather than the claim.
@@ -685,8 +687,15 @@ fn discover_and_claim<'a, 'b>(
     config.array.check_satp(satp_name)?;
     let psp_choice = match config.psp {
         Some(choice) => choice,
-        None => PspChoice::parse(claimed.psp)
-            .map_err(|e| format!("the claim picked a PSP the demo does not have: {e}"))?,
+        None => {
+            let spec = match claimed.psp_options {
+                Some(options) => format!("{}:{options}", claimed.psp),
+                None => claimed.psp.to_string(),
+            };
+            PspChoice::parse(&spec).map_err(|e| {
+                format!("the claim picked a PSP (or PSP options) the demo does not have: {e}")
+            })?
+        }
     };
     let satp = DemoSatp::new(satp_name);
     let psp = DemoPsp::new(&psp_choice, &device.paths)?;
@@ -697,6 +706,7 @@ fn discover_and_claim<'a, 'b>(
         rule: claimed.rule,
         rule_satp: claimed.satp,
         rule_psp: claimed.psp,
+        rule_psp_options: claimed.psp_options,
         satp: satp.name(),
         satp_overridden: config.satp.is_some(),
         satp_config: String::new(),
@@ -977,8 +987,12 @@ pub fn render_claim(device: &str, claim: &ClaimReport) -> String {
             claim.psp_config
         ));
     }
+    let psp_options = claim
+        .rule_psp_options
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "   Claim Rule: {} -> {} with {}\n",
+        "   Claim Rule: {} -> {} with {}{psp_options}\n",
         claim.rule_description(),
         claim.rule_satp,
         claim.rule_psp
@@ -1167,10 +1181,12 @@ pub fn to_json(config: &DemoConfig, report: &DemoReport) -> Value {
                 "tpgs": r.alua.map(|a| if a { "tpgs_on" } else { "tpgs_off" }),
                 "satp": r.satp,
                 "psp": r.psp,
+                "psp_options": r.psp_options,
             })),
             "claimed_by": c.rule_description(),
             "rule_satp": c.rule_satp,
             "rule_psp": c.rule_psp,
+            "rule_psp_options": c.rule_psp_options,
             "storage_array_type": c.satp,
             "storage_array_type_device_config": c.satp_config,
             "satp_overridden": c.satp_overridden,

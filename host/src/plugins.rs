@@ -6,15 +6,18 @@
 //!
 //! [`CLAIM_RULES`] is the demo's `esxcli storage nmp satp rule list`; `psa::claim` takes the
 //! first rule that matches the device's INQUIRY vendor and model (and whether it reports ALUA
-//! support, TPGS), or else its default: `VMW_SATP_ALUA` with `VMW_PSP_MRU` for a device with
-//! ALUA support, `VMW_SATP_DEFAULT_AA` with `VMW_PSP_FIXED` for any other.
+//! support, TPGS), with the rule's PSP options (`--psp-option`; the ALUA rule's round robin
+//! with `iops=1` is what storage vendors commonly recommend for their ALUA arrays), or else
+//! its default: `VMW_SATP_ALUA` with `VMW_PSP_MRU` for a device with ALUA support,
+//! `VMW_SATP_DEFAULT_AA` with `VMW_PSP_FIXED` for any other.
 //!
 //! ```text
-//! Name                 Vendor  Model    Claim Options  Default PSP   Description
-//! VMW_SATP_CX          ESXSIM  DEMO CX  tpgs_off       VMW_PSP_MRU   active/passive, trespass by MODE SELECT page 0x22 (CLARiiON-style)
-//! VMW_SATP_DEFAULT_AP  ESXSIM  DEMO AP  tpgs_off       VMW_PSP_MRU   active/passive, trespass by START STOP UNIT
-//! VMW_SATP_ALUA                         tpgs_on        VMW_PSP_MRU   default: no rule matched
-//! VMW_SATP_DEFAULT_AA                   tpgs_off       VMW_PSP_FIXED default: no rule matched
+//! Name                 Vendor  Model     Claim Options  Default PSP   PSP Options  Description
+//! VMW_SATP_CX          ESXSIM  DEMO CX   tpgs_off       VMW_PSP_MRU                active/passive, trespass by MODE SELECT page 0x22 (CLARiiON-style)
+//! VMW_SATP_DEFAULT_AP  ESXSIM  DEMO AP   tpgs_off       VMW_PSP_MRU                active/passive, trespass by START STOP UNIT
+//! VMW_SATP_ALUA        ESXSIM  DEMO ALUA tpgs_on        VMW_PSP_RR    iops=1       ALUA, round robin switching paths every I/O (a vendor's recommended rule)
+//! VMW_SATP_ALUA                          tpgs_on        VMW_PSP_MRU                default: no rule matched
+//! VMW_SATP_DEFAULT_AA                    tpgs_off       VMW_PSP_FIXED              default: no rule matched
 //! ```
 //!
 //! (what [`render_rules`] prints, and `host demo --list-rules`).
@@ -22,7 +25,8 @@
 //! The simulated array answers INQUIRY with vendor `ESXSIM` and the model of its kind:
 //! `DEMO AA` (active/active: no rule, the default), `DEMO AP` (active/passive, START STOP
 //! UNIT trespass), `DEMO CX` (active/passive, MODE SELECT page 0x22 trespass), `DEMO ALUA`
-//! (TPGS set: the default for ALUA).
+//! (TPGS set: the ALUA rule, round robin over the active/optimized paths). An ALUA device of
+//! another model gets the ALUA default.
 //!
 //! # Plugin names
 //!
@@ -83,13 +87,14 @@ pub const DM_PSP_SERVICE_TIME: &str = "DM_PSP_SERVICE_TIME";
 
 /// The demo's claim rules, in the order `psa::claim` tries them (see the module
 /// documentation for the table as esxcli would list it).
-pub const CLAIM_RULES: [ClaimRule; 2] = [
+pub const CLAIM_RULES: [ClaimRule; 3] = [
     ClaimRule {
         vendor: Some(VENDOR),
         model: Some(MODEL_CX),
         alua: Some(false),
         satp: satp::VMW_SATP_CX,
         psp: VMW_PSP_MRU,
+        psp_options: None,
     },
     ClaimRule {
         vendor: Some(VENDOR),
@@ -97,6 +102,15 @@ pub const CLAIM_RULES: [ClaimRule; 2] = [
         alua: Some(false),
         satp: satp::VMW_SATP_DEFAULT_AP,
         psp: VMW_PSP_MRU,
+        psp_options: None,
+    },
+    ClaimRule {
+        vendor: Some(VENDOR),
+        model: Some(MODEL_ALUA),
+        alua: Some(true),
+        satp: satp::VMW_SATP_ALUA,
+        psp: VMW_PSP_RR,
+        psp_options: Some("iops=1"),
     },
 ];
 
@@ -104,14 +118,15 @@ pub const CLAIM_RULES: [ClaimRule; 2] = [
 pub const CLAIM_RULE_DESCRIPTIONS: [&str; CLAIM_RULES.len()] = [
     "active/passive, trespass by MODE SELECT page 0x22 (CLARiiON-style)",
     "active/passive, trespass by START STOP UNIT",
+    "ALUA, round robin switching paths every I/O (a vendor's recommended rule)",
 ];
 
 /// The claim rule table as `esxcli storage nmp satp rule list` shows it, with the defaults
 /// `psa::claim` falls back to.
 pub fn render_rules() -> String {
     let mut out = format!(
-        "{:<20} {:<7} {:<8} {:<14} {:<13} {}\n",
-        "Name", "Vendor", "Model", "Claim Options", "Default PSP", "Description"
+        "{:<20} {:<7} {:<9} {:<14} {:<13} {:<12} {}\n",
+        "Name", "Vendor", "Model", "Claim Options", "Default PSP", "PSP Options", "Description"
     );
     for (rule, description) in CLAIM_RULES.iter().zip(CLAIM_RULE_DESCRIPTIONS) {
         let options = match rule.alua {
@@ -120,12 +135,13 @@ pub fn render_rules() -> String {
             None => "",
         };
         out.push_str(&format!(
-            "{:<20} {:<7} {:<8} {:<14} {:<13} {}\n",
+            "{:<20} {:<7} {:<9} {:<14} {:<13} {:<12} {}\n",
             rule.satp,
             rule.vendor.unwrap_or(""),
             rule.model.unwrap_or(""),
             options,
             rule.psp,
+            rule.psp_options.unwrap_or(""),
             description
         ));
     }
@@ -134,8 +150,8 @@ pub fn render_rules() -> String {
         (psa::discover::DEFAULT_CLAIM, "tpgs_off"),
     ] {
         out.push_str(&format!(
-            "{:<20} {:<7} {:<8} {:<14} {:<13} {}\n",
-            satp, "", "", options, psp, "default: no rule matched"
+            "{:<20} {:<7} {:<9} {:<14} {:<13} {:<12} {}\n",
+            satp, "", "", options, psp, "", "default: no rule matched"
         ));
     }
     out

@@ -27,7 +27,7 @@ fn expected_claim(kind: ArrayKind) -> (&'static str, &'static str, Option<usize>
         ArrayKind::ActiveActive => ("VMW_SATP_DEFAULT_AA", "VMW_PSP_FIXED", None),
         ArrayKind::ActivePassive => ("VMW_SATP_DEFAULT_AP", "VMW_PSP_MRU", Some(2)),
         ArrayKind::ActivePassiveCx => ("VMW_SATP_CX", "VMW_PSP_MRU", Some(1)),
-        ArrayKind::Alua => ("VMW_SATP_ALUA", "VMW_PSP_MRU", None),
+        ArrayKind::Alua => ("VMW_SATP_ALUA", "VMW_PSP_RR", Some(3)),
     }
 }
 
@@ -125,13 +125,24 @@ fn every_array_kind_is_claimed_by_its_rule_and_runs_clean() {
             report.array.trespasses, 0,
             "{kind:?}: nothing moves without faults"
         );
-        // MRU and FIXED keep to one path; on ALUA it is an active/optimized one (group 1 is
-        // the owner's).
+        // MRU and FIXED keep to one path. On ALUA the rule's round robin with iops=1
+        // alternates between the two active/optimized paths (group 1 is the owner's), evenly,
+        // and leaves the non-optimized ones alone (useANO=0).
         let busy: Vec<_> = report.paths.iter().filter(|p| p.commands > 100).collect();
-        assert_eq!(busy.len(), 1, "{kind:?}: {:?}", report.paths);
         if kind == ArrayKind::Alua {
-            assert_eq!(busy[0].state, "active", "{kind:?}");
+            assert_eq!(c.rule_psp_options, Some("iops=1"));
+            assert_eq!(c.psp_config, "{policy=iops,iops=1,useANO=0}");
+            assert_eq!(busy.len(), 2, "{kind:?}: {:?}", report.paths);
+            assert!(busy.iter().all(|p| p.state == "active"), "{:?}", busy);
+            assert!(
+                busy[0].commands.abs_diff(busy[1].commands) <= 1,
+                "{:?}",
+                busy
+            );
             assert!(c.satp_config.contains("TPG_state=AO"), "{}", c.satp_config);
+        } else {
+            assert_eq!(c.rule_psp_options, None, "{kind:?}");
+            assert_eq!(busy.len(), 1, "{kind:?}: {:?}", report.paths);
         }
         let rendered = demo::render(&DemoConfig::default(), &report);
         for line in [
@@ -398,7 +409,13 @@ fn command_line_shows_the_claim_in_text_and_json() {
     let (code, rules, _) = host(&["demo", "--list-rules"]);
     assert_eq!(code, 0);
     assert!(
-        rules.contains("VMW_SATP_CX          ESXSIM  DEMO CX  tpgs_off       VMW_PSP_MRU "),
+        rules.contains("VMW_SATP_CX          ESXSIM  DEMO CX   tpgs_off       VMW_PSP_MRU "),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(
+            "VMW_SATP_ALUA        ESXSIM  DEMO ALUA tpgs_on        VMW_PSP_RR    iops=1       "
+        ),
         "{rules}"
     );
 
@@ -408,7 +425,7 @@ fn command_line_shows_the_claim_in_text_and_json() {
     for line in [
         "   Storage Array Type: VMW_SATP_CX\n",
         "   Path Selection Policy: VMW_PSP_MRU\n",
-        "   Claim Rule: rule 1 of 2 (vendor ESXSIM, model DEMO CX, tpgs_off)",
+        "   Claim Rule: rule 1 of 3 (vendor ESXSIM, model DEMO CX, tpgs_off)",
     ] {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }
@@ -420,7 +437,7 @@ fn command_line_shows_the_claim_in_text_and_json() {
                 "--array",
                 "alua",
                 "--psp",
-                "VMW_PSP_RR:iops=1",
+                "VMW_PSP_RR:iops=3",
                 "--json",
             ][..],
             &short,
@@ -432,12 +449,14 @@ fn command_line_shows_the_claim_in_text_and_json() {
     let claim = &v["claim"];
     assert_eq!(claim["storage_array_type"], "VMW_SATP_ALUA");
     assert_eq!(claim["path_selection_policy"], "VMW_PSP_RR");
-    assert_eq!(claim["rule"], serde_json::Value::Null);
-    assert_eq!(claim["rule_psp"], "VMW_PSP_MRU");
+    assert_eq!(claim["rule"]["number"], 3);
+    assert_eq!(claim["rule"]["psp_options"], "iops=1");
+    assert_eq!(claim["rule_psp"], "VMW_PSP_RR");
+    assert_eq!(claim["rule_psp_options"], "iops=1");
     assert_eq!(claim["psp_overridden"], true);
     assert_eq!(
         claim["path_selection_policy_device_config"],
-        "{policy=iops,iops=1,useANO=0}"
+        "{policy=iops,iops=3,useANO=0}"
     );
     assert_eq!(v["verification"]["clean"], true);
     assert_eq!(v["total"]["errors"], 0);

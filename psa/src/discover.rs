@@ -435,7 +435,8 @@ fn read_port_groups<T: Transport + ?Sized, const P: usize>(
 }
 
 /// A claim rule, as `esxcli storage nmp satp rule add` takes it: devices matching every
-/// given field are claimed by `satp` with `psp`.
+/// given field are claimed by `satp` with `psp`, configured by `psp_options` (`--psp-option`,
+/// for example `iops=1` for `VMW_PSP_RR`, as storage vendors recommend for their arrays).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ClaimRule {
@@ -449,6 +450,9 @@ pub struct ClaimRule {
     pub satp: &'static str,
     /// The PSP to use.
     pub psp: &'static str,
+    /// The PSP's options (`--psp-option`), passed on in the [`Claim`] for whoever builds the
+    /// PSP to parse; psa does not interpret them.
+    pub psp_options: Option<&'static str>,
 }
 
 /// The plugins a device is claimed by.
@@ -459,6 +463,9 @@ pub struct Claim {
     pub satp: &'static str,
     /// The PSP's name.
     pub psp: &'static str,
+    /// The PSP options of the rule that matched (`None` for the default, and for a rule
+    /// without).
+    pub psp_options: Option<&'static str>,
     /// The index of the rule that matched, or `None` for the default.
     pub rule: Option<usize>,
 }
@@ -484,6 +491,7 @@ pub fn claim<const P: usize>(rules: &[ClaimRule], device: &DiscoveredDevice<P>) 
             return Claim {
                 satp: rule.satp,
                 psp: rule.psp,
+                psp_options: rule.psp_options,
                 rule: Some(index),
             };
         }
@@ -496,6 +504,7 @@ pub fn claim<const P: usize>(rules: &[ClaimRule], device: &DiscoveredDevice<P>) 
     Claim {
         satp,
         psp,
+        psp_options: None,
         rule: None,
     }
 }

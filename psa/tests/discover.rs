@@ -123,6 +123,7 @@ fn luns_are_grouped_by_identity_named_and_limited_by_max_lun() {
             alua: None,
             satp: "VMW_SATP_ALUA",
             psp: "VMW_PSP_RR",
+            psp_options: Some("iops=1"),
         },
         ClaimRule {
             vendor: Some("OTHER"),
@@ -130,20 +131,24 @@ fn luns_are_grouped_by_identity_named_and_limited_by_max_lun() {
             alua: None,
             satp: "VMW_SATP_LOCAL",
             psp: "VMW_PSP_FIXED",
+            psp_options: None,
         },
     ];
     let c0 = psa::claim(&rules, &all[0]);
     assert_eq!(
-        (c0.satp, c0.psp, c0.rule),
-        ("VMW_SATP_ALUA", "VMW_PSP_RR", Some(0))
+        (c0.satp, c0.psp, c0.psp_options, c0.rule),
+        ("VMW_SATP_ALUA", "VMW_PSP_RR", Some("iops=1"), Some(0))
     );
     let c1 = psa::claim(&rules, &all[1]);
     assert_eq!(
-        (c1.satp, c1.psp, c1.rule),
-        ("VMW_SATP_ALUA", "VMW_PSP_MRU", None)
+        (c1.satp, c1.psp, c1.psp_options, c1.rule),
+        ("VMW_SATP_ALUA", "VMW_PSP_MRU", None, None)
     );
     let c5 = psa::claim(&rules, &all[2]);
-    assert_eq!((c5.satp, c5.rule), ("VMW_SATP_LOCAL", Some(1)));
+    assert_eq!(
+        (c5.satp, c5.psp_options, c5.rule),
+        ("VMW_SATP_LOCAL", None, Some(1))
+    );
 }
 
 #[test]
