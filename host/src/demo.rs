@@ -277,8 +277,10 @@ pub struct PathReport {
     pub reads: u64,
     /// Writes sent on it.
     pub writes: u64,
-    /// Commands that failed on it.
+    /// Commands that failed on it, unit attentions apart.
     pub errors: u64,
+    /// Commands that met a unit attention on it (retried).
+    pub unit_attentions: u64,
     /// Average device latency on it, in nanoseconds.
     pub davg_ns: u64,
 }
@@ -586,6 +588,7 @@ pub fn run(config: &DemoConfig) -> Result<DemoReport, String> {
             reads: p.stats.reads,
             writes: p.stats.writes,
             errors: p.stats.errors,
+            unit_attentions: p.stats.unit_attentions,
             davg_ns: p.stats.davg_ns(),
         })
         .collect();
@@ -1085,12 +1088,12 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
     ));
     out.push_str(&format!("  {}\n", report.esxtop));
     out.push_str(&format!(
-        "{:<18} {:>4} {:>18} {:>10} {:>10} {:>10} {:>6} {:>8}\n",
-        "path", "TPG", "state", "CMDS", "READS", "WRITES", "ERRS", "DAVG us"
+        "{:<18} {:>4} {:>18} {:>10} {:>10} {:>10} {:>6} {:>4} {:>8}\n",
+        "path", "TPG", "state", "CMDS", "READS", "WRITES", "ERRS", "UA", "DAVG us"
     ));
     for p in &report.paths {
         out.push_str(&format!(
-            "{:<18} {:>4} {:>18} {:>10} {:>10} {:>10} {:>6} {:>8.1}\n",
+            "{:<18} {:>4} {:>18} {:>10} {:>10} {:>10} {:>6} {:>4} {:>8.1}\n",
             p.name,
             p.group.map_or_else(|| "-".to_string(), |g| g.to_string()),
             p.state,
@@ -1098,6 +1101,7 @@ pub fn render(config: &DemoConfig, report: &DemoReport) -> String {
             p.reads,
             p.writes,
             p.errors,
+            p.unit_attentions,
             p.davg_ns as f64 / 1000.0
         ));
     }
@@ -1206,6 +1210,7 @@ pub fn to_json(config: &DemoConfig, report: &DemoReport) -> Value {
             "reads": p.reads,
             "writes": p.writes,
             "errors": p.errors,
+            "unit_attentions": p.unit_attentions,
             "davg_us": p.davg_ns as f64 / 1000.0,
         })).collect::<Vec<_>>(),
         "array": {

@@ -129,7 +129,18 @@ fn every_array_kind_is_claimed_by_its_rule_and_runs_clean() {
         // alternates between the two active/optimized paths (group 1 is the owner's), evenly,
         // and leaves the non-optimized ones alone (useANO=0).
         let busy: Vec<_> = report.paths.iter().filter(|p| p.commands > 100).collect();
+        // No path fails a command without faults; the only CHECK CONDITIONs are unit
+        // attentions (POWER ON, once per I_T nexus), counted apart.
+        assert!(
+            report.paths.iter().all(|p| p.errors == 0),
+            "{:?}",
+            report.paths
+        );
         if kind == ArrayKind::Alua {
+            // The second active/optimized path's first I/O meets its POWER ON; on the first
+            // path the commands sent before the I/O began (discovery's, the SATP's) met it.
+            let attentions: Vec<u64> = report.paths.iter().map(|p| p.unit_attentions).collect();
+            assert_eq!(attentions, [0, 0, 1, 0]);
             assert_eq!(c.rule_psp_options, Some("iops=1"));
             assert_eq!(c.psp_config, "{policy=iops,iops=1,useANO=0}");
             assert_eq!(busy.len(), 2, "{kind:?}: {:?}", report.paths);

@@ -7,7 +7,9 @@ use block::{
     Instant, MemAddr, Memory, Operation, RequestFlags, SgList, SubmitError, SubmitErrorKind, Tag,
 };
 use scsi::cdb::{CdbRepr, CdbSize, Rw, RwKind};
-use scsi::{Command, CommandCompletion, ServiceResponse, Status, TaskAttribute, Transport};
+use scsi::{
+    Command, CommandCompletion, SenseKey, ServiceResponse, Status, TaskAttribute, Transport,
+};
 
 use crate::discover::{DeviceName, DiscoveredDevice};
 use crate::path::{MAX_PATHS, Path, PathId, PathState};
@@ -986,6 +988,11 @@ impl<S: Satp, P: Psp, const PATHS: usize, const N: usize, const W: usize, const 
                     s.writes += 1;
                     s.bytes_written = s.bytes_written.saturating_add(bytes);
                 }
+            } else if c
+                .sense_repr()
+                .is_some_and(|sense| sense.key == SenseKey::UNIT_ATTENTION)
+            {
+                s.unit_attentions += 1;
             } else {
                 s.errors += 1;
             }

@@ -14,8 +14,12 @@ pub struct PathStats {
     pub bytes_read: u64,
     /// Bytes written.
     pub bytes_written: u64,
-    /// Commands that failed on the path (any error).
+    /// Commands that failed on the path, unit attentions apart.
     pub errors: u64,
+    /// Commands that ended in CHECK CONDITION with UNIT ATTENTION (POWER ON OCCURRED on an
+    /// I_T nexus's first command, ASYMMETRIC ACCESS STATE CHANGED, ...): a report of an event
+    /// at the target, which the SATP normally retries, counted apart from `errors`.
+    pub unit_attentions: u64,
     /// Commands outstanding on the path now (ACTV).
     pub active: u32,
     /// Sum of the device latencies of the commands, nanoseconds.

@@ -226,7 +226,13 @@ fn scenarios() -> Vec<Scenario> {
             },
             config: default_config,
             expect: Expect::AllOk,
-            bites: |_, o| o.top.stats.retries > 0,
+            // Every reset reaches the path in use as one unit attention (POWER ON), counted
+            // apart from errors.
+            bites: |_, o| {
+                o.top.stats.retries > 0
+                    && o.paths.iter().map(|p| p.stats.unit_attentions).sum::<u64>() >= 11
+                    && o.paths.iter().all(|p| p.stats.errors == 0)
+            },
         },
         Scenario {
             name: "added latency on one path",
