@@ -71,7 +71,8 @@ pub enum TrespassCommand {
     /// moves the LU to the controller of the port that received it (the same change as a
     /// START STOP UNIT trespass); on the owner it is accepted and changes nothing. START STOP
     /// UNIT is not a trespass: on the passive controller it answers 02/04/03 like a media
-    /// command.
+    /// command. Every move of the LU (this trespass, an implicit one, a failover) is reported
+    /// to each initiator as UNIT ATTENTION 06/29/00 on its next command, as CLARiiONs do.
     ///
     /// The parameter list is the mode parameter header (4 bytes after MODE SELECT (6), 8
     /// after (10); its BLOCK DESCRIPTOR LENGTH is honoured), then the page in one of the two
@@ -577,6 +578,12 @@ where
         }
         l.owner = to;
         self.stats.trespasses += 1;
+        if !alua && self.config.trespass == TrespassCommand::ModeSelectPage22 {
+            // A CLARiiON tells every initiator with a reset unit attention on its next
+            // command; Linux scsi_dh_emc retries it as the first I/O to the new path.
+            l.lun
+                .raise_unit_attention(None, Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET);
+        }
         if alua {
             let from_state = if self.failed[usize::from(from)] {
                 AccessState::Unavailable

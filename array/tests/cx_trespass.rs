@@ -121,6 +121,23 @@ fn start_unit() -> CdbRepr {
     }
 }
 
+/// Runs `repr` on `port` once, at `t`.
+fn once(
+    a: &mut Sim<'_>,
+    mem: &mut MemoryRegions<'_, 1>,
+    t: u64,
+    port: u16,
+    repr: &CdbRepr,
+) -> CommandCompletion {
+    let mut cmd = Command::new(Tag(t), nexus(port), repr);
+    if matches!(repr, CdbRepr::ReadWrite(..)) {
+        cmd = cmd.data_in(SgList::single(MemAddr(0x1100), 512).unwrap());
+    }
+    run_to_completion(a, mem, Instant(t), cmd, 64, &mut |_| {})
+        .unwrap()
+        .0
+}
+
 /// Runs `repr` on `port` until past unit attentions.
 fn run(
     a: &mut Sim<'_>,
@@ -130,13 +147,7 @@ fn run(
     repr: &CdbRepr,
 ) -> CommandCompletion {
     for i in 0..8 {
-        let mut cmd = Command::new(Tag(t + i), nexus(port), repr);
-        if matches!(repr, CdbRepr::ReadWrite(..)) {
-            cmd = cmd.data_in(SgList::single(MemAddr(0x1100), 512).unwrap());
-        }
-        let c = run_to_completion(a, mem, Instant(t + i * 100), cmd, 64, &mut |_| {})
-            .unwrap()
-            .0;
+        let c = once(a, mem, t + i * 100, port, repr);
         if c.sense_repr()
             .is_none_or(|s| s.key != SenseKey::UNIT_ATTENTION)
         {
@@ -215,6 +226,31 @@ fn mode_select_6_short_page_trespasses_to_the_receiving_controller() {
         ),
         (1, 1, 0)
     );
+}
+
+/// A CLARiiON reports a trespass as UNIT ATTENTION, POWER ON, RESET, OR BUS DEVICE RESET
+/// OCCURRED (06/29/00) on the next command of each initiator, which Linux `scsi_dh_emc`
+/// retries as the first I/O to the new path. A START STOP UNIT array raises none.
+#[test]
+fn a_trespass_is_reported_as_a_reset_unit_attention_on_the_next_command() {
+    setup!(fx, a, mem, TrespassCommand::ModeSelectPage22, false);
+    assert!(run(&mut a, &mut mem, 0, 1, &read()).is_good());
+    assert!(short(&mut a, &mut mem, 1_000, 3).is_good());
+    let c = once(&mut a, &mut mem, 2_000, 4, &read());
+    assert_eq!(
+        key_asc(&c),
+        (
+            SenseKey::UNIT_ATTENTION,
+            Asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET
+        )
+    );
+    assert!(once(&mut a, &mut mem, 3_000, 4, &read()).is_good());
+
+    setup!(fx2, b, mem2, TrespassCommand::StartStopUnit, false);
+    assert!(run(&mut b, &mut mem2, 0, 1, &read()).is_good());
+    assert!(run(&mut b, &mut mem2, 1_000, 3, &start_unit()).is_good());
+    assert_eq!(b.owner(0), Some(1));
+    assert!(once(&mut b, &mut mem2, 2_000, 4, &read()).is_good());
 }
 
 #[test]
