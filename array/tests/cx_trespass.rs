@@ -2,17 +2,19 @@
 //! active/passive array that takes it, the arrays that take only START STOP UNIT, and every
 //! malformed CDB or parameter list, command by command.
 
+mod common;
+
+use common::*;
+
 use array::{ASC_NOT_READY_MANUAL_INTERVENTION, Array, ArrayConfig, Personality, TrespassCommand};
 use block::{Instant, MemAddr, Memory, MemoryRegions, RamDisk, SgList, Tag};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use scsi::cdb::{CdbRepr, CdbSize, Rw, RwKind};
+use scsi::cdb::CdbRepr;
 use scsi::{
-    Asc, CdbBytes, Command, CommandCompletion, DataDirection, InitiatorId, LunConfig, NaaId, Nexus,
-    Residual, SenseKey, SenseKeySpecific, TaskAttribute, run_to_completion,
+    Asc, CdbBytes, Command, CommandCompletion, DataDirection, LunConfig, NaaId, Residual, SenseKey,
+    SenseKeySpecific, TaskAttribute, run_to_completion,
 };
-
-type Sim<'a> = Array<RamDisk<'a, 16>, 2, 4, 16, 8>;
 
 const DATA: MemAddr = MemAddr(0x1000);
 
@@ -40,14 +42,6 @@ fn array(storage: &mut [u8], trespass: TrespassCommand, implicit: bool) -> Sim<'
     let config = LunConfig::new("DGC", "RAID 5", "1", "SN", NaaId::registered(0x1405, 9));
     a.add_lun(disk, config, 0).unwrap();
     a
-}
-
-fn nexus(port: u16) -> Nexus {
-    Nexus {
-        initiator: InitiatorId(1),
-        target_port: port,
-        lun: 0,
-    }
 }
 
 fn cdb6(byte1: u8, length: u8) -> CdbBytes {
@@ -95,21 +89,6 @@ fn short(a: &mut Sim<'_>, mem: &mut MemoryRegions<'_, 1>, t: u64, port: u16) -> 
     send(a, mem, t, port, cdb6(0x10, 8), &SHORT, 8)
 }
 
-fn read() -> CdbRepr {
-    CdbRepr::ReadWrite(
-        RwKind::Read,
-        Rw {
-            size: CdbSize::Ten,
-            lba: 0,
-            blocks: 1,
-            dpo: false,
-            fua: false,
-            bytchk: 0,
-            group: 0,
-        },
-    )
-}
-
 fn start_unit() -> CdbRepr {
     CdbRepr::StartStopUnit {
         immed: false,
@@ -119,47 +98,6 @@ fn start_unit() -> CdbRepr {
         loej: false,
         start: true,
     }
-}
-
-/// Runs `repr` on `port` once, at `t`.
-fn once(
-    a: &mut Sim<'_>,
-    mem: &mut MemoryRegions<'_, 1>,
-    t: u64,
-    port: u16,
-    repr: &CdbRepr,
-) -> CommandCompletion {
-    let mut cmd = Command::new(Tag(t), nexus(port), repr);
-    if matches!(repr, CdbRepr::ReadWrite(..)) {
-        cmd = cmd.data_in(SgList::single(MemAddr(0x1100), 512).unwrap());
-    }
-    run_to_completion(a, mem, Instant(t), cmd, 64, &mut |_| {})
-        .unwrap()
-        .0
-}
-
-/// Runs `repr` on `port` until past unit attentions.
-fn run(
-    a: &mut Sim<'_>,
-    mem: &mut MemoryRegions<'_, 1>,
-    t: u64,
-    port: u16,
-    repr: &CdbRepr,
-) -> CommandCompletion {
-    for i in 0..8 {
-        let c = once(a, mem, t + i * 100, port, repr);
-        if c.sense_repr()
-            .is_none_or(|s| s.key != SenseKey::UNIT_ATTENTION)
-        {
-            return c;
-        }
-    }
-    panic!("unit attentions never ended");
-}
-
-fn key_asc(c: &CommandCompletion) -> (SenseKey, Asc) {
-    let s = c.sense_repr().expect("sense");
-    (s.key, s.asc)
 }
 
 fn is_passive(c: &CommandCompletion) -> bool {
@@ -207,16 +145,28 @@ macro_rules! setup {
 #[test]
 fn mode_select_6_short_page_trespasses_to_the_receiving_controller() {
     setup!(fx, a, mem, TrespassCommand::ModeSelectPage22, false);
-    assert!(run(&mut a, &mut mem, 0, 1, &read()).is_good());
-    assert!(is_passive(&run(&mut a, &mut mem, 1_000, 3, &read())));
+    assert!(run_past_ua(&mut a, &mut mem, 0, 1, &read()).is_good());
+    assert!(is_passive(&run_past_ua(
+        &mut a,
+        &mut mem,
+        1_000,
+        3,
+        &read()
+    )));
     let c = short(&mut a, &mut mem, 2_000, 3);
     assert!(c.is_good(), "{c:?}");
     assert_eq!(c.residual, Residual::None);
     assert_eq!(a.owner(0), Some(1));
     // The same state changes as a START STOP UNIT trespass: the new owner serves, the old
     // one answers passive.
-    assert!(run(&mut a, &mut mem, 3_000, 4, &read()).is_good());
-    assert!(is_passive(&run(&mut a, &mut mem, 4_000, 1, &read())));
+    assert!(run_past_ua(&mut a, &mut mem, 3_000, 4, &read()).is_good());
+    assert!(is_passive(&run_past_ua(
+        &mut a,
+        &mut mem,
+        4_000,
+        1,
+        &read()
+    )));
     let stats = a.stats();
     assert_eq!(
         (
@@ -234,7 +184,7 @@ fn mode_select_6_short_page_trespasses_to_the_receiving_controller() {
 #[test]
 fn a_trespass_is_reported_as_a_reset_unit_attention_on_the_next_command() {
     setup!(fx, a, mem, TrespassCommand::ModeSelectPage22, false);
-    assert!(run(&mut a, &mut mem, 0, 1, &read()).is_good());
+    assert!(run_past_ua(&mut a, &mut mem, 0, 1, &read()).is_good());
     assert!(short(&mut a, &mut mem, 1_000, 3).is_good());
     let c = once(&mut a, &mut mem, 2_000, 4, &read());
     assert_eq!(
@@ -247,8 +197,8 @@ fn a_trespass_is_reported_as_a_reset_unit_attention_on_the_next_command() {
     assert!(once(&mut a, &mut mem, 3_000, 4, &read()).is_good());
 
     setup!(fx2, b, mem2, TrespassCommand::StartStopUnit, false);
-    assert!(run(&mut b, &mut mem2, 0, 1, &read()).is_good());
-    assert!(run(&mut b, &mut mem2, 1_000, 3, &start_unit()).is_good());
+    assert!(run_past_ua(&mut b, &mut mem2, 0, 1, &read()).is_good());
+    assert!(run_past_ua(&mut b, &mut mem2, 1_000, 3, &start_unit()).is_good());
     assert_eq!(b.owner(0), Some(1));
     assert!(once(&mut b, &mut mem2, 2_000, 4, &read()).is_good());
 }
@@ -296,11 +246,11 @@ fn block_descriptors_before_the_trespass_page_are_skipped() {
 #[test]
 fn start_stop_unit_is_not_a_trespass_on_a_cx_array() {
     setup!(fx, a, mem, TrespassCommand::ModeSelectPage22, false);
-    let c = run(&mut a, &mut mem, 1_000, 3, &start_unit());
+    let c = run_past_ua(&mut a, &mut mem, 1_000, 3, &start_unit());
     assert!(is_passive(&c), "{c:?}");
     assert_eq!(a.owner(0), Some(0));
     // On the owner it reaches the LU (which starts the unit).
-    assert!(run(&mut a, &mut mem, 2_000, 1, &start_unit()).is_good());
+    assert!(run_past_ua(&mut a, &mut mem, 2_000, 1, &start_unit()).is_good());
     let stats = a.stats();
     assert_eq!((stats.trespasses, stats.start_stop_trespasses), (0, 0));
 }
@@ -312,13 +262,13 @@ fn a_start_stop_unit_array_does_not_know_the_trespass_page() {
     // page 0x22.
     let c = short(&mut a, &mut mem, 1_000, 3);
     assert!(is_passive(&c), "{c:?}");
-    let c = run(&mut a, &mut mem, 2_000, 1, &read());
+    let c = run_past_ua(&mut a, &mut mem, 2_000, 1, &read());
     assert!(c.is_good());
     let c = short(&mut a, &mut mem, 3_000, 1);
     assert_illegal(&c, Asc::INVALID_FIELD_IN_PARAMETER_LIST, None);
     assert_eq!(a.owner(0), Some(0));
     // START STOP UNIT moves it.
-    assert!(run(&mut a, &mut mem, 4_000, 3, &start_unit()).is_good());
+    assert!(run_past_ua(&mut a, &mut mem, 4_000, 3, &start_unit()).is_good());
     assert_eq!(a.owner(0), Some(1));
     let stats = a.stats();
     assert_eq!(
@@ -337,7 +287,7 @@ fn other_mode_pages_are_passive_on_the_non_owner_and_for_the_lu_on_the_owner() {
     // The control page 0x0A (12 bytes), unchanged.
     let mut control = vec![0, 0, 0, 0, 0x0A, 0x0A];
     control.extend_from_slice(&[0u8; 10]);
-    assert!(run(&mut a, &mut mem, 0, 1, &read()).is_good());
+    assert!(run_past_ua(&mut a, &mut mem, 0, 1, &read()).is_good());
     let sense_control = CdbRepr::ModeSense {
         ten: false,
         llbaa: false,

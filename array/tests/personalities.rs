@@ -1,19 +1,21 @@
 //! Personalities and faults of the simulated array, command by command.
 
+mod common;
+
+use common::*;
+
 use core::time::Duration;
 
 use array::{
     ASC_NOT_READY_MANUAL_INTERVENTION, Array, ArrayConfig, Fault, LinkFailure, Personality,
 };
 use block::{Instant, MemAddr, MemoryRegions, RamDisk, SgList, Tag};
-use scsi::cdb::{CdbRepr, CdbSize, Rw, RwKind};
+use scsi::cdb::CdbRepr;
 use scsi::response::parse_target_port_groups;
 use scsi::{
-    AccessState, Asc, Command, CommandCompletion, InitiatorId, LunConfig, NaaId, Nexus, SenseKey,
-    ServiceResponse, Status, run_to_completion,
+    AccessState, Asc, Command, InitiatorId, LunConfig, NaaId, Nexus, SenseKey, ServiceResponse,
+    Status, run_to_completion,
 };
-
-type Sim<'a> = Array<RamDisk<'a, 16>, 2, 4, 16, 8>;
 
 const SEC: u64 = 1_000_000_000;
 
@@ -26,65 +28,6 @@ fn array(storage: &mut [u8], personality: Personality) -> Sim<'_> {
     let config = LunConfig::new("SIM", "ARRAY", "1", "SN", NaaId::registered(0x1405, 9));
     a.add_lun(disk, config, 0).unwrap();
     a
-}
-
-fn read() -> CdbRepr {
-    CdbRepr::ReadWrite(
-        RwKind::Read,
-        Rw {
-            size: CdbSize::Ten,
-            lba: 0,
-            blocks: 1,
-            dpo: false,
-            fua: false,
-            bytchk: 0,
-            group: 0,
-        },
-    )
-}
-
-fn run(
-    a: &mut Sim<'_>,
-    mem: &mut MemoryRegions<'_, 1>,
-    t: u64,
-    port: u16,
-    repr: &CdbRepr,
-) -> CommandCompletion {
-    let nexus = Nexus {
-        initiator: InitiatorId(1),
-        target_port: port,
-        lun: 0,
-    };
-    let mut cmd = Command::new(Tag(t + u64::from(port)), nexus, repr);
-    if !matches!(repr, CdbRepr::TestUnitReady | CdbRepr::StartStopUnit { .. }) {
-        cmd = cmd.data_in(SgList::single(MemAddr(0x1000), 512).unwrap());
-    }
-    run_to_completion(a, mem, Instant(t), cmd, 64, &mut |_| {})
-        .unwrap()
-        .0
-}
-
-/// Runs `repr` until it gets past the unit attentions.
-fn run_past_ua(
-    a: &mut Sim<'_>,
-    mem: &mut MemoryRegions<'_, 1>,
-    t: u64,
-    port: u16,
-    repr: &CdbRepr,
-) -> CommandCompletion {
-    for i in 0..8 {
-        let c = run(a, mem, t + i * 100, port, repr);
-        match c.sense_repr() {
-            Some(s) if s.key == SenseKey::UNIT_ATTENTION => continue,
-            _ => return c,
-        }
-    }
-    panic!("unit attentions never ended");
-}
-
-fn key_asc(c: &CommandCompletion) -> (SenseKey, Asc) {
-    let s = c.sense_repr().expect("sense");
-    (s.key, s.asc)
 }
 
 #[test]
@@ -111,7 +54,7 @@ fn active_passive_answers_not_ready_on_the_passive_controller_and_trespasses() {
         page_code: 0,
         allocation_length: 36,
     };
-    assert!(run(&mut a, &mut mem, 2000, 3, &inq).is_good());
+    assert!(once(&mut a, &mut mem, 2000, 3, &inq).is_good());
     // START STOP UNIT trespasses.
     let start = CdbRepr::StartStopUnit {
         immed: false,
@@ -121,7 +64,7 @@ fn active_passive_answers_not_ready_on_the_passive_controller_and_trespasses() {
         loej: false,
         start: true,
     };
-    assert!(run(&mut a, &mut mem, 3000, 3, &start).is_good());
+    assert!(once(&mut a, &mut mem, 3000, 3, &start).is_good());
     assert_eq!(a.owner(0), Some(1));
     assert!(run_past_ua(&mut a, &mut mem, 4000, 4, &read()).is_good());
     let c = run_past_ua(&mut a, &mut mem, 5000, 1, &read());
@@ -164,7 +107,7 @@ fn alua_groups_transitions_and_controller_failover() {
         extended: false,
         allocation_length: 512,
     };
-    let c = run(&mut a, &mut mem, 2000, 3, &rtpg);
+    let c = once(&mut a, &mut mem, 2000, 3, &rtpg);
     assert!(c.is_good());
     let data = page_copy(&mem);
     let (_, groups) = parse_target_port_groups(&data).unwrap();
@@ -183,7 +126,7 @@ fn alua_groups_transitions_and_controller_failover() {
             duration: Duration::from_secs(1),
         },
     );
-    let c = run(&mut a, &mut mem, 3 * SEC + 10, 1, &read());
+    let c = once(&mut a, &mut mem, 3 * SEC + 10, 1, &read());
     assert_eq!(
         key_asc(&c),
         (
@@ -200,7 +143,7 @@ fn alua_groups_transitions_and_controller_failover() {
     assert!(c.is_good(), "{c:?}");
     // Controller 0 fails: its ports time out and group 2 becomes active/optimized.
     a.apply(Instant(6 * SEC), Fault::ControllerFail { controller: 0 });
-    let c = run(&mut a, &mut mem, 6 * SEC, 1, &read());
+    let c = once(&mut a, &mut mem, 6 * SEC, 1, &read());
     assert_eq!(c.service, ServiceResponse::ServiceDeliveryFailure);
     let c = run_past_ua(&mut a, &mut mem, 12 * SEC, 3, &read());
     assert!(c.is_good(), "{c:?}");
@@ -252,18 +195,18 @@ fn links_time_out_or_fail_and_flap() {
     assert_eq!(c.service, ServiceResponse::ServiceDeliveryFailure);
     assert_eq!(at, Instant(7 * SEC), "fails after the 5 s command timeout");
     // Back up: I_T nexus loss is reported.
-    let c = run(&mut a, &mut mem, 21 * SEC, 1, &read());
+    let c = once(&mut a, &mut mem, 21 * SEC, 1, &read());
     assert_eq!(
         key_asc(&c),
         (SenseKey::UNIT_ATTENTION, Asc::I_T_NEXUS_LOSS_OCCURRED)
     );
     // Flapping: down in even seconds, up in odd ones.
     let _ = run_past_ua(&mut a, &mut mem, 29 * SEC, 2, &read());
-    let c = run(&mut a, &mut mem, 30 * SEC + 1, 2, &read());
+    let c = once(&mut a, &mut mem, 30 * SEC + 1, 2, &read());
     assert_eq!(c.service, ServiceResponse::ServiceDeliveryFailure);
-    let c = run(&mut a, &mut mem, 31 * SEC + 1, 2, &read());
+    let c = once(&mut a, &mut mem, 31 * SEC + 1, 2, &read());
     assert!(c.is_good());
-    let c = run(&mut a, &mut mem, 41 * SEC, 2, &read());
+    let c = once(&mut a, &mut mem, 41 * SEC, 2, &read());
     assert!(c.is_good());
 }
 
@@ -284,8 +227,8 @@ fn congestion_queue_limit_latency_and_lun_removal() {
             duration: Duration::from_secs(1),
         },
     );
-    assert_eq!(run(&mut a, &mut mem, SEC, 1, &read()).status, Status::BUSY);
-    assert!(run(&mut a, &mut mem, 2 * SEC, 1, &read()).is_good());
+    assert_eq!(once(&mut a, &mut mem, SEC, 1, &read()).status, Status::BUSY);
+    assert!(once(&mut a, &mut mem, 2 * SEC, 1, &read()).is_good());
     a.apply(
         Instant(3 * SEC),
         Fault::Latency {
@@ -312,7 +255,7 @@ fn congestion_queue_limit_latency_and_lun_removal() {
         },
     );
     assert_eq!(
-        run(&mut a, &mut mem, 4 * SEC, 1, &read()).status,
+        once(&mut a, &mut mem, 4 * SEC, 1, &read()).status,
         Status::TASK_SET_FULL
     );
     a.apply(
@@ -323,7 +266,7 @@ fn congestion_queue_limit_latency_and_lun_removal() {
         },
     );
     a.apply(Instant(5 * SEC), Fault::RemoveLun { lun: 0 });
-    let c = run(&mut a, &mut mem, 5 * SEC, 1, &read());
+    let c = once(&mut a, &mut mem, 5 * SEC, 1, &read());
     assert_eq!(
         key_asc(&c),
         (SenseKey::ILLEGAL_REQUEST, Asc::LOGICAL_UNIT_NOT_SUPPORTED)
