@@ -72,8 +72,22 @@ pub(crate) trait Queue<T: Item> {
     fn pop(rx: &mut Self::Rx) -> Option<T>;
 }
 
-fn leak_ring<T: Item, const N: usize>() -> &'static Ring<T, N> {
-    Box::leak(Box::new(Ring::new()))
+/// This crate's two ends on a new ring of `N` slots (leaked: the benches keep it to the end),
+/// the consumer paced with `Pacing::STREAMING` if `paced`, else `Pacing::Off`.
+fn split_shared<T: Item, const N: usize>(
+    paced: bool,
+) -> (
+    shared_ring::Producer<'static, T, N>,
+    shared_ring::Consumer<'static, T, N>,
+) {
+    let ring: &'static Ring<T, N> = Box::leak(Box::new(Ring::new()));
+    let (tx, mut rx) = ring.split().unwrap();
+    rx.set_pacing(if paced {
+        Pacing::STREAMING
+    } else {
+        Pacing::Off
+    });
+    (tx, rx)
 }
 
 /// This crate's two ends on a ring of `N` slots, each in its own [`Padded`] box, the consumer
@@ -85,12 +99,7 @@ pub(crate) fn make_padded_shared<T: Item, const N: usize>(
     Box<Padded<shared_ring::Producer<'static, T, N>>>,
     Box<Padded<shared_ring::Consumer<'static, T, N>>>,
 ) {
-    let (tx, mut rx) = leak_ring::<T, N>().split().unwrap();
-    rx.set_pacing(if paced {
-        Pacing::STREAMING
-    } else {
-        Pacing::Off
-    });
+    let (tx, rx) = split_shared::<T, N>(paced);
     (Box::new(Padded(tx)), Box::new(Padded(rx)))
 }
 
@@ -124,13 +133,7 @@ impl<T: Item, const PACED: bool> Queue<T> for SharedRing<PACED> {
     type Tx = shared_ring::Producer<'static, T, CAP>;
     type Rx = shared_ring::Consumer<'static, T, CAP>;
     fn make() -> (Self::Tx, Self::Rx) {
-        let (tx, mut rx) = leak_ring::<T, CAP>().split().unwrap();
-        rx.set_pacing(if PACED {
-            Pacing::STREAMING
-        } else {
-            Pacing::Off
-        });
-        (tx, rx)
+        split_shared(PACED)
     }
     #[inline]
     fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
@@ -149,9 +152,7 @@ impl<T: Item> Queue<T> for SharedNotify {
     type Tx = shared_ring::Producer<'static, T, CAP>;
     type Rx = shared_ring::Consumer<'static, T, CAP>;
     fn make() -> (Self::Tx, Self::Rx) {
-        let (tx, mut rx) = leak_ring::<T, CAP>().split().unwrap();
-        rx.set_pacing(Pacing::STREAMING);
-        (tx, rx)
+        split_shared(true)
     }
     #[inline]
     fn push(tx: &mut Self::Tx, v: T) -> Result<(), T> {
